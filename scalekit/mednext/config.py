@@ -134,7 +134,7 @@ class MedNeXtConfig:
             raise ValueError(f"unknown MedNeXt config field(s) {unknown}; known fields: {sorted(known)}")
         return cls(**dict(data))
 
-    def check_input_shape(self, spatial: Sequence[int], training: bool) -> None:
+    def check_input_shape(self, spatial: Sequence[int]) -> None:
         """Raise a ValueError if a batch with these spatial sizes cannot pass through the network."""
         if len(spatial) != self.dim:
             raise ValueError(
@@ -148,9 +148,9 @@ class MedNeXtConfig:
                 f"{DIVISOR} (MedNeXt has four stride-2 levels); pad or crop to e.g. "
                 f"{tuple(max(DIVISOR, round(s / DIVISOR) * DIVISOR) for s in spatial)}"
             )
-        if training and self.norm_type == "group" and all(s == DIVISOR for s in spatial):
+        if self.norm_type == "group" and all(s == DIVISOR for s in spatial):
             raise ValueError(
                 f"spatial size {tuple(spatial)} gives a bottleneck of one voxel, where GroupNorm with one "
-                "group per channel has a single value to normalise in training mode; use a patch of at least "
-                f"{2 * DIVISOR} along one axis"
+                "group per channel normalises a single value (its output is always zero, and torch refuses it "
+                f"in training mode); use a patch of at least {2 * DIVISOR} along one axis"
             )
