@@ -107,7 +107,7 @@ class MedNeXt(nn.Module):
                 f"input tensor of shape {tuple(x.shape)} does not fit this MedNeXt: expected "
                 f"(N, {self.config.in_channels}, {', '.join('S' * self.config.dim)})"
             )
-        self.config.check_input_shape(tuple(x.shape[2:]), self.training)
+        self.config.check_input_shape(tuple(x.shape[2:]))
         x = self.stem(x)
         skips = []
         for level in range(NUM_DOWN):
