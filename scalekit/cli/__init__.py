@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from . import model
+from . import model, study
 
 app = typer.Typer(
     name="scalekit",
@@ -22,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(model.app, name="model")
 app.command("upkern")(model.upkern_command)
+app.add_typer(study.app, name="study")
 
 
 def main() -> None:

@@ -1,0 +1,142 @@
+"""The search space: MedNeXt families (width C, block counts B, expansion ratios R) and their kernel chains.
+
+A :class:`Family` fixes everything but the kernel; its chain (default 3 -> 5 -> 7) trains the same family with
+growing kernels, each stage initialised by UpKern from the one before. A :class:`SearchSpace` is the finite
+set of families a study may pick from: named presets, explicit families, and a compound-scaling range
+(depth and expansion multipliers of a base preset's B and R, times base widths C).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from scalekit.mednext.config import NUM_STAGES, MedNeXtConfig
+from scalekit.mednext.presets import PRESETS
+
+
+def _nine(value: int | Sequence[int]) -> tuple[int, ...]:
+    return (value,) * NUM_STAGES if isinstance(value, int) else tuple(value)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A MedNeXt without its kernel size. ``family_id`` is stable: a hash of (C, B, R)."""
+
+    n_channels: int
+    block_counts: tuple[int, ...]
+    exp_r: tuple[int, ...]
+    label: str = field(default="", compare=False)
+    checkpointing: bool = field(default=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "block_counts", _nine(self.block_counts))
+        object.__setattr__(self, "exp_r", _nine(self.exp_r))
+        MedNeXtConfig(n_channels=self.n_channels, block_counts=self.block_counts, exp_r=self.exp_r)
+
+    @property
+    def family_id(self) -> str:
+        key = json.dumps([self.n_channels, list(self.block_counts), list(self.exp_r)])
+        return "f" + hashlib.sha1(key.encode()).hexdigest()[:8]
+
+    @property
+    def name(self) -> str:
+        """The label if given, else a compact description such as ``C8-B2x9-R2x9``."""
+        if self.label:
+            return self.label
+
+        def compact(values: tuple[int, ...]) -> str:
+            return f"{values[0]}x9" if len(set(values)) == 1 else "-".join(map(str, values))
+
+        return f"C{self.n_channels}-B{compact(self.block_counts)}-R{compact(self.exp_r)}"
+
+    def stage_id(self, kernel: int) -> str:
+        return f"{self.family_id}-k{kernel}"
+
+    def config(self, kernel: int, template: MedNeXtConfig) -> MedNeXtConfig:
+        """This family at one kernel size; the template gives channels, classes, dim and other options."""
+        return template.replace(
+            n_channels=self.n_channels,
+            block_counts=self.block_counts,
+            exp_r=self.exp_r,
+            kernel_size=kernel,
+        )
+
+    @classmethod
+    def from_preset(cls, name: str, n_channels: int | None = None) -> Family:
+        p = PRESETS[name.upper()]
+        width = n_channels or p.n_channels
+        label = name.upper() if width == p.n_channels else f"{name.upper()}-C{width}"
+        return cls(width, p.block_counts, p.exp_r, label, p.checkpointing)
+
+
+def scale_family(base: str, depth: float, expansion: float, n_channels: int) -> Family:
+    """Compound scaling of a preset: B and R multiplied (rounded half up, at least 1), width C set.
+
+    Checkpointing is switched on when the scaled network is at least as deep as MedNeXt-M (as the paper does
+    for M and L), measured by the total block count.
+    """
+    p = PRESETS[base.upper()]
+    blocks = tuple(max(1, math.floor(b * depth + 0.5)) for b in p.block_counts)
+    ratios = tuple(max(1, math.floor(r * expansion + 0.5)) for r in p.exp_r)
+    label = f"{base.upper()}-d{depth:g}-e{expansion:g}-C{n_channels}"
+    deep = sum(blocks) >= sum(PRESETS["M"].block_counts)
+    return Family(n_channels, blocks, ratios, label, deep)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A finite, ordered, duplicate-free set of families and the kernel chain every family runs."""
+
+    families: tuple[Family, ...]
+    kernels: tuple[int, ...] = (3, 5, 7)
+    seeds: tuple[str, ...] = ()
+    """Family ids to try first (the presets and explicit families), before the search explores."""
+
+    def __post_init__(self) -> None:
+        if not self.families:
+            raise ValueError("a search space needs at least one family")
+        unique: dict[str, Family] = {}
+        for fam in self.families:
+            unique.setdefault(fam.family_id, fam)
+        object.__setattr__(self, "families", tuple(unique.values()))
+        if any(k % 2 == 0 or k < 1 for k in self.kernels):
+            raise ValueError(f"kernel chain {list(self.kernels)} must hold odd kernel sizes")
+
+    def __len__(self) -> int:
+        return len(self.families)
+
+    def by_id(self, family_id: str) -> Family:
+        for fam in self.families:
+            if fam.family_id == family_id:
+                return fam
+        raise KeyError(f"family {family_id} is not in this search space")
+
+    def ids(self) -> list[str]:
+        return [f.family_id for f in self.families]
+
+    def optuna_distributions(self) -> dict[str, object]:
+        """One categorical parameter ``family`` over the family ids (imported lazily: Optuna is optional here)."""
+        from optuna.distributions import CategoricalDistribution
+
+        return {"family": CategoricalDistribution(self.ids())}
+
+    @classmethod
+    def build(
+        cls,
+        presets: Iterable[str] = (),
+        families: Iterable[Family] = (),
+        scaling: tuple[str, Sequence[float], Sequence[float], Sequence[int]] | None = None,
+        kernels: Sequence[int] = (3, 5, 7),
+        preset_channels: int | None = None,
+    ) -> SearchSpace:
+        """Union of presets, explicit families and a scaling range ``(base, depths, expansions, widths)``."""
+        seeded = [Family.from_preset(p, preset_channels) for p in presets] + list(families)
+        scaled = []
+        if scaling is not None:
+            base, depths, expansions, widths = scaling
+            scaled = [scale_family(base, d, e, c) for c in widths for d in depths for e in expansions]
+        return cls(tuple(seeded + scaled), tuple(kernels), tuple(f.family_id for f in seeded))

@@ -1,0 +1,27 @@
+"""Studies: a search space, a training budget and a GPU budget turned into trained, measured UpKern chains.
+
+    from scalekit.study import run_study, read_results
+    summary = run_study("studies/demo.yaml")
+    rows = read_results(summary.study_dir)
+"""
+
+from .chain import ChainPlanner, Constraints
+from .config import StudyConfig, StudyConfigError, load_study_config, study_problems
+from .results import ResultsTable, StageRecord, read_results, write_results
+from .runner import StudySummary, build_space, run_study
+
+__all__ = [
+    "ChainPlanner",
+    "Constraints",
+    "ResultsTable",
+    "StageRecord",
+    "StudyConfig",
+    "StudyConfigError",
+    "StudySummary",
+    "build_space",
+    "load_study_config",
+    "read_results",
+    "run_study",
+    "study_problems",
+    "write_results",
+]

@@ -1,0 +1,223 @@
+"""Chain planning: which stage of which family runs next, and what a finished stage means for its successors.
+
+Pure logic over the results table, free of Ray and Optuna, so it can be tested and reasoned about alone.
+A family's chain is its stages in kernel order (3 -> 5 -> 7). When a family is opened every stage is profiled:
+a stage that breaks a constraint is ``infeasible`` and never trains. A stage runs once its parent completed;
+the chain ends (later stages ``stopped`` with the reason) when a stage is infeasible, fails, or does not beat
+its parent's mean Dice by the saturation margin.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scalekit.mednext.config import MedNeXtConfig
+from scalekit.space import Family, SearchSpace
+
+from .results import ResultsTable, StageRecord
+
+log = logging.getLogger(__name__)
+
+GiB = 2**30
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Limits a stage must respect, checked on its profile before it trains."""
+
+    max_memory_gb: float | None = None
+    max_gflops: float | None = None
+
+    def violation(self, record: StageRecord) -> str:
+        """Why a profiled stage breaks a constraint, or an empty string."""
+        reasons = []
+        if self.max_memory_gb is not None and record.peak_memory_bytes is not None:
+            gb = record.peak_memory_bytes / GiB
+            if gb > self.max_memory_gb:
+                reasons.append(
+                    f"{record.memory_method or 'profiled'} peak memory {gb:.2f} GB > budget {self.max_memory_gb:g} GB"
+                )
+        if self.max_gflops is not None and record.gflops_train is not None:
+            if record.gflops_train > self.max_gflops:
+                reasons.append(f"training step {record.gflops_train:.1f} GFLOPs > limit {self.max_gflops:g}")
+        return "; ".join(reasons)
+
+    def excess(self, record: StageRecord) -> float:
+        """Largest relative excess over a limit (<= 0 when feasible), for samplers that learn constraints."""
+        values = [-1.0]
+        if self.max_memory_gb is not None and record.peak_memory_bytes is not None:
+            values.append(record.peak_memory_bytes / GiB / self.max_memory_gb - 1.0)
+        if self.max_gflops is not None and record.gflops_train is not None:
+            values.append(record.gflops_train / self.max_gflops - 1.0)
+        return max(values)
+
+
+ProfileFn = Callable[[MedNeXtConfig], Any]
+"""Returns an object with ``params``, ``gflops_fvcore``, ``gflops_train``, ``peak_memory_bytes``, ``memory_method``."""
+
+
+class ChainPlanner:
+    """Opens families, hands out runnable stages and records their outcomes in the results table."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        table: ResultsTable,
+        template: MedNeXtConfig,
+        profile: ProfileFn,
+        constraints: Constraints,
+        stages_dir: Path,
+        min_improvement: float | None = 0.0,
+        checkpointing: bool | None = None,
+    ) -> None:
+        self.space = space
+        self.table = table
+        self.template = template
+        self.profile = profile
+        self.constraints = constraints
+        self.stages_dir = stages_dir
+        self.min_improvement = min_improvement
+        self.checkpointing = checkpointing
+        self._running: set[str] = set()
+
+    # ---- families --------------------------------------------------------------------------------------------
+
+    def family_ids(self) -> list[str]:
+        """Families with rows in the table, in first-seen order."""
+        return list(dict.fromkeys(r.family_id for r in self.table.records()))
+
+    def stages(self, family_id: str) -> list[StageRecord]:
+        """A family's stages in chain order."""
+        return [self.table[self.stage_of(family_id, k)] for k in self.space.kernels if self.stage_of(family_id, k) in self.table]
+
+    @staticmethod
+    def stage_of(family_id: str, kernel: int) -> str:
+        return f"{family_id}-k{kernel}"
+
+    def stage_config(self, family: Family, kernel: int) -> MedNeXtConfig:
+        checkpointing = family.checkpointing if self.checkpointing is None else self.checkpointing
+        return family.config(kernel, self.template).replace(checkpointing=checkpointing)
+
+    def open_family(self, family: Family) -> list[StageRecord]:
+        """Profile every stage of a new family and write its rows (pending, or infeasible with the reason)."""
+        if self.stage_of(family.family_id, self.space.kernels[0]) in self.table:
+            return self.stages(family.family_id)
+        records: list[StageRecord] = []
+        blocked = ""
+        for index, kernel in enumerate(self.space.kernels):
+            config = self.stage_config(family, kernel)
+            profile = self.profile(config)
+            parent = self.stage_of(family.family_id, self.space.kernels[index - 1]) if index else ""
+            record = StageRecord(
+                stage_id=self.stage_of(family.family_id, kernel),
+                family_id=family.family_id,
+                family_label=family.name,
+                n_channels=family.n_channels,
+                block_counts=list(family.block_counts),
+                exp_r=list(family.exp_r),
+                kernel_size=kernel,
+                parent_stage=parent,
+                init="upkern" if parent else "scratch",
+                params=profile.params,
+                gflops_fvcore=round(profile.gflops_fvcore, 3),
+                gflops_train=round(profile.gflops_train, 3),
+                peak_memory_bytes=int(profile.peak_memory_bytes),
+                memory_method=profile.memory_method,
+                config=config.to_dict(),
+            )
+            violation = self.constraints.violation(record)
+            if violation:
+                record.status, record.reason = "infeasible", violation
+                blocked = blocked or f"chain ended at {record.stage_id} (infeasible)"
+            elif blocked:
+                record.status, record.reason = "stopped", blocked
+            self.table.upsert(record)
+            records.append(record)
+        log.info("opened family %s (%s): %s", family.family_id, family.name, [r.status for r in records])
+        return records
+
+    def family_done(self, family_id: str) -> bool:
+        return all(r.status not in ("pending", "running") for r in self.stages(family_id))
+
+    def best_stage(self, family_id: str) -> StageRecord:
+        """The family's completed stage with the highest mean Dice, else its first stage (for its profile)."""
+        stages = self.stages(family_id)
+        valid = [r for r in stages if r.is_valid]
+        return max(valid, key=lambda r: r.mean_dice) if valid else stages[0]
+
+    # ---- stages ----------------------------------------------------------------------------------------------
+
+    def recover_interrupted(self) -> list[str]:
+        """Stages left ``running`` by a crash go back to ``pending``; they resume from their last checkpoint."""
+        interrupted = [r.stage_id for r in self.table.records() if r.status == "running"]
+        for stage_id in interrupted:
+            self.table.update(stage_id, status="pending", reason="interrupted; resumes from its last checkpoint")
+        return interrupted
+
+    def runnable(self) -> list[StageRecord]:
+        """Pending stages whose parent completed (or that have none), not handed out yet."""
+        out = []
+        for record in self.table.records():
+            if record.status != "pending" or record.stage_id in self._running:
+                continue
+            parent = self.table.get(record.parent_stage) if record.parent_stage else None
+            if parent is None or parent.status == "completed":
+                out.append(record)
+        return out
+
+    def stage_dir(self, stage_id: str) -> Path:
+        return self.stages_dir / stage_id
+
+    def start(self, stage_id: str) -> StageRecord:
+        self._running.add(stage_id)
+        return self.table.update(stage_id, status="running", reason="")
+
+    def parent_checkpoint(self, record: StageRecord) -> Path | None:
+        if not record.parent_stage:
+            return None
+        return Path(self.table[record.parent_stage].checkpoint)
+
+    def finish(self, stage_id: str, status: str, reason: str = "", **measured: Any) -> StageRecord:
+        """Record a stage's end (completed / failed / infeasible) and end its chain where that is due."""
+        self._running.discard(stage_id)
+        record = self.table.update(stage_id, status=status, reason=reason, **measured)
+        end = ""
+        if status != "completed":
+            end = f"chain ended at {stage_id} ({status})"
+        elif self.min_improvement is not None and record.parent_stage:
+            parent = self.table[record.parent_stage]
+            gain = (record.mean_dice or 0.0) - (parent.mean_dice or 0.0)
+            if gain < self.min_improvement:
+                end = (
+                    f"chain saturated at {stage_id}: mean Dice {gain:+.4f} over its parent, "
+                    f"below the margin {self.min_improvement:g}"
+                )
+        if end:
+            for later in self.stages(record.family_id):
+                if later.kernel_size > record.kernel_size and later.status == "pending":
+                    self.table.update(later.stage_id, status="stopped", reason=end)
+        return record
+
+    def counts(self) -> dict[str, int]:
+        """Stages per status."""
+        counts: dict[str, int] = {}
+        for record in self.table.records():
+            counts[record.status] = counts.get(record.status, 0) + 1
+        return counts
+
+    def best_dice(self) -> float | None:
+        scores = [r.mean_dice for r in self.table.records() if r.is_valid]
+        return max(scores) if scores else None
+
+
+def objective_values(record: StageRecord, metrics: Sequence[str]) -> list[float]:
+    """The objective metrics of a stage (missing scores of an untrained stage count as 0)."""
+    values = []
+    for metric in metrics:
+        value = getattr(record, metric)
+        values.append(float(value) if value is not None else 0.0)
+    return values

@@ -1,0 +1,70 @@
+"""A live terminal view of a running study (rich): stage counts, running stages, best Dice, elapsed time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from .results import ResultsTable
+
+_ORDER = ("completed", "running", "pending", "infeasible", "failed", "stopped")
+_STYLE = {"completed": "green", "running": "cyan", "pending": "white", "infeasible": "yellow",
+          "failed": "red", "stopped": "dim"}
+
+
+class StudyProgress:
+    """Renders the results table as a compact status panel; call :meth:`refresh` after every change."""
+
+    def __init__(self, table: ResultsTable, title: str, console: Console | None = None) -> None:
+        self.table = table
+        self.title = title
+        self.console = console or Console(stderr=True)
+        self.started = time.monotonic()
+        self._live: Live | None = None
+
+    def render(self) -> Group:
+        records = self.table.records()
+        counts = {status: 0 for status in _ORDER}
+        for record in records:
+            counts[record.status] += 1
+        valid = [r for r in records if r.is_valid]
+        best = max(valid, key=lambda r: r.mean_dice) if valid else None
+        elapsed = time.monotonic() - self.started
+        head = Text(f"{self.title}  ", style="bold")
+        for status in _ORDER:
+            head.append(f"{status} {counts[status]}  ", style=_STYLE[status])
+        head.append(f"elapsed {elapsed / 60:.1f} min", style="dim")
+        lines: list = [head]
+        if best is not None:
+            lines.append(Text(f"best mean Dice {best.mean_dice:.4f}  ({best.stage_id}, {best.family_label})"))
+        running = [r for r in records if r.status == "running"]
+        if running:
+            table = Table(box=None, show_header=False, pad_edge=False)
+            for record in running:
+                table.add_row("  running", record.stage_id, record.family_label, f"k{record.kernel_size}",
+                              f"from {record.parent_stage}" if record.parent_stage else "from scratch")
+            lines.append(table)
+        return Group(*lines)
+
+    def __rich__(self) -> Group:
+        return self.render()
+
+    def refresh(self) -> None:
+        if self._live is not None:
+            self._live.refresh()
+
+    @contextmanager
+    def live(self) -> Iterator[StudyProgress]:
+        """Show the panel, re-rendered every second and on :meth:`refresh`, while the block runs."""
+        with Live(self, console=self.console, refresh_per_second=1, transient=False) as live:
+            self._live = live
+            try:
+                yield self
+            finally:
+                self._live = None

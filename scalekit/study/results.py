@@ -1,0 +1,182 @@
+"""The results table of a study: one row per chain stage, rewritten atomically as each stage changes.
+
+The table (``results.csv`` in the study directory) is the contract between the study engine, the report, the
+terminal view and the export. List-valued columns (block counts, ratios, per-class scores) and the full
+architecture are stored as JSON strings so that the CSV stays one row per stage and opens in any tool.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULTS_FILE = "results.csv"
+
+STATUSES = ("pending", "running", "completed", "infeasible", "failed", "stopped")
+"""``stopped``: never trained because its chain ended before it (saturation, or a failed or infeasible parent);
+its ``reason`` says which. ``infeasible``: profiled to break a constraint (or ran out of GPU memory), never trained.
+``failed``: training broke (non-finite loss, an error); ``reason`` holds the message."""
+
+INITS = ("scratch", "upkern")
+
+
+@dataclass
+class StageRecord:
+    """One chain stage of one family: its architecture, how it started, how it ended and what it measured."""
+
+    stage_id: str
+    family_id: str
+    n_channels: int
+    block_counts: list[int]
+    exp_r: list[int]
+    kernel_size: int
+    parent_stage: str = ""
+    init: str = "scratch"
+    status: str = "pending"
+    reason: str = ""
+    family_label: str = ""
+    mean_dice: float | None = None
+    per_class_dice: list[float] = field(default_factory=list)
+    mean_nsd: float | None = None
+    per_class_nsd: list[float] = field(default_factory=list)
+    params: int | None = None
+    gflops_fvcore: float | None = None
+    gflops_train: float | None = None
+    peak_memory_bytes: int | None = None
+    memory_method: str = ""
+    wall_time_s: float | None = None
+    epochs: int | None = None
+    checkpoint: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"stage {self.stage_id}: status {self.status!r} is not one of {STATUSES}")
+        if self.init not in INITS:
+            raise ValueError(f"stage {self.stage_id}: init {self.init!r} is not one of {INITS}")
+
+    @property
+    def peak_memory_gb(self) -> float | None:
+        """Peak training-step memory in GB as GPU memory is quoted (2**30 bytes: a "24 GB" card)."""
+        return None if self.peak_memory_bytes is None else self.peak_memory_bytes / 2**30
+
+    @property
+    def is_valid(self) -> bool:
+        """Trained and measured: the only stages eligible for a Pareto front or a selection."""
+        return self.status == "completed" and self.mean_dice is not None
+
+    def to_row(self) -> dict[str, str]:
+        row: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (list, dict)):
+                row[f.name] = json.dumps(value, separators=(",", ":"))
+            elif value is None:
+                row[f.name] = ""
+            else:
+                row[f.name] = str(value)
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, str]) -> StageRecord:
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = row.get(f.name, "")
+            kind = f.type if isinstance(f.type, str) else str(f.type)
+            if raw == "":
+                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+                    continue
+                raise ValueError(f"results row without {f.name!r}: {row}")
+            if kind.startswith(("list", "dict")):
+                values[f.name] = json.loads(raw)
+            elif kind.startswith("int"):
+                values[f.name] = int(raw)
+            elif kind.startswith("float"):
+                values[f.name] = float(raw)
+            else:
+                values[f.name] = raw
+        return cls(**values)
+
+
+COLUMNS = [f.name for f in dataclasses.fields(StageRecord)]
+
+
+class ResultsTable:
+    """The stages of a study, keyed by stage id, persisted to ``results.csv`` after every change.
+
+    Writes go to a temporary file that replaces the table, so a crash never leaves a half-written table.
+    Safe to share between threads of one process (the study driver); one process writes a study at a time.
+    """
+
+    def __init__(self, study_dir: str | Path) -> None:
+        self.path = Path(study_dir) / RESULTS_FILE
+        self._lock = threading.Lock()
+        self._rows: dict[str, StageRecord] = {r.stage_id: r for r in read_results(self.path.parent)}
+
+    def __contains__(self, stage_id: str) -> bool:
+        return stage_id in self._rows
+
+    def __getitem__(self, stage_id: str) -> StageRecord:
+        return self._rows[stage_id]
+
+    def get(self, stage_id: str) -> StageRecord | None:
+        return self._rows.get(stage_id)
+
+    def records(self) -> list[StageRecord]:
+        with self._lock:
+            return list(self._rows.values())
+
+    def upsert(self, record: StageRecord) -> None:
+        """Insert or replace a stage and rewrite the table."""
+        with self._lock:
+            self._rows[record.stage_id] = record
+            self._write()
+
+    def update(self, stage_id: str, **changes: Any) -> StageRecord:
+        """Change some fields of a stage and rewrite the table."""
+        with self._lock:
+            record = dataclasses.replace(self._rows[stage_id], **changes)
+            self._rows[stage_id] = record
+            self._write()
+            return record
+
+    def _write(self) -> None:
+        write_results(self.path.parent, self._rows.values())
+
+
+def write_results(study_dir: str | Path, records: Iterable[StageRecord]) -> Path:
+    """Atomically (re)write ``results.csv`` in ``study_dir``."""
+    path = Path(study_dir) / RESULTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results-", suffix=".csv")
+    with os.fdopen(fd, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        for record in records:
+            writer.writerow(record.to_row())
+    os.replace(tmp, path)
+    return path
+
+
+def read_results(study_dir: str | Path) -> list[StageRecord]:
+    """The stages in ``study_dir/results.csv`` (empty if the study has not written one yet)."""
+    path = Path(study_dir) / RESULTS_FILE
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    records = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            records.append(StageRecord.from_row(row))
+        except (ValueError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}, line {line}: {err}") from None
+    return records

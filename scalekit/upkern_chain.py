@@ -1,0 +1,276 @@
+"""UpKern chains as Ray Tune trials, families chosen by Optuna. The only module that imports Ray and Optuna.
+
+Every chain stage is its own Ray Tune trial. Ray has no dependencies between trials, so a custom
+:class:`ChainSearcher` hands out work: a stage whose parent completed (initialised by UpKern from the parent's
+final weights), else the first stage of a new family asked from Optuna (NSGA-II, TPE, grid or random). Tune
+asks again later when the searcher has nothing runnable while stages run. When a family's chain ends, its best
+stage's objectives are told to Optuna, with its constraint excess, so the sampler learns what was infeasible.
+
+State lives in the study directory, not in Ray: the results table, the Optuna storage and each stage's folder
+(with a checkpoint every epoch). A rerun therefore starts a fresh Tuner that skips completed stages, resumes
+interrupted ones from their last checkpoint and continues the search where the storage left it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.search import Searcher
+
+from scalekit.space import SearchSpace
+from scalekit.study.chain import ChainPlanner, objective_values
+
+log = logging.getLogger(__name__)
+
+FAMILY_ATTR = "family_id"
+CONSTRAINT_ATTR = "constraint_excess"
+MAX_DUPLICATE_ASKS = 50
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How families are chosen and told."""
+
+    sampler: str
+    families: int
+    seed: int
+    metrics: tuple[str, ...]
+    directions: tuple[str, ...]
+    storage: str
+    study_name: str
+
+
+def _constraints(trial: optuna.trial.FrozenTrial) -> tuple[float]:
+    return (trial.user_attrs.get(CONSTRAINT_ATTR, -1.0),)
+
+
+def make_sampler(settings: SearchSettings, space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler of a study (explicit: Optuna 5's default would be TPE even for several objectives)."""
+    if settings.sampler == "nsga2":
+        population = min(50, max(2, settings.families))
+        return optuna.samplers.NSGAIISampler(
+            population_size=population, seed=settings.seed, constraints_func=_constraints
+        )
+    if settings.sampler == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=settings.seed, constraints_func=_constraints, n_startup_trials=min(10, settings.families)
+        )
+    if settings.sampler == "grid":
+        return optuna.samplers.GridSampler({"family": space.ids()}, seed=settings.seed)
+    return optuna.samplers.RandomSampler(seed=settings.seed)
+
+
+def open_optuna_study(settings: SearchSettings, space: SearchSpace) -> optuna.Study:
+    """Create or resume the Optuna study; the seed families (presets, explicit) are queued on creation."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=settings.study_name,
+        storage=settings.storage,
+        directions=list(settings.directions),
+        sampler=make_sampler(settings, space),
+        load_if_exists=True,
+    )
+    if not study.trials:
+        for family_id in space.seeds[: settings.families]:
+            study.enqueue_trial({"family": family_id}, skip_if_exists=True)
+    return study
+
+
+StageLauncher = Callable[[ChainPlanner, str], dict[str, Any]]
+"""Builds the Ray trial config of a stage (called when the searcher hands the stage out)."""
+
+
+class ChainSearcher(Searcher):
+    """Hands Ray Tune the runnable stages of UpKern chains and asks Optuna for new families.
+
+    ``suggest`` returns a stage whose parent completed (k5 after k3, k7 after k5), otherwise the first
+    feasible stage of a newly asked family, ``None`` while everything runnable is running, and ``FINISHED``
+    when the family budget is spent and every chain has ended.
+    """
+
+    def __init__(
+        self,
+        planner: ChainPlanner,
+        study: optuna.Study,
+        settings: SearchSettings,
+        launch: StageLauncher,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        super().__init__()
+        self.planner = planner
+        self.study = study
+        self.settings = settings
+        self.launch = launch
+        self.on_change = on_change
+        self._trial_stage: dict[str, str] = {}
+        self._family_trial = {
+            t.user_attrs[FAMILY_ATTR]: t.number for t in study.trials if FAMILY_ATTR in t.user_attrs
+        }
+        self._exhausted = False
+        self._tell_finished_families()
+
+    # ---- Optuna ----------------------------------------------------------------------------------------------
+
+    def _opened(self) -> int:
+        return len(self.planner.family_ids())
+
+    def _tell_finished_families(self) -> None:
+        """Tell Optuna every family whose chain ended but whose trial is still open (e.g. after a crash)."""
+        for family_id, number in self._family_trial.items():
+            trial = self.study.trials[number]
+            if trial.state == optuna.trial.TrialState.RUNNING and self.planner.family_done(family_id):
+                self._tell(family_id)
+
+    def _tell(self, family_id: str) -> None:
+        number = self._family_trial[family_id]
+        best = self.planner.best_stage(family_id)
+        if best.status in ("completed", "infeasible"):
+            self.study.tell(number, objective_values(best, self.settings.metrics))
+        else:
+            self.study.tell(number, state=optuna.trial.TrialState.FAIL)
+
+    def _new_family(self) -> bool:
+        """Ask Optuna for a family not seen yet and open it; False when the space is exhausted."""
+        distributions = self.planner.space.optuna_distributions()
+        for _ in range(MAX_DUPLICATE_ASKS):
+            trial = self.study.ask(distributions)
+            family_id = trial.params["family"]
+            if family_id in self._family_trial:
+                # A repeat: tell the known result (or fail it while that family still runs) and ask again.
+                known = self._family_trial[family_id]
+                if self.study.trials[known].state == optuna.trial.TrialState.COMPLETE:
+                    self.study.tell(trial, self.study.trials[known].values)
+                else:
+                    self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                continue
+            trial.set_user_attr(FAMILY_ATTR, family_id)
+            self._family_trial[family_id] = trial.number
+            stages = self.planner.open_family(self.planner.space.by_id(family_id))
+            # The family trains only if its first stage is feasible, so that stage's excess is the family's.
+            trial.set_user_attr(CONSTRAINT_ATTR, self.planner.constraints.excess(stages[0]))
+            if self.planner.family_done(family_id):  # infeasible from its first stage: never trains
+                self._tell(family_id)
+            return True
+        return False
+
+    # ---- Ray Tune --------------------------------------------------------------------------------------------
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        while True:
+            runnable = self.planner.runnable()
+            if runnable:
+                stage_id = runnable[0].stage_id
+                self.planner.start(stage_id)
+                self._trial_stage[trial_id] = stage_id
+                self.on_change()
+                return self.launch(self.planner, stage_id)
+            budget_left = self._opened() < min(self.settings.families, len(self.planner.space))
+            if budget_left and not self._exhausted:
+                self._exhausted = not self._new_family()
+                self.on_change()
+                continue
+            if any(not self.planner.family_done(f) for f in self.planner.family_ids()):
+                return None
+            return Searcher.FINISHED
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.on_change()
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        stage_id = self._trial_stage.pop(trial_id, None)
+        if stage_id is None:
+            return
+        if error or not result or "stage_status" not in result:
+            self.planner.finish(stage_id, "failed", "the trial process died (see the Ray trial log)")
+        else:
+            measured = {k: result[k] for k in MEASURED_FIELDS if k in result}
+            self.planner.finish(stage_id, result["stage_status"], result.get("stage_reason", ""), **measured)
+        family_id = self.planner.table[stage_id].family_id
+        if self.planner.family_done(family_id):
+            self._tell(family_id)
+        self.on_change()
+
+    def save(self, checkpoint_path: str) -> None:
+        """Ray saves searchers with its experiment; scalekit's state is the results table and Optuna storage."""
+        Path(checkpoint_path).write_text(
+            json.dumps({"results": str(self.planner.table.path), "optuna_storage": self.settings.storage})
+        )
+
+
+MEASURED_FIELDS = (
+    "mean_dice", "per_class_dice", "mean_nsd", "per_class_nsd", "wall_time_s", "epochs", "checkpoint",
+    "peak_memory_bytes", "memory_method",
+)
+
+
+def run_stage_trial(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable: train one chain stage; never raises, reports its status as a metric."""
+    from scalekit.study.stage import execute_stage
+
+    execute_stage(config, report=tune.report)
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    address: str | None
+    cpus_per_trial: float
+    gpus_per_trial: float
+    max_concurrent: int
+    env_vars: dict[str, str]
+
+
+def run_chains(
+    searcher: ChainSearcher, ray_settings: RaySettings, experiment_dir: Path
+) -> None:
+    """Start (or join) Ray, run every stage the searcher hands out, and shut Ray down if we started it."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            address=ray_settings.address,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+            include_dashboard=False,
+            configure_logging=True,
+            runtime_env={"env_vars": ray_settings.env_vars},
+            **({} if ray_settings.address else {"num_cpus": max(os.cpu_count() or 1, 1)}),
+        )
+    try:
+        trainable = tune.with_resources(
+            run_stage_trial, {"cpu": ray_settings.cpus_per_trial, "gpu": ray_settings.gpus_per_trial}
+        )
+        run_name = time.strftime("run-%Y%m%d-%H%M%S")
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                num_samples=-1,
+                max_concurrent_trials=ray_settings.max_concurrent,
+                trial_dirname_creator=lambda trial: trial.config["stage_id"],
+                trial_name_creator=lambda trial: trial.config["stage_id"],
+            ),
+            run_config=tune.RunConfig(
+                name=run_name,
+                storage_path=str(experiment_dir),
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=0),
+            ),
+        )
+        tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()

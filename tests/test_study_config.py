@@ -1,0 +1,93 @@
+"""Study files: validation reports every problem with its field path; spaces build the right families."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scalekit.space import Family, SearchSpace, scale_family
+from scalekit.study import StudyConfigError, build_space, load_study_config
+
+VALID = {
+    "name": "tiny",
+    "output_dir": "runs/tiny",
+    "dataset": {"id": 991, "patch_size": [32, 32, 32], "batch_size": 2},
+    "training": {"epochs": 1, "iterations_per_epoch": 2},
+    "space": {"presets": ["S"], "preset_channels": 4, "kernels": [3, 5]},
+    "constraints": {"max_memory_gb": 24},
+    "search": {"sampler": "nsga2", "families": 2},
+}
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_valid_study_resolves_paths(tmp_path: Path) -> None:
+    config = load_study_config(write(tmp_path, VALID), base=tmp_path)
+    assert config.output_dir == (tmp_path / "runs" / "tiny").resolve()
+    assert config.objectives[0].metric == "mean_dice" and config.objectives[1].resolved_direction == "minimize"
+
+
+def test_three_mistakes_reported_with_field_paths(tmp_path: Path) -> None:
+    data = yaml.safe_load(yaml.safe_dump(VALID))
+    data["dataset"]["patch_size"] = [40, 32, 32]
+    data["search"]["sampler"] = "cmaes"
+    data["space"]["kernels"] = [3, 4]
+    path = write(tmp_path, data)
+    with pytest.raises(StudyConfigError) as info:
+        load_study_config(path)
+    message = str(info.value)
+    assert "3 problem(s)" in message
+    assert "dataset.patch_size: [40, 32, 32]: every size must be a multiple of 16" in message
+    assert "search.sampler:" in message and "'nsga2'" in message
+    assert "space.kernels: [3, 4]: kernel sizes must be odd" in message
+    result = subprocess.run(
+        [sys.executable, "-c", "from scalekit.cli import main; main()", "study", "validate", str(path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    for field in ("dataset.patch_size", "search.sampler", "space.kernels"):
+        assert field in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_field_and_missing_section(tmp_path: Path) -> None:
+    data = {k: v for k, v in VALID.items() if k != "space"}
+    data["trainig"] = {}
+    with pytest.raises(StudyConfigError) as info:
+        load_study_config(write(tmp_path, data))
+    assert "space: Field required" in str(info.value)
+    assert "trainig: Extra inputs are not permitted (unknown field" in str(info.value)
+
+
+def test_yaml_syntax_error_names_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(StudyConfigError, match=r"bad\.yaml is not valid YAML"):
+        load_study_config(path)
+
+
+def test_compound_scaling_and_presets() -> None:
+    fam = scale_family("S", depth=2.0, expansion=1.5, n_channels=16)
+    assert fam.block_counts == (4,) * 9 and fam.exp_r == (3,) * 9 and fam.n_channels == 16
+    assert fam.checkpointing  # 36 blocks >= MedNeXt-M's 35
+    assert not scale_family("S", 1.0, 1.0, 32).checkpointing
+    assert scale_family("S", 1.0, 1.0, 32).family_id == Family.from_preset("S").family_id
+    space = SearchSpace.build(presets=["S", "B"], scaling=("S", [1.0, 2.0], [1.0], [32]))
+    assert len(space) == 3  # S appears twice (preset and scaling d1 e1) and is kept once
+    assert space.seeds == (Family.from_preset("S").family_id, Family.from_preset("B").family_id)
+
+
+def test_build_space_from_study(tmp_path: Path) -> None:
+    data = yaml.safe_load(yaml.safe_dump(VALID))
+    data["space"]["families"] = [{"n_channels": 8, "block_counts": 1, "exp_r": [2, 2, 2, 2, 3, 2, 2, 2, 2]}]
+    space = build_space(load_study_config(write(tmp_path, data)))
+    assert [f.n_channels for f in space.families] == [4, 8]
+    assert space.families[1].exp_r[4] == 3 and space.kernels == (3, 5)
