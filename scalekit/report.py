@@ -1,0 +1,354 @@
+"""The study report: a self-contained HTML page of plotly figures and tables, plus PNG/SVG of each figure.
+
+Calculate, then draw: :func:`build_report_data` turns a study directory (complete or still running) into plain
+records (panels with their points and 2-D Pareto fronts, UpKern steps, hover texts), :func:`build_figures`
+draws them with plotly and :func:`write_report` writes the page and, where a Chrome or Chromium is installed,
+the static images (kaleido, one browser start for all of them). This is the only module that imports plotly.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import plotly.graph_objects as go
+
+from scalekit.pareto import Objective, StudyGoals, pareto_front, study_front
+from scalekit.selection import rule_choices
+from scalekit.study.results import StageRecord
+
+log = logging.getLogger(__name__)
+
+NOT_TRAINED = ("infeasible", "failed", "stopped")
+IMAGE_FORMATS = ("png", "svg")
+KERNEL_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+INIT_SYMBOLS = {"scratch": "circle", "upkern": "diamond"}
+LABELS = {
+    "mean_dice": "mean Dice",
+    "mean_nsd": "mean surface Dice (NSD)",
+    "peak_memory_gb": "peak GPU memory (GB, 2^30 bytes)",
+    "gflops_train": "training GFLOPs per step",
+    "params": "parameters",
+}
+PANELS = (
+    ("dice_vs_memory", "peak_memory_gb", "mean_dice", "max_memory_gb"),
+    ("dice_vs_gflops", "gflops_train", "mean_dice", "max_gflops"),
+    ("dice_vs_params", "params", "mean_dice", None),
+    ("nsd_vs_memory", "peak_memory_gb", "mean_nsd", "max_memory_gb"),
+)
+"""(name, x metric, y metric, budget attribute of StudyGoals): one figure each; x minimised, y maximised."""
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One scatter figure: the valid stages with both values and their own 2-D Pareto front."""
+
+    name: str
+    x_metric: str
+    y_metric: str
+    points: list[tuple[str, float, float]]
+    """(stage id, x, y) of every valid stage that has both values."""
+    front_ids: list[str]
+    """Stage ids on the (min x, max y) front, ordered by x: the step line is drawn through them."""
+    budget: float | None = None
+
+
+@dataclass(frozen=True)
+class UpKernStep:
+    """An UpKern-initialised stage against its parent: the gain of one k -> k' step of a chain."""
+
+    stage_id: str
+    parent_id: str
+    family: str
+    from_kernel: int
+    to_kernel: int
+    dice_delta: float | None
+    memory_ratio: float | None
+    flops_ratio: float | None
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows, as plain values (tests check these, not pixels)."""
+
+    study_dir: Path
+    records: list[StageRecord]
+    goals: StudyGoals
+    front_ids: frozenset[str]
+    """Stages on the Pareto front of the study's own objectives (any number of them)."""
+    panels: list[Panel]
+    steps: list[UpKernStep]
+    hover: dict[str, str]
+    choices: dict[str, str] = field(default_factory=dict)
+    """Rule -> stage id for ``best`` and ``knee`` (absent while no stage is valid)."""
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def _fmt(value: float | int | None, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.{digits}f}"
+
+
+def hover_text(record: StageRecord) -> str:
+    """Plotly hover (``<br>`` lines): the stage, its measurements and its whole MedNeXt configuration."""
+    lines = [
+        f"<b>{html.escape(record.stage_id)}</b> {html.escape(record.family_label or record.family_id)}",
+        f"status: {record.status}" + (f" ({html.escape(record.reason)})" if record.reason else ""),
+        f"init: {record.init}" + (f" from {html.escape(record.parent_stage)}" if record.parent_stage else ""),
+        f"mean Dice {_fmt(record.mean_dice)}, NSD {_fmt(record.mean_nsd)}",
+        f"peak memory {_fmt(record.peak_memory_gb, 2)} GB ({record.memory_method or 'n/a'})",
+        f"GFLOPs train {_fmt(record.gflops_train, 1)}, params {_fmt(record.params)}",
+    ]
+    lines += [f"{key}: {value}" for key, value in record.config.items()]
+    return "<br>".join(lines)
+
+
+def _panel(name: str, x_metric: str, y_metric: str, budget: float | None, records: list[StageRecord]) -> Panel:
+    objectives = (Objective(x_metric, "minimize"), Objective(y_metric, "maximize"))
+    usable = [r for r in records if r.is_valid and all(o.value(r) is not None for o in objectives)]
+    points = [(r.stage_id, objectives[0].value(r), objectives[1].value(r)) for r in usable]
+    front = sorted(pareto_front(usable, objectives), key=lambda r: (objectives[0].value(r), r.stage_id))
+    return Panel(name, x_metric, y_metric, points, [r.stage_id for r in front], budget)  # type: ignore[arg-type]
+
+
+def _steps(records: list[StageRecord]) -> list[UpKernStep]:
+    by_id = {r.stage_id: r for r in records}
+    steps = []
+    for r in records:
+        parent = by_id.get(r.parent_stage)
+        if r.init != "upkern" or parent is None:
+            continue
+        both = r.is_valid and parent.is_valid
+        steps.append(UpKernStep(
+            r.stage_id, parent.stage_id, r.family_label or r.family_id, parent.kernel_size, r.kernel_size,
+            (r.mean_dice - parent.mean_dice) if both else None,  # type: ignore[operator]
+            _ratio(r.peak_memory_gb, parent.peak_memory_gb),
+            _ratio(r.gflops_train, parent.gflops_train),
+        ))
+    return steps
+
+
+def build_report_data(study_dir: str | Path) -> ReportData:
+    """Read a study directory (possibly partial) into the records the report draws."""
+    study = study_front(study_dir)
+    records, goals = study.records, study.goals
+    panels = [
+        _panel(name, x, y, getattr(goals, budget) if budget else None, records) for name, x, y, budget in PANELS
+    ]
+    choices = {rule: choice.stage.stage_id for rule, choice in rule_choices(records).items()}
+    return ReportData(
+        Path(study_dir), records, goals, study.front_ids, panels, _steps(records),
+        {r.stage_id: hover_text(r) for r in records}, choices,
+    )
+
+
+def _kernel_colour(kernel: int, kernels: Sequence[int]) -> str:
+    return KERNEL_COLOURS[sorted(kernels).index(kernel) % len(KERNEL_COLOURS)]
+
+
+def _figure(panel: Panel, data: ReportData) -> go.Figure:
+    by_id = {r.stage_id: r for r in data.records}
+    xy = {sid: (x, y) for sid, x, y in panel.points}
+    kernels = sorted({by_id[sid].kernel_size for sid in xy})
+    fig = go.Figure()
+    for k in kernels:
+        ids = [sid for sid in xy if by_id[sid].kernel_size == k]
+        fig.add_trace(go.Scatter(
+            x=[xy[s][0] for s in ids], y=[xy[s][1] for s in ids], mode="markers", name=f"k{k}",
+            marker=dict(size=11, color=_kernel_colour(k, kernels),
+                        symbol=[INIT_SYMBOLS[by_id[s].init] for s in ids]),
+            hovertext=[data.hover[s] for s in ids], hovertemplate="%{hovertext}<extra></extra>",
+        ))
+    fig.add_trace(go.Scatter(
+        x=[xy[s][0] for s in panel.front_ids], y=[xy[s][1] for s in panel.front_ids], mode="lines+markers",
+        name="Pareto front", line=dict(shape="hv", color="black", width=1.5),
+        marker=dict(size=18, symbol="circle-open", color="black"), hoverinfo="skip",
+    ))
+    if panel.name == "dice_vs_memory":
+        _draw_chains(fig, data, xy)
+    if panel.budget is not None:
+        unit = "GB" if panel.x_metric == "peak_memory_gb" else "GFLOPs"
+        fig.add_vline(x=panel.budget, line_dash="dash", line_color="firebrick",
+                      annotation_text=f"budget {panel.budget:g} {unit}", annotation_position="top left")
+    fig.update_layout(
+        title=f"{LABELS[panel.y_metric]} vs {LABELS[panel.x_metric]}", template="plotly_white",
+        xaxis_title=LABELS[panel.x_metric], yaxis_title=LABELS[panel.y_metric], width=900, height=560,
+        legend_title="kernel (◇ UpKern, ○ scratch)",
+    )
+    return fig
+
+
+def _draw_chains(fig: go.Figure, data: ReportData, xy: dict[str, tuple[float, float]]) -> None:
+    """Arrows parent -> child for every UpKern step with both ends drawn, labelled with the Dice gain."""
+    mids = []
+    for step in data.steps:
+        if step.stage_id not in xy or step.parent_id not in xy or step.dice_delta is None:
+            continue
+        (x0, y0), (x1, y1) = xy[step.parent_id], xy[step.stage_id]
+        fig.add_annotation(x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y", text="",
+                           showarrow=True, arrowhead=2, arrowsize=1.2, arrowwidth=1.2, arrowcolor="grey",
+                           standoff=7, startstandoff=7)
+        mids.append(((x0 + x1) / 2, (y0 + y1) / 2, step))
+    if mids:
+        fig.add_trace(go.Scatter(
+            x=[m[0] for m in mids], y=[m[1] for m in mids], mode="text", name="UpKern ΔDice",
+            text=[f"{m[2].dice_delta:+.3f}" for m in mids], textposition="middle left",
+            textfont=dict(size=10, color="grey"),
+            hovertext=[f"{m[2].parent_id} → {m[2].stage_id} (k{m[2].from_kernel}→k{m[2].to_kernel}): "
+                       f"ΔDice {m[2].dice_delta:+.4f}" for m in mids],
+            hovertemplate="%{hovertext}<extra></extra>",
+        ))
+
+
+def build_figures(data: ReportData) -> dict[str, go.Figure]:
+    """One plotly figure per panel, keyed by panel name (also the image file stem)."""
+    return {panel.name: _figure(panel, data) for panel in data.panels}
+
+
+def _remove_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def write_images(figures: dict[str, go.Figure], folder: Path) -> tuple[list[Path], str | None]:
+    """PNG and SVG of every figure in one browser start; returns the files and a note if none were written."""
+    import kaleido
+    from choreographer.errors import ChromeNotFoundError
+
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = [
+        {"fig": fig, "path": folder / f"{name}.{fmt}", "opts": {"format": fmt, "width": 900, "height": 560}}
+        for name, fig in figures.items() for fmt in IMAGE_FORMATS
+    ]
+    try:
+        kaleido.write_fig_from_object_sync(jobs, kopts={"mathjax": False}, cancel_on_error=True)
+    except ChromeNotFoundError:
+        _remove_if_empty(folder)
+        return [], ("PNG/SVG images were not written: no Chrome or Chromium was found. Install one "
+                    "(e.g. `apt-get install chromium`, or `plotly_get_chrome`) and run `scalekit study report` again.")
+    except Exception as err:  # noqa: BLE001 - a browser failure must not lose the HTML report
+        log.warning("static image export failed: %s", err)
+        _remove_if_empty(folder)
+        return [], f"PNG/SVG images were not written: the browser failed ({type(err).__name__}: {err})."
+    return [job["path"] for job in jobs], None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A titled table of preformatted cells."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], css: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
+    )
+    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def stage_tables(records: Sequence[StageRecord], front_ids: frozenset[str]) -> list[Table]:
+    """The stage tables of the report and of ``scalekit study show``: trained or in progress, then not trained."""
+    trained = [
+        [r.stage_id, r.family_label or r.family_id, f"k{r.kernel_size}", r.init, r.parent_stage, r.status,
+         _fmt(r.mean_dice), _fmt(r.mean_nsd), _fmt(r.peak_memory_gb, 2), _fmt(r.gflops_train, 1), _fmt(r.params),
+         _fmt(r.epochs), "✓" if r.stage_id in front_ids else "", r.reason]
+        for r in records if r.status not in NOT_TRAINED
+    ]
+    headers = ["stage", "family", "kernel", "init", "parent", "status", "mean Dice", "NSD", "peak GB",
+               "GFLOPs train", "params", "epochs", "study front", "note"]
+    failed = [[r.stage_id, r.family_label or r.family_id, f"k{r.kernel_size}", r.status, r.reason or "—"]
+              for r in records if r.status in NOT_TRAINED]
+    return [
+        Table("All trained or scheduled stages", headers, trained),
+        Table("Not trained (infeasible, failed or stopped)", ["stage", "family", "kernel", "status", "reason"],
+              failed),
+    ]
+
+
+def _tables(data: ReportData) -> str:
+    steps = [[s.family, f"{s.parent_id} → {s.stage_id}", f"k{s.from_kernel} → k{s.to_kernel}",
+              "—" if s.dice_delta is None else f"{s.dice_delta:+.4f}", _fmt(s.memory_ratio, 2),
+              _fmt(s.flops_ratio, 2)] for s in data.steps]
+    tables = [Table("UpKern steps: each UpKern-initialised stage against its parent",
+                    ["family", "stages", "kernel", "ΔDice", "memory ratio", "GFLOPs ratio"], steps)]
+    return "".join(
+        f"<h2>{html.escape(t.title)}</h2>" + (_table(t.headers, t.rows, t.title.split()[0].lower())
+                                              if t.rows else "<p>None.</p>")
+        for t in tables + stage_tables(data.records, data.front_ids)
+    )
+
+
+def _summary(data: ReportData, note: str | None) -> str:
+    counts = {s: sum(r.status == s for r in data.records) for s in sorted({r.status for r in data.records})}
+    goals = data.goals
+    objectives = ", ".join(f"{o.direction} {o.metric}" for o in goals.objectives)
+    items = [
+        f"study: {data.study_dir.resolve()}", f"generated: {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        "stages: " + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none yet"),
+        f"objectives: {objectives}; budgets: memory {goals.max_memory_gb or 'none'} GB, "
+        f"GFLOPs {goals.max_gflops or 'none'}",
+        "Pareto front (study objectives): " + (", ".join(sorted(data.front_ids)) or "empty")
+        + "; each figure outlines the front of its own two axes",
+        "selection rules: " + (", ".join(f"{k} = {v}" for k, v in data.choices.items()) or "no valid stage yet"),
+    ]
+    lines = "".join(f"<li>{html.escape(i)}</li>" for i in items)
+    warning = f'<p class="note">{html.escape(note)}</p>' if note else ""
+    return f"<ul>{lines}</ul>{warning}"
+
+
+_CSS = """body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:13px}
+td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#f2f2f2}
+table.not td{background:#fff3f3}.note{background:#fff8d8;border:1px solid #e0c060;padding:.6em}"""
+
+
+def render_html(data: ReportData, figures: dict[str, go.Figure], note: str | None) -> str:
+    """The whole page; plotly.js is embedded once (with the first figure), so it opens offline."""
+    divs = [
+        fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig-{name}")
+        for i, (name, fig) in enumerate(figures.items())
+    ]
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>scalekit study report</title>"
+        f"<style>{_CSS}</style></head><body><h1>scalekit study report</h1>{_summary(data, note)}"
+        + "".join(divs) + _tables(data) + "</body></html>"
+    )
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What :func:`write_report` wrote, and why images are missing if they are."""
+
+    html: Path
+    images: list[Path]
+    note: str | None
+
+
+def write_report(study_dir: str | Path, out: str | Path | None = None, images: bool = True) -> ReportResult:
+    """Write the report of ``study_dir`` to ``out`` (default ``STUDY_DIR/report.html``).
+
+    Images go to ``<out stem>_figures/`` beside the page: ``dice_vs_memory.png``, ``.svg`` and so on.
+    Safe to call while the study runs: it reads the current ``results.csv``.
+    """
+    data = build_report_data(study_dir)
+    out = Path(out) if out is not None else Path(study_dir) / "report.html"
+    figures = build_figures(data)
+    written: list[Path] = []
+    note = "Static images were not requested." if not images else None
+    if images:
+        written, note = write_images(figures, out.parent / f"{out.stem}_figures")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_html(data, figures, note), encoding="utf-8")
+    log.info("report written to %s (%d images)", out, len(written))
+    return ReportResult(out, written, note)

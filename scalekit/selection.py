@@ -1,0 +1,240 @@
+"""Choosing one stage of a study by a named rule, and exporting it as a standalone MedNeXt (config + weights).
+
+Rules (``--select``):
+
+- ``best``: the highest mean Dice among valid stages (completed, with a Dice); ties go to the lower peak memory,
+  then to the smaller stage id.
+- ``knee``: the knee of the Pareto front in (mean Dice up, peak memory down) space. Both axes are scaled to
+  [0, 1] over the front; the knee is the front point furthest above the straight line that joins the front's
+  extremes (its lowest-memory and its highest-Dice point), i.e. where extra memory stops buying much Dice.
+  When no front point lies strictly above that line (a front of one or two points, or a concave one), the
+  knee is ``best``. Ties go to the lower memory, then to the smaller stage id.
+- ``max-dice-under=24GB``: the highest mean Dice among valid stages whose measured peak memory is at most the
+  budget (GB as GPU memory is quoted, 2**30 bytes, like ``StageRecord.peak_memory_gb``; GiB is the same, MB
+  and MiB are 2**20 bytes; a bare number means GB); ties go to the lower memory.
+- any stage id: that stage, which must be valid.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scalekit.pareto import Objective, pareto_front
+from scalekit.study.results import StageRecord, read_results
+
+log = logging.getLogger(__name__)
+
+DICE_MEMORY = (Objective("mean_dice", "maximize"), Objective("peak_memory_gb", "minimize"))
+CONFIG_FILE = "mednext_config.json"
+WEIGHTS_FILE = "weights.pt"
+SELECTION_FILE = "selection.json"
+TARGETS = ("config", "nnunet")
+_UNITS = {"gb": 2.0**30, "g": 2.0**30, "gib": 2.0**30, "mb": 2.0**20, "m": 2.0**20, "mib": 2.0**20}
+_BUDGET = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The stage a rule chose and why, in words."""
+
+    rule: str
+    stage: StageRecord
+    explanation: str
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.stage
+        return {
+            "rule": self.rule,
+            "stage_id": s.stage_id,
+            "explanation": self.explanation,
+            "family_id": s.family_id,
+            "family_label": s.family_label,
+            "kernel_size": s.kernel_size,
+            "init": s.init,
+            "parent_stage": s.parent_stage,
+            "status": s.status,
+            "mean_dice": s.mean_dice,
+            "mean_nsd": s.mean_nsd,
+            "peak_memory_gb": s.peak_memory_gb,
+            "gflops_train": s.gflops_train,
+            "params": s.params,
+            "checkpoint": s.checkpoint,
+        }
+
+
+def parse_memory_budget(text: str) -> float:
+    """Bytes of a budget such as ``24GB``, ``22.5GiB``, ``800MB`` or ``24`` (GB)."""
+    match = _BUDGET.match(text)
+    unit = match.group(2).lower() if match else ""
+    if not match or (unit and unit not in _UNITS):
+        raise ValueError(f"memory budget {text!r} is not understood; write e.g. 24GB, 22.5GiB or 800MB")
+    value = float(match.group(1)) * _UNITS[unit or "gb"]
+    if value <= 0:
+        raise ValueError(f"memory budget {text!r} must be positive")
+    return value
+
+
+def _memory_key(record: StageRecord) -> float:
+    return np.inf if record.peak_memory_bytes is None else float(record.peak_memory_bytes)
+
+
+def _highest_dice(records: list[StageRecord]) -> StageRecord:
+    return min(records, key=lambda r: (-(r.mean_dice or 0.0), _memory_key(r), r.stage_id))
+
+
+def _valid(records: list[StageRecord]) -> list[StageRecord]:
+    valid = [r for r in records if r.is_valid]
+    if not valid:
+        counts = {s: sum(r.status == s for r in records) for s in sorted({r.status for r in records})}
+        raise ValueError(
+            f"no completed stage to select from (stages by status: {counts or 'none'}); "
+            "wait for the study to finish a stage"
+        )
+    return valid
+
+
+def knee_stage(records: list[StageRecord]) -> StageRecord:
+    """The knee of the Dice-memory Pareto front (definition in the module docstring)."""
+    valid = _valid(records)
+    front = pareto_front(valid, DICE_MEMORY)
+    if not front:
+        raise ValueError("no valid stage has both a mean Dice and a peak memory: the knee is undefined")
+    memory = np.array([r.peak_memory_gb for r in front], dtype=float)
+    dice = np.array([r.mean_dice for r in front], dtype=float)
+    x = (memory - memory.min()) / (np.ptp(memory) or 1.0)
+    y = (dice - dice.min()) / (np.ptp(dice) or 1.0)
+    low = int(np.lexsort((-y, x))[0])  # lowest memory, highest Dice among those
+    high = int(np.lexsort((x, -y))[0])  # highest Dice, lowest memory among those
+    dx, dy = x[high] - x[low], y[high] - y[low]
+    norm = float(np.hypot(dx, dy))
+    if norm == 0.0:
+        return _highest_dice(front)
+    above = (dx * (y - y[low]) - dy * (x - x[low])) / norm  # signed distance, > 0 above the chord
+    best_distance = above.max()
+    if best_distance <= 1e-12:
+        return _highest_dice(front)
+    tied = [r for r, d in zip(front, above) if d >= best_distance - 1e-12]
+    return min(tied, key=lambda r: (_memory_key(r), r.stage_id))
+
+
+def select_stage(records: list[StageRecord], rule: str) -> Selection:
+    """Apply a selection rule (``best``, ``knee``, ``max-dice-under=BUDGET`` or a stage id) to a study's stages."""
+    rule = rule.strip()
+    by_id = {r.stage_id: r for r in records}
+    if rule == "best":
+        stage = _highest_dice(_valid(records))
+        why = f"highest mean Dice ({stage.mean_dice:.4f}) of the valid stages"
+    elif rule == "knee":
+        stage = knee_stage(records)
+        why = "knee of the Dice-memory Pareto front (furthest above the line joining its extremes)"
+    elif rule.startswith("max-dice-under="):
+        budget = parse_memory_budget(rule.split("=", 1)[1])
+        valid = _valid(records)
+        fitting = [r for r in valid if r.peak_memory_bytes is not None and r.peak_memory_bytes <= budget]
+        if not fitting:
+            measured = [r.peak_memory_gb for r in valid if r.peak_memory_gb is not None]
+            smallest = f"{min(measured):.2f} GB" if measured else "none measured"
+            raise ValueError(
+                f"no valid stage fits {rule.split('=', 1)[1]} ({budget / 2**30:.2f} GB); "
+                f"the smallest peak memory is {smallest}: raise the budget"
+            )
+        stage = _highest_dice(fitting)
+        why = f"highest mean Dice ({stage.mean_dice:.4f}) with peak memory <= {budget / 2**30:.2f} GB"
+    elif rule in by_id:
+        stage = by_id[rule]
+        if not stage.is_valid:
+            raise ValueError(
+                f"stage {rule} is {stage.status}{': ' + stage.reason if stage.reason else ''}; "
+                "only completed stages with a Dice can be selected"
+            )
+        why = "chosen by stage id"
+    else:
+        known = ", ".join(sorted(by_id)[:8]) + (", ..." if len(by_id) > 8 else "")
+        raise ValueError(
+            f"--select {rule!r} is neither a rule (best, knee, max-dice-under=24GB) nor a stage id of this "
+            f"study ({known or 'no stages yet'})"
+        )
+    return Selection(rule, stage, f"{stage.stage_id}: {why}")
+
+
+def rule_choices(records: list[StageRecord]) -> dict[str, Selection]:
+    """The ``best`` and ``knee`` stages where they exist (none while no stage has finished)."""
+    choices = {}
+    for rule in ("best", "knee"):
+        try:
+            choices[rule] = select_stage(records, rule)
+        except ValueError as err:
+            log.debug("no %s stage yet: %s", rule, err)
+    return choices
+
+
+def _checkpoint_path(study_dir: Path, stage: StageRecord) -> Path:
+    if not stage.checkpoint:
+        raise ValueError(f"stage {stage.stage_id} has no checkpoint in results.csv; it cannot be exported")
+    path = Path(stage.checkpoint)
+    path = path if path.is_absolute() else study_dir / path
+    if not path.is_file():
+        raise ValueError(f"stage {stage.stage_id}: checkpoint {path} does not exist")
+    return path
+
+
+def export_config(study_dir: str | Path, selection: Selection, out_dir: str | Path) -> list[Path]:
+    """Write ``mednext_config.json`` (a ``MedNeXtConfig.to_dict()``) and ``weights.pt`` (the stage's checkpoint).
+
+    Rebuild with ``MedNeXt(MedNeXtConfig.from_dict(json.load(f)))`` or ``load_mednext("weights.pt")``. The
+    checkpoint's architecture must equal the one the results table records for the stage.
+    """
+    from scalekit.mednext import MedNeXtConfig, load_state
+
+    stage = selection.stage
+    checkpoint = _checkpoint_path(Path(study_dir), stage)
+    _, stored, kind = load_state(checkpoint)
+    if kind != "scalekit":
+        raise ValueError(f"stage {stage.stage_id}: {checkpoint} is a {kind} checkpoint, not a scalekit one")
+    if stage.config and MedNeXtConfig.from_dict(stage.config) != stored:
+        raise ValueError(
+            f"stage {stage.stage_id}: the checkpoint {checkpoint} holds another architecture than results.csv "
+            f"records ({stored.to_dict()} vs {stage.config}); the study directory is inconsistent"
+        )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config_path = out_dir / CONFIG_FILE
+    config_path.write_text(json.dumps(stored.to_dict(), indent=2) + "\n")
+    weights_path = out_dir / WEIGHTS_FILE
+    shutil.copyfile(checkpoint, weights_path)
+    return [config_path, weights_path]
+
+
+def export_stage(study_dir: str | Path, rule: str, to: str, out_dir: str | Path) -> tuple[Selection, list[Path]]:
+    """Select a stage of ``study_dir`` by ``rule``, export it ``to`` ``config`` or ``nnunet`` in ``out_dir``.
+
+    Writes ``selection.json`` (the rule, the explanation and the stage's measurements) beside the export and
+    returns the selection and every file written.
+    """
+    if to not in TARGETS:
+        raise ValueError(f"--to {to!r} is unknown; use one of {', '.join(TARGETS)}")
+    study_dir = Path(study_dir)
+    if not study_dir.is_dir():
+        raise ValueError(f"study directory {study_dir} does not exist")
+    selection = select_stage(read_results(study_dir), rule)
+    if to == "config":
+        files = export_config(study_dir, selection, out_dir)
+    else:
+        raise ValueError(
+            "nnU-Net export is not available yet in this scalekit (scalekit.nnunet has no export_to_nnunet); "
+            "use --to config"
+        )
+    record = {**selection.to_dict(), "study_dir": str(study_dir.resolve()), "to": to,
+              "files": [p.name for p in files]}
+    selection_path = Path(out_dir) / SELECTION_FILE
+    selection_path.write_text(json.dumps(record, indent=2) + "\n")
+    log.info("exported %s (%s) to %s", selection.stage.stage_id, rule, out_dir)
+    return selection, [*files, selection_path]

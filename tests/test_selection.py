@@ -1,0 +1,137 @@
+"""Selection rules (best, knee, max-dice-under, stage id) and the ``config`` export of the chosen stage."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from .fixtures.study_fixture import make_study
+from scalekit.cli.study_results import export_command, show_command
+from scalekit.mednext import MedNeXt, MedNeXtConfig, count_parameters, load_mednext, read_checkpoint
+from scalekit.selection import export_stage, knee_stage, parse_memory_budget, select_stage
+from scalekit.study.results import StageRecord, read_results, write_results
+
+GIB = 2**30
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    path = tmp_path_factory.mktemp("study")
+    make_study(path)
+    return path
+
+
+def _stage(stage_id: str, dice: float, memory_gb: float, status: str = "completed") -> StageRecord:
+    return StageRecord(stage_id=stage_id, family_id="f", n_channels=4, block_counts=[1] * 9, exp_r=[2] * 9,
+                       kernel_size=3, status=status, mean_dice=dice, peak_memory_bytes=int(memory_gb * GIB))
+
+
+def test_best_is_highest_dice_with_ties_to_lower_memory(study) -> None:
+    records = read_results(study)
+    choice = select_stage(records, "best")
+    assert choice.stage.stage_id == "B-k5"  # G-k3 has the same Dice at 10 GB instead of 9 GB
+    assert "highest mean Dice" in choice.explanation
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [("max-dice-under=24GB", "B-k5"), ("max-dice-under=9GB", "B-k5"), ("max-dice-under=8.99GB", "B-k3"),
+     ("max-dice-under=8GiB", "B-k3"), ("max-dice-under=8192MB", "B-k3"), ("max-dice-under=4", "A-k5"),
+     ("max-dice-under=2.5GB", "A-k3")],
+)
+def test_max_dice_under_budget(study, rule, expected) -> None:
+    assert select_stage(read_results(study), rule).stage.stage_id == expected
+
+
+def test_budget_parsing_and_errors(study) -> None:
+    assert parse_memory_budget("24GB") == 24 * GIB
+    assert parse_memory_budget(" 800 MB") == 800 * 2**20
+    for bad in ("abc", "24TB", "0GB", ""):
+        with pytest.raises(ValueError, match="memory budget"):
+            parse_memory_budget(bad)
+    with pytest.raises(ValueError, match="smallest peak memory is 2.00 GB"):
+        select_stage(read_results(study), "max-dice-under=1GB")
+
+
+def test_stage_id_and_unknown_rules(study) -> None:
+    records = read_results(study)
+    assert select_stage(records, "C-k3").stage.stage_id == "C-k3"
+    with pytest.raises(ValueError, match="stage D-k3 is failed: RuntimeError: CUDA out of memory"):
+        select_stage(records, "D-k3")
+    with pytest.raises(ValueError, match="neither a rule .* nor a stage id"):
+        select_stage(records, "biggest")
+    with pytest.raises(ValueError, match="no completed stage"):
+        select_stage([r for r in records if not r.is_valid], "best")
+
+
+def test_knee_is_furthest_above_the_chord() -> None:
+    front = [_stage("m1", 0.50, 1), _stage("m2", 0.80, 2), _stage("m4", 0.85, 4), _stage("m8", 0.88, 8)]
+    dominated = [_stage("x", 0.79, 3), _stage("failed", 0.99, 0.5, status="failed")]
+    assert knee_stage(front + dominated).stage_id == "m2"
+    # A concave front has no point above its chord: the knee falls back to the best stage.
+    concave = [_stage("c1", 0.50, 1), _stage("c2", 0.55, 2), _stage("c3", 0.90, 3)]
+    assert knee_stage(concave).stage_id == "c3"
+    assert knee_stage(front[:2]).stage_id == "m2"
+    assert knee_stage(front[:1]).stage_id == "m1"
+
+
+def test_knee_of_the_fixture(study) -> None:
+    # A-k5 and E-k3 tie (same Dice and memory) at the largest distance; the smaller id wins.
+    assert select_stage(read_results(study), "knee").stage.stage_id == "A-k5"
+
+
+def test_export_config_rebuilds_the_network_and_loads_weights_strictly(study, tmp_path) -> None:
+    selection, files = export_stage(study, "max-dice-under=8GB", "config", tmp_path)
+    stage = selection.stage
+    assert stage.stage_id == "B-k3"
+    assert sorted(p.name for p in files) == ["mednext_config.json", "selection.json", "weights.pt"]
+    config = MedNeXtConfig.from_dict(json.loads((tmp_path / "mednext_config.json").read_text()))
+    model = MedNeXt(config)
+    assert count_parameters(model) == stage.params
+    state = read_checkpoint(tmp_path / "weights.pt")["state_dict"]
+    model.load_state_dict(state, strict=True)
+    original = read_checkpoint(study / stage.checkpoint)["state_dict"]
+    assert all(torch.equal(model.state_dict()[k], original[k]) for k in original)
+    assert count_parameters(load_mednext(tmp_path / "weights.pt")) == stage.params
+    record = json.loads((tmp_path / "selection.json").read_text())
+    assert (record["rule"], record["stage_id"], record["to"]) == ("max-dice-under=8GB", "B-k3", "config")
+    assert record["mean_dice"] == pytest.approx(0.76)
+
+
+def test_export_refuses_inconsistent_or_missing_checkpoints(study, tmp_path) -> None:
+    broken = tmp_path / "study"
+    shutil.copytree(study, broken)
+    records = read_results(broken)
+    changed = [dataclasses.replace(r, config={**r.config, "n_channels": 16}) if r.stage_id == "B-k5" else r
+               for r in records]
+    write_results(broken, changed)
+    with pytest.raises(ValueError, match="holds another architecture"):
+        export_stage(broken, "B-k5", "config", tmp_path / "out")
+    (broken / "checkpoints" / "B-k3.pt").unlink()
+    with pytest.raises(ValueError, match="checkpoint .*B-k3.pt does not exist"):
+        export_stage(broken, "B-k3", "config", tmp_path / "out")
+    with pytest.raises(ValueError, match="--to 'onnx' is unknown"):
+        export_stage(broken, "best", "onnx", tmp_path / "out")
+
+
+def test_cli_show_and_export(study, tmp_path) -> None:
+    app = typer.Typer()
+    app.command("show")(show_command)
+    app.command("export")(export_command)
+    runner = CliRunner()
+    shown = runner.invoke(app, ["show", str(study)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "Pareto front (maximize mean_dice, minimize peak_memory_gb, minimize gflops_train): " \
+           "A-k3, A-k7, B-k3, B-k5, E-k3, F-k3" in shown.output
+    assert "best: B-k5" in shown.output and "knee: A-k5" in shown.output
+    assert "CUDA out of memory" in shown.output
+    exported = runner.invoke(app, ["export", str(study), "--select", "A-k7", "--out", str(tmp_path)])
+    assert exported.exit_code == 0, exported.output
+    assert "selected (A-k7): A-k7: chosen by stage id" in exported.output
+    assert json.loads((tmp_path / "selection.json").read_text())["stage_id"] == "A-k7"
