@@ -107,7 +107,7 @@ def hover_text(record: StageRecord) -> str:
         f"peak memory {_fmt(record.peak_memory_gb, 2)} GB ({record.memory_method or 'n/a'})",
         f"GFLOPs train {_fmt(record.gflops_train, 1)}, params {_fmt(record.params)}",
     ]
-    lines += [f"{key}: {value}" for key, value in record.config.items()]
+    lines += [f"{key}: {html.escape(str(value))}" for key, value in record.config.items()]
     return "<br>".join(lines)
 
 
