@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from .study_results import export_command, report_command, show_command
+
 app = typer.Typer(help="Run and inspect studies.", no_args_is_help=True)
 
 
@@ -43,3 +45,8 @@ def run(
     state = "finished" if summary.finished else "stopped before the end: rerun the same command to resume"
     print(f"{summary.study_dir}: {counts}; {state}")
     print(f"results: {summary.study_dir / 'results.csv'}")
+
+
+app.command("report")(report_command)
+app.command("show")(show_command)
+app.command("export")(export_command)
