@@ -1,0 +1,40 @@
+"""nnU-Net v2 integration: the only part of scalekit that imports nnunetv2.
+
+    from scalekit.nnunet import make_demo_dataset, prepare_dataset, StageRequest, train_stage, export_to_nnunet
+
+- :func:`make_demo_dataset`: a synthetic multi-organ dataset in nnU-Net raw format.
+- :func:`prepare_dataset`: validate a raw dataset (every bad case in one error), then nnU-Net's fingerprint,
+  planning and preprocessing; idempotent.
+- :func:`train_stage`: one study stage (MedNeXt in nnU-Net's training loop, UpKern start, per-epoch
+  checkpoints and callbacks, Dice and surface Dice on the fold's validation cases).
+- :func:`export_to_nnunet`: plans, trainer and starting weights for stock ``nnUNetv2_train``.
+
+nnunetv2 itself is imported only inside these functions, after nnU-Net's environment variables are set.
+"""
+
+from .demo import LABELS as DEMO_LABELS
+from .demo import make_demo_dataset
+from .errors import NonFiniteLossError
+from .export import ExportResult, export_to_nnunet, run_exported_training
+from .plans import TRAINER_NAME, TrainerSettings
+from .prepare import PreparedDataset, prepare_dataset
+from .stage import StageOutcome, StageRequest, train_stage
+from .validate import DatasetValidationError, validate_raw_dataset
+
+__all__ = [
+    "DEMO_LABELS",
+    "TRAINER_NAME",
+    "DatasetValidationError",
+    "ExportResult",
+    "NonFiniteLossError",
+    "PreparedDataset",
+    "StageOutcome",
+    "StageRequest",
+    "TrainerSettings",
+    "export_to_nnunet",
+    "make_demo_dataset",
+    "prepare_dataset",
+    "run_exported_training",
+    "train_stage",
+    "validate_raw_dataset",
+]

@@ -1,0 +1,96 @@
+"""Validation metrics of a trained network: nnU-Net's sliding-window prediction of the fold's validation cases,
+then Dice and surface Dice per foreground class in the original image space (:mod:`scalekit.metrics`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from scalekit.mednext import MedNeXt
+from scalekit.metrics import case_metrics, mean_over_cases
+
+from . import _env
+from .plans import TRAINER_NAME
+from .prepare import PreparedDataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FoldMetrics:
+    """Per-class means over the validation cases (foreground classes, in label order) and their means."""
+
+    cases: tuple[str, ...]
+    per_class_dice: tuple[float, ...]
+    per_class_nsd: tuple[float, ...]
+    tolerance_mm: float
+
+    @property
+    def mean_dice(self) -> float:
+        return float(np.nanmean(self.per_class_dice)) if self.per_class_dice else float("nan")
+
+    @property
+    def mean_nsd(self) -> float:
+        return float(np.nanmean(self.per_class_nsd)) if self.per_class_nsd else float("nan")
+
+
+def validation_cases(prepared: PreparedDataset, fold: int) -> list[str]:
+    """The validation case ids of ``fold`` from the dataset's ``splits_final.json``."""
+    splits = json.loads((prepared.preprocessed_dir / "splits_final.json").read_text())
+    if not 0 <= fold < len(splits):
+        raise ValueError(f"fold {fold} does not exist; {prepared.dataset_name} has folds 0..{len(splits) - 1}")
+    return sorted(splits[fold]["val"])
+
+
+def evaluate_fold(
+    prepared: PreparedDataset,
+    plans: dict[str, Any],
+    configuration: str,
+    network: MedNeXt,
+    fold: int,
+    device: torch.device,
+    tolerance_mm: float = 1.0,
+    mirror: bool = False,
+) -> FoldMetrics:
+    """Predict the validation cases of ``fold`` with ``network`` and score them against the raw labels.
+
+    ``mirror`` switches on nnU-Net's mirroring test-time augmentation (8 forward passes per window in 3-D).
+    """
+    _env.configure(preprocessed=prepared.preprocessed_root)
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans_manager = PlansManager(plans)
+    configuration_manager = plans_manager.get_configuration(configuration)
+    dataset_json = prepared.load_dataset_json()
+    ending = dataset_json["file_ending"]
+    cases = validation_cases(prepared, fold)
+    network.deep_supervision = False
+    network.eval()
+    image_lists = [
+        [str(prepared.raw_dir / "imagesTr" / f"{case}_{channel:04d}{ending}")
+         for channel in range(prepared.num_input_channels)]
+        for case in cases
+    ]
+    with _env.nnunet_output_to_log():
+        predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirror,
+                                    perform_everything_on_device=device.type == "cuda", device=device,
+                                    verbose=False, allow_tqdm=False)
+        predictor.manual_initialization(network, plans_manager, configuration_manager, [network.state_dict()],
+                                        dataset_json, TRAINER_NAME, tuple(range(len(configuration_manager.patch_size))))
+        predictions = predictor.predict_from_files_sequential(image_lists, None)
+    reader = plans_manager.image_reader_writer_class()
+    labels = range(1, prepared.num_classes)
+    dices, nsds = [], []
+    for case, prediction in zip(cases, predictions):
+        reference, properties = reader.read_seg(str(prepared.raw_dir / "labelsTr" / f"{case}{ending}"))
+        result = case_metrics(np.asarray(prediction), reference[0], labels, properties["spacing"], tolerance_mm)
+        log.debug("%s: dice %s nsd %s", case, result.dice, result.nsd)
+        dices.append(result.dice)
+        nsds.append(result.nsd)
+    return FoldMetrics(tuple(cases), tuple(mean_over_cases(dices)), tuple(mean_over_cases(nsds)), tolerance_mm)

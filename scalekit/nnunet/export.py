@@ -1,0 +1,226 @@
+"""Leave scalekit as something nnU-Net v2 trains directly: plans, trainer, starting weights and commands.
+
+:func:`export_to_nnunet` adds MedNeXt configurations (inheriting the preprocessed one) to a plans file in the
+dataset's preprocessed folder, writes a one-line trainer module for ``nnUNet_extTrainer``, optionally writes
+UpKern-initialised starting weights, and returns the exact commands, including the UpKern chain
+(train k3, resample, train k5). :func:`run_exported_training` runs such a training without nnU-Net's trainer
+lookup by name (which fails where torchvision does not import).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from scalekit.mednext import MedNeXt, MedNeXtConfig, count_parameters, load_state, upkern
+
+from . import _env
+from .checkpoints import read_nnunet_checkpoint, write_starting_weights
+from .plans import TRAINER_NAME, TrainerSettings, mednext_configuration, plans_with
+from .prepare import PreparedDataset
+from .stage import resolve_device
+
+log = logging.getLogger(__name__)
+
+TRAINER_MODULE = "scalekit_nnunet_trainers.py"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_to_nnunet` wrote.
+
+    Attributes:
+        plans_file: the plans JSON in the preprocessed dataset folder (nnU-Net's ``-p`` name: ``plans_identifier``).
+        configurations: configuration names in training order (the UpKern chain's k3 first, the target last).
+        trainer_dir: folder to put in ``nnUNet_extTrainer``.
+        initial_weights: starting weights for the target configuration (``-pretrained_weights``), or None.
+        parameter_count: parameters of the target network as nnU-Net builds it (deep supervision on).
+        commands: shell commands, in order; also written to ``out_dir/train.sh``.
+    """
+
+    plans_file: Path
+    plans_identifier: str
+    configurations: tuple[str, ...]
+    trainer_name: str
+    trainer_dir: Path
+    initial_weights: Path | None
+    parameter_count: int
+    commands: tuple[str, ...]
+    script: Path
+
+    @property
+    def configuration(self) -> str:
+        return self.configurations[-1]
+
+
+def _configuration_name(prefix: str, arch: MedNeXtConfig) -> str:
+    enc, dec = arch.enc_kernel_size, arch.dec_kernel_size
+    return f"{prefix}_k{enc}" if enc == dec else f"{prefix}_k{enc}x{dec}"
+
+
+def _starting_weights(source: Path, arch: MedNeXtConfig, out: Path) -> Path:
+    state, config, kind = load_state(source)
+    target = MedNeXt(arch.replace(deep_supervision=True))
+    report = upkern(target, state)
+    log.info("starting weights from %s (%s, k%d): %s", source, kind, config.enc_kernel_size, report.summary())
+    return write_starting_weights(out, target)
+
+
+def export_to_nnunet(
+    prepared: PreparedDataset,
+    arch: MedNeXtConfig,
+    out_dir: Path,
+    weights: Path | None = None,
+    settings: TrainerSettings | None = None,
+    plans_name: str = "scalekitPlans",
+    name: str = "mednext",
+    fold: int | str = 0,
+    results_dir: Path | None = None,
+) -> ExportResult:
+    """Export ``arch`` for training with nnU-Net v2 on ``prepared``.
+
+    Args:
+        prepared: the prepared dataset (the plans file is written into its preprocessed folder).
+        arch: the MedNeXt to train; channels and classes must match the dataset.
+        out_dir: receives the trainer module, starting weights, a copy of the plans and ``train.sh``.
+        weights: a scalekit checkpoint (e.g. a stage's ``final.pt``) to start from; a checkpoint with another
+            kernel size is resampled with UpKern. Without it, an ``arch`` with kernels above 3 gets the UpKern
+            chain: a k3 configuration trained first, then resampled.
+        settings: epochs, iterations, learning rate, AMP (default: the paper's 1000 x 250).
+        plans_name: nnU-Net plans identifier (``-p``); an existing file of that name keeps its other
+            configurations.
+        name: prefix of the configuration names (``{name}_k3``, ``{name}_k5``).
+        fold: fold in the printed commands.
+        results_dir: ``nnUNet_results`` in the printed commands (default: ``out_dir/nnUNet_results``).
+    """
+    settings = settings or TrainerSettings()
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    chain = [arch]
+    if weights is None and arch.enc_kernel_size == arch.dec_kernel_size and arch.enc_kernel_size > 3:
+        chain.insert(0, arch.replace(kernel_size=3))
+    configurations = {_configuration_name(name, a): mednext_configuration(prepared, a, settings) for a in chain}
+    plans_file = prepared.preprocessed_dir / f"{plans_name}.json"
+    base = json.loads(plans_file.read_text()) if plans_file.is_file() else None
+    plans = plans_with(prepared, configurations, plans_name=plans_name, base=base)
+    plans_file.write_text(json.dumps(plans, indent=2) + "\n")
+    (out_dir / f"{plans_name}.json").write_text(json.dumps(plans, indent=2) + "\n")
+    trainer_dir = out_dir / "nnunet_trainers"
+    trainer_dir.mkdir(exist_ok=True)
+    (trainer_dir / TRAINER_MODULE).write_text(
+        '"""Makes scalekit\'s trainer visible to nnUNetv2_train through nnUNet_extTrainer."""\n\n'
+        f"from scalekit.nnunet.trainer import {TRAINER_NAME}  # noqa: F401\n"
+    )
+    names = list(configurations)
+    target_name = names[-1]
+    initial = _starting_weights(weights, arch, out_dir / f"{target_name}_init.pth") if weights else None
+    with torch.device("meta"):
+        parameter_count = count_parameters(MedNeXt(arch.replace(deep_supervision=True)))
+    commands = _commands(prepared, plans_name, names, fold, out_dir, trainer_dir, initial, arch,
+                         Path(results_dir) if results_dir else out_dir / "nnUNet_results")
+    script = out_dir / "train.sh"
+    script.write_text("#!/usr/bin/env bash\nset -euo pipefail\n" + "\n".join(commands) + "\n")
+    script.chmod(0o755)
+    log.info("exported %s to %s:\n%s", target_name, plans_file, "\n".join(commands))
+    return ExportResult(plans_file, plans_name, tuple(names), TRAINER_NAME, trainer_dir, initial,
+                        parameter_count, tuple(commands), script)
+
+
+def _commands(
+    prepared: PreparedDataset, plans_name: str, names: list[str], fold: int | str, out_dir: Path,
+    trainer_dir: Path, initial: Path | None, arch: MedNeXtConfig, results: Path,
+) -> list[str]:
+    q = shlex.quote
+    dataset = prepared.dataset_id
+    commands = [
+        f"export nnUNet_raw={q(str(prepared.raw_dir.parent))}",
+        f"export nnUNet_preprocessed={q(str(prepared.preprocessed_root))}",
+        f"export nnUNet_results={q(str(results))}",
+        f"export nnUNet_extTrainer={q(str(trainer_dir))}",
+    ]
+    train = f"nnUNetv2_train {dataset} {{}} {fold} -tr {TRAINER_NAME} -p {plans_name}"
+    fallback = (f"# where nnU-Net's trainer lookup fails (no working torchvision): scalekit train {dataset} {{}} "
+                f"{fold} --plans {plans_name}")
+    if len(names) == 2:
+        k3_final = (results / prepared.dataset_name / f"{TRAINER_NAME}__{plans_name}__{names[0]}" / f"fold_{fold}"
+                    / "checkpoint_final.pth")
+        init = out_dir / f"{names[1]}_init.pth"
+        commands += [
+            f"# UpKern chain: train k3, resample its kernels to k{arch.enc_kernel_size}, train k{arch.enc_kernel_size}",
+            train.format(names[0]),
+            f"scalekit nnunet upkern-weights {q(str(k3_final))} --kernel {arch.enc_kernel_size} --out {q(str(init))}",
+            train.format(names[1]) + f" -pretrained_weights {q(str(init))}",
+            fallback.format(names[0]),
+            fallback.format(names[1]) + f" --pretrained-weights {q(str(init))}",
+        ]
+    else:
+        weights = f" -pretrained_weights {q(str(initial))}" if initial else ""
+        commands += [train.format(names[0]) + weights,
+                     fallback.format(names[0]) + (f" --pretrained-weights {q(str(initial))}" if initial else "")]
+    return commands
+
+
+def run_exported_training(
+    dataset: int | str,
+    configuration: str,
+    fold: int | str,
+    plans_identifier: str,
+    preprocessed_root: Path,
+    results_root: Path,
+    pretrained_weights: Path | None = None,
+    continue_training: bool = False,
+    validate: bool = True,
+    device: str = "auto",
+) -> Path:
+    """Train an exported configuration with :class:`ScalekitMedNeXtTrainer` as ``nnUNetv2_train`` would
+    (including nnU-Net's final validation when ``validate``), without the trainer lookup by name.
+
+    Returns the fold's output folder.
+    """
+    if pretrained_weights is not None and continue_training:
+        raise ValueError("pretrained weights only start a new training; drop them to continue one")
+    torch_device = resolve_device(device)
+    _env.configure(preprocessed=preprocessed_root, results=results_root)
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    from .trainer import ScalekitMedNeXtTrainer
+
+    dataset_name = maybe_convert_to_dataset_name(str(dataset) if not str(dataset).isdigit() else int(dataset))
+    folder = Path(preprocessed_root) / dataset_name
+    plans_file = folder / f"{plans_identifier}.json"
+    if not plans_file.is_file():
+        raise ValueError(f"plans file {plans_file} does not exist; run `scalekit nnunet export` first")
+    plans = json.loads(plans_file.read_text())
+    if configuration not in plans["configurations"]:
+        raise ValueError(f"configuration {configuration!r} is not in {plans_file}; "
+                         f"available: {sorted(plans['configurations'])}")
+    fold_value: int | str = fold if str(fold) == "all" else int(fold)
+    with _env.nnunet_output_to_log():
+        trainer = ScalekitMedNeXtTrainer(
+            plans={**plans, "continue_training": continue_training}, configuration=configuration, fold=fold_value,
+            dataset_json=json.loads((folder / "dataset.json").read_text()), device=torch_device,
+        )
+        trainer.initialize()
+    output = Path(trainer.output_folder)
+    if continue_training:
+        for name in ("checkpoint_final.pth", "checkpoint_latest.pth"):
+            if (output / name).is_file():
+                trainer.load_checkpoint(output / name)
+                break
+    elif pretrained_weights is not None:
+        state = read_nnunet_checkpoint(Path(pretrained_weights))["network_weights"]
+        trainer.bare_network().load_state_dict(state)
+    try:
+        with _env.nnunet_output_to_log():
+            if trainer.current_epoch < trainer.num_epochs:
+                trainer.run_training()
+            if validate:
+                trainer.perform_actual_validation(False)
+    finally:
+        trainer.shutdown_dataloaders()
+    return output

@@ -1,0 +1,108 @@
+"""nnU-Net plans entries for scalekit: the trainer's settings and a MedNeXt configuration inheriting the
+preprocessed one. Plain data; nothing here imports nnunetv2."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from scalekit.mednext import MedNeXtConfig
+
+from .adapter import architecture_entry
+from .prepare import PreparedDataset
+
+SETTINGS_KEY = "scalekit_trainer"
+"""Key of the trainer settings inside a plans configuration (nnU-Net keeps unknown keys)."""
+TRAINER_NAME = "ScalekitMedNeXtTrainer"
+AMP_CHOICES = (None, "none", "auto", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """How :class:`~scalekit.nnunet.trainer.ScalekitMedNeXtTrainer` trains (defaults: the MedNeXt paper).
+
+    Attributes:
+        num_epochs: epochs (paper: 1000).
+        iterations_per_epoch: training batches per epoch (paper: 250).
+        val_iterations: validation batches per epoch for nnU-Net's pseudo Dice (paper: 50).
+        initial_lr: AdamW learning rate at epoch 0, decayed by the poly schedule (paper: 1e-3).
+        amp: ``"auto"`` (fp16 autocast with a gradient scaler on CUDA, fp32 on CPU), ``"fp16"``, ``"bf16"``,
+            or ``None`` / ``"none"`` (fp32).
+        checkpoint_every: write ``checkpoint_latest.pth`` every this many epochs (trials: 1).
+        plot_progress: draw nnU-Net's ``progress.png`` after every epoch (about a second each; off in trials).
+    """
+
+    num_epochs: int = 1000
+    iterations_per_epoch: int = 250
+    val_iterations: int = 50
+    initial_lr: float = 1e-3
+    amp: str | None = "auto"
+    checkpoint_every: int = 50
+    plot_progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("num_epochs", "iterations_per_epoch", "val_iterations", "checkpoint_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"trainer setting {name} must be an integer >= 1, got {value!r}")
+        if not (isinstance(self.initial_lr, (int, float)) and self.initial_lr > 0):
+            raise ValueError(f"initial_lr must be a positive number, got {self.initial_lr!r}")
+        if self.amp not in AMP_CHOICES:
+            raise ValueError(f"amp={self.amp!r} is unknown; use one of {AMP_CHOICES}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainerSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {SETTINGS_KEY} setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+def check_architecture(prepared: PreparedDataset, arch: MedNeXtConfig) -> None:
+    """Raise a ValueError if ``arch`` cannot train on ``prepared`` (channels, classes, dimension, patch)."""
+    problems = []
+    if arch.in_channels != prepared.num_input_channels:
+        problems.append(f"in_channels={arch.in_channels} but the dataset has {prepared.num_input_channels} channel(s)")
+    if arch.num_classes != prepared.num_classes:
+        problems.append(
+            f"num_classes={arch.num_classes} but the dataset has {prepared.num_classes} classes "
+            f"({', '.join(prepared.label_names)})"
+        )
+    if arch.dim != len(prepared.patch_size):
+        problems.append(f"dim={arch.dim} but the patch {list(prepared.patch_size)} has {len(prepared.patch_size)} axes")
+    if problems:
+        raise ValueError(f"architecture does not fit dataset {prepared.dataset_name}: " + "; ".join(problems))
+    arch.check_input_shape(prepared.patch_size)
+
+
+def mednext_configuration(
+    prepared: PreparedDataset, arch: MedNeXtConfig, settings: TrainerSettings
+) -> dict[str, Any]:
+    """A plans configuration that inherits the preprocessed one and trains ``arch`` on scalekit's patch."""
+    check_architecture(prepared, arch)
+    return {
+        "inherits_from": prepared.configuration,
+        "patch_size": list(prepared.patch_size),
+        "architecture": architecture_entry(arch),
+        SETTINGS_KEY: settings.to_dict(),
+    }
+
+
+def plans_with(
+    prepared: PreparedDataset, configurations: dict[str, dict[str, Any]], plans_name: str | None = None,
+    base: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The prepared plans (or ``base``) plus ``configurations``, optionally renamed to ``plans_name``."""
+    plans = copy.deepcopy(base) if base is not None else prepared.load_plans()
+    clash = sorted(set(configurations) & {prepared.configuration})
+    if clash:
+        raise ValueError(f"configuration name(s) {clash} would replace nnU-Net's own; choose another name")
+    plans["configurations"].update(configurations)
+    if plans_name is not None:
+        plans["plans_name"] = plans_name
+    return plans

@@ -1,0 +1,298 @@
+"""Validate and preprocess an nnU-Net v2 raw dataset once: fingerprint, plan, preprocess one configuration.
+
+The result is a :class:`PreparedDataset`, a small record that every later step (trial training, metrics,
+export) takes instead of reading nnU-Net's environment. Preparation is idempotent: a record of its inputs
+(dataset.json, the size and time stamp of every raw file, the overrides, the nnU-Net version) is kept beside
+the preprocessed data, and an unchanged dataset is not preprocessed again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from . import _env
+from .validate import DATASET_FOLDER, RawDataset, validate_raw_dataset
+
+log = logging.getLogger(__name__)
+
+RECORD = "scalekit_prepared.json"
+PLANS_IDENTIFIER = "nnUNetPlans"
+MEDNEXT_DIVISOR = 16
+"""MedNeXt halves every axis four times, so patch sizes must be multiples of 16."""
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A preprocessed nnU-Net v2 dataset and the configuration scalekit trains on.
+
+    Attributes:
+        dataset_id: nnU-Net dataset id (1..999).
+        dataset_name: folder name ``Dataset{id:03d}_{Name}``.
+        raw_dir: the raw dataset folder (images are read from here for validation metrics).
+        preprocessed_root: the folder used as ``nnUNet_preprocessed``.
+        plans_identifier: nnU-Net plans name (``nnUNetPlans``).
+        configuration: the preprocessed nnU-Net configuration (``3d_fullres`` or ``2d``).
+        label_names: class names by label value, background first.
+        patch_size: training patch, every entry a multiple of 16 (may differ from nnU-Net's planned patch).
+        spacing: target voxel spacing of the preprocessed data in mm, in nnU-Net's axis order.
+        num_input_channels: image channels (modalities).
+    """
+
+    dataset_id: int
+    dataset_name: str
+    raw_dir: Path
+    preprocessed_root: Path
+    plans_identifier: str
+    configuration: str
+    label_names: tuple[str, ...]
+    patch_size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    num_input_channels: int
+
+    @property
+    def num_classes(self) -> int:
+        """Network outputs: foreground classes plus background."""
+        return len(self.label_names)
+
+    @property
+    def preprocessed_dir(self) -> Path:
+        return self.preprocessed_root / self.dataset_name
+
+    @property
+    def plans_file(self) -> Path:
+        return self.preprocessed_dir / f"{self.plans_identifier}.json"
+
+    def load_plans(self) -> dict[str, Any]:
+        """The nnU-Net plans dictionary of this preparation."""
+        return json.loads(self.plans_file.read_text())
+
+    def load_dataset_json(self) -> dict[str, Any]:
+        return json.loads((self.preprocessed_dir / "dataset.json").read_text())
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(raw_dir=str(self.raw_dir), preprocessed_root=str(self.preprocessed_root))
+        data.update(label_names=list(self.label_names), patch_size=list(self.patch_size), spacing=list(self.spacing))
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreparedDataset:
+        return cls(
+            dataset_id=int(data["dataset_id"]),
+            dataset_name=data["dataset_name"],
+            raw_dir=Path(data["raw_dir"]),
+            preprocessed_root=Path(data["preprocessed_root"]),
+            plans_identifier=data["plans_identifier"],
+            configuration=data["configuration"],
+            label_names=tuple(data["label_names"]),
+            patch_size=tuple(int(p) for p in data["patch_size"]),
+            spacing=tuple(float(s) for s in data["spacing"]),
+            num_input_channels=int(data["num_input_channels"]),
+        )
+
+    @classmethod
+    def load(cls, preprocessed_dir: Path) -> PreparedDataset:
+        """Read the record that :func:`prepare_dataset` left in ``preprocessed_root/Dataset...``."""
+        path = Path(preprocessed_dir) / RECORD
+        if not path.is_file():
+            raise ValueError(f"{preprocessed_dir} was not prepared by scalekit ({RECORD} missing); "
+                             "run `scalekit data prepare` first")
+        return cls.from_dict(json.loads(path.read_text())["prepared"])
+
+
+def resolve_raw_dataset(dataset: Path | str | int, raw_root: Path | None = None) -> Path:
+    """The raw dataset folder for a path, an id (``42``, ``"042"``) or a name (``"Dataset042_Liver"``).
+
+    Ids and names are looked up in ``raw_root`` or else ``$nnUNet_raw``.
+    """
+    if isinstance(dataset, (str, os.PathLike)) and Path(dataset).is_dir():
+        return Path(dataset).resolve()
+    root = raw_root or (Path(os.environ["nnUNet_raw"]) if os.environ.get("nnUNet_raw") else None)
+    text = str(dataset)
+    if root is None or not root.is_dir():
+        raise ValueError(
+            f"dataset {text!r} is not a folder, and no raw root to look it up in: pass the dataset folder, "
+            "or set nnUNet_raw / --raw-root"
+        )
+    if text.isdigit():
+        matches = sorted(p for p in root.glob(f"Dataset{int(text):03d}_*") if p.is_dir())
+    else:
+        matches = [root / text] if (root / text).is_dir() else []
+    if len(matches) != 1:
+        known = sorted(p.name for p in root.iterdir() if DATASET_FOLDER.match(p.name))
+        raise ValueError(f"dataset {text!r} {'is ambiguous' if matches else 'not found'} in {root}; known: {known}")
+    return matches[0].resolve()
+
+
+def _input_key(raw: RawDataset, settings: dict[str, Any]) -> str:
+    digest = hashlib.sha256()
+    digest.update((raw.folder / "dataset.json").read_bytes())
+    for sub in ("imagesTr", "labelsTr"):
+        for path in sorted((raw.folder / sub).glob("*")):
+            stat = path.stat()
+            digest.update(f"{sub}/{path.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    digest.update(metadata.version("nnunetv2").encode())
+    return digest.hexdigest()
+
+
+def mednext_patch(planned: Sequence[int]) -> tuple[int, ...]:
+    """nnU-Net's planned patch rounded up to multiples of 16, never a single 16-voxel bottleneck voxel."""
+    patch = [max(MEDNEXT_DIVISOR, math.ceil(p / MEDNEXT_DIVISOR) * MEDNEXT_DIVISOR) for p in planned]
+    if all(p == MEDNEXT_DIVISOR for p in patch):
+        patch[0] = 2 * MEDNEXT_DIVISOR
+    return tuple(patch)
+
+
+def _check_overrides(configuration: str, patch_size: Sequence[int] | None, spacing: Sequence[float] | None) -> None:
+    dims = 2 if configuration == "2d" else 3
+    if patch_size is not None:
+        if len(patch_size) != dims or any(int(p) % MEDNEXT_DIVISOR or int(p) < MEDNEXT_DIVISOR for p in patch_size):
+            raise ValueError(
+                f"patch_size {list(patch_size)} must be {dims} multiples of {MEDNEXT_DIVISOR} for configuration "
+                f"{configuration!r} (MedNeXt halves every axis four times), e.g. {[128] * dims}"
+            )
+    if spacing is not None:
+        if configuration != "3d_fullres":
+            raise ValueError(f"a target spacing can only be set for 3d_fullres, not {configuration!r}")
+        if len(spacing) != 3 or any(float(s) <= 0 for s in spacing):
+            raise ValueError(f"spacing {list(spacing)} must be three positive numbers in mm, e.g. [1, 1, 1]")
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on a file, so that concurrent workers prepare a dataset once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _reusable(record_path: Path, key: str) -> PreparedDataset | None:
+    if not record_path.is_file():
+        return None
+    record = json.loads(record_path.read_text())
+    if record.get("input_key") != key:
+        return None
+    prepared = PreparedDataset.from_dict(record["prepared"])
+    plans = prepared.load_plans()
+    data_dir = prepared.preprocessed_dir / plans["configurations"][prepared.configuration]["data_identifier"]
+    return prepared if data_dir.is_dir() and any(data_dir.iterdir()) else None
+
+
+def prepare_dataset(
+    dataset: Path | str | int,
+    preprocessed_root: Path,
+    configuration: str = "3d_fullres",
+    patch_size: Sequence[int] | None = None,
+    spacing: Sequence[float] | None = None,
+    num_processes: int | None = None,
+    raw_root: Path | None = None,
+) -> PreparedDataset:
+    """Validate a raw dataset, then run nnU-Net v2's fingerprint extraction, planning and preprocessing.
+
+    Args:
+        dataset: raw dataset folder, or its id / name under ``raw_root`` (or ``$nnUNet_raw``).
+        preprocessed_root: where nnU-Net's preprocessed data goes (``nnUNet_preprocessed``).
+        configuration: nnU-Net configuration to preprocess: ``3d_fullres`` (default) or ``2d``.
+        patch_size: training patch override, multiples of 16 (the paper: 128^3); default: nnU-Net's planned
+            patch rounded up to multiples of 16.
+        spacing: target spacing override in mm (3d_fullres only; the paper: 1 mm isotropic).
+        num_processes: worker processes for fingerprint and preprocessing (default: half the cores, <= 8).
+        raw_root: folder of raw datasets for id / name lookups.
+
+    Returns:
+        The :class:`PreparedDataset`; an unchanged dataset prepared before is reused without work.
+
+    Raises:
+        DatasetValidationError: listing every bad case, before any preprocessing.
+        ValueError: bad overrides or an unknown dataset.
+    """
+    if configuration not in ("3d_fullres", "2d"):
+        raise ValueError(f"configuration {configuration!r} is not supported; use '3d_fullres' or '2d'")
+    _check_overrides(configuration, patch_size, spacing)
+    raw_dir = resolve_raw_dataset(dataset, raw_root)
+    preprocessed_root = Path(preprocessed_root).resolve()
+    workers = num_processes or _env.default_workers()
+    raw = validate_raw_dataset(raw_dir, num_workers=workers)
+    if any(isinstance(v, list) for v in raw.labels.values()):
+        raise ValueError(f"{raw_dir}: region-based labels (lists in dataset.json 'labels') are not supported")
+    settings = {
+        "configuration": configuration,
+        "patch_size": list(patch_size) if patch_size else None,
+        "spacing": [float(s) for s in spacing] if spacing else None,
+    }
+    key = _input_key(raw, settings)
+    record_path = preprocessed_root / raw.dataset_name / RECORD
+    with _locked(preprocessed_root / f".{raw.dataset_name}.lock"):
+        reused = _reusable(record_path, key)
+        if reused is not None:
+            log.info("reusing the preparation of %s in %s", raw.dataset_name, reused.preprocessed_dir)
+            return reused
+        prepared = _run_nnunet(raw, preprocessed_root, configuration, patch_size, spacing, workers)
+        record_path.write_text(json.dumps({"input_key": key, "prepared": prepared.to_dict()}, indent=2) + "\n")
+    return prepared
+
+
+def _run_nnunet(
+    raw: RawDataset,
+    preprocessed_root: Path,
+    configuration: str,
+    patch_size: Sequence[int] | None,
+    spacing: Sequence[float] | None,
+    workers: int,
+) -> PreparedDataset:
+    _env.configure(raw=raw.folder.parent, preprocessed=preprocessed_root, num_processes=workers)
+    # nnU-Net's planner sets torch's thread count to the augmentation worker count, which must be >= 1.
+    planning_threads = str(max(1, int(os.environ["nnUNet_n_proc_DA"])))
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprint_dataset,
+        plan_experiment_dataset,
+        preprocess_dataset,
+    )
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    log.info("preparing %s: fingerprint, plans, preprocessing (%s, %d workers)", raw.dataset_name,
+             configuration, workers)
+    with _env.nnunet_output_to_log(), _env.temporary(nnUNet_n_proc_DA=planning_threads):
+        extract_fingerprint_dataset(raw.dataset_id, num_processes=workers, clean=True, verbose=False,
+                                    show_progress_bar=False)
+        target = tuple(float(s) for s in spacing) if spacing else None
+        plans, identifier = plan_experiment_dataset(raw.dataset_id, overwrite_target_spacing=target)
+        if configuration not in plans["configurations"]:
+            raise ValueError(f"nnU-Net planned no {configuration!r} configuration for {raw.dataset_name}; "
+                             f"planned: {sorted(plans['configurations'])}")
+        preprocess_dataset(raw.dataset_id, identifier, configurations=[configuration], num_processes=[workers],
+                           verbose=False, show_progress_bar=False)
+    splits = preprocessed_root / raw.dataset_name / "splits_final.json"
+    if not splits.is_file():  # written once here, so that parallel trials never race to create it
+        folds = generate_crossval_split(list(raw.cases), seed=12345, n_splits=min(5, len(raw.cases)))
+        splits.write_text(json.dumps(folds, indent=1) + "\n")
+    planned = plans["configurations"][configuration]
+    names = [name for name, _ in sorted(raw.labels.items(), key=lambda item: int(item[1]))]
+    return PreparedDataset(
+        dataset_id=raw.dataset_id,
+        dataset_name=raw.dataset_name,
+        raw_dir=raw.folder,
+        preprocessed_root=preprocessed_root,
+        plans_identifier=identifier,
+        configuration=configuration,
+        label_names=tuple(names),
+        patch_size=tuple(int(p) for p in patch_size) if patch_size else mednext_patch(planned["patch_size"]),
+        spacing=tuple(float(s) for s in planned["spacing"]),
+        num_input_channels=raw.num_channels,
+    )

@@ -1,0 +1,280 @@
+"""One training stage of a study: train a MedNeXt inside nnU-Net v2, optionally UpKern-initialised from the
+parent stage, checkpoint every epoch, then score the fold's validation cases.
+
+The study engine runs :func:`train_stage` in a worker process; it sets nnU-Net's environment variables for
+that process. Layout of ``output_dir``::
+
+    request.json            what was asked (a resumed stage must ask the same)
+    nnunet/                 nnUNet_results: nnU-Net's logs and checkpoint_latest.pth / checkpoint_final.pth
+    final.pt                scalekit checkpoint of the trained network (UpKern source of the next stage)
+    outcome.json            the StageOutcome
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+
+from scalekit.mednext import MedNeXtConfig, load_state, save_checkpoint, upkern
+
+from . import _env
+from .evaluate import evaluate_fold
+from .plans import AMP_CHOICES, TrainerSettings, mednext_configuration, plans_with
+from .prepare import PreparedDataset
+
+log = logging.getLogger(__name__)
+
+STAGE_CONFIGURATION = "scalekit_stage"
+FINAL_CHECKPOINT = "final.pt"
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    """What one stage trains.
+
+    Attributes:
+        prepared: the dataset from :func:`~scalekit.nnunet.prepare_dataset`.
+        fold: cross-validation fold (0..4 for five or more cases).
+        arch: the MedNeXt; ``in_channels`` / ``num_classes`` must match the dataset; deep supervision is
+            always trained (nnU-Net sets it).
+        epochs, iterations_per_epoch, val_iterations: schedule (the poly decay runs over ``epochs``).
+        initial_lr: AdamW learning rate.
+        init_from: scalekit checkpoint of the parent stage to initialise from with UpKern (e.g. its ``final.pt``).
+        output_dir: this stage's folder.
+        resume: continue from the last epoch checkpoint in ``output_dir`` if there is one (else start fresh);
+            without ``resume`` an existing stage in ``output_dir`` is replaced.
+        amp: ``None`` / ``"none"`` (fp32), ``"auto"`` (fp16 on CUDA, fp32 on CPU), ``"fp16"``, ``"bf16"``.
+        device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
+        seed: seeds Python, numpy and torch before training.
+        nsd_tolerance_mm: surface Dice tolerance.
+        mirror_tta: mirroring test-time augmentation for the validation metrics (slower, as in the paper).
+    """
+
+    prepared: PreparedDataset
+    fold: int
+    arch: MedNeXtConfig
+    epochs: int
+    iterations_per_epoch: int
+    output_dir: Path
+    val_iterations: int = 10
+    initial_lr: float = 1e-3
+    init_from: Path | None = None
+    resume: bool = False
+    amp: str | None = "auto"
+    device: str = "auto"
+    seed: int = 0
+    nsd_tolerance_mm: float = 1.0
+    mirror_tta: bool = False
+
+    def settings(self) -> TrainerSettings:
+        return TrainerSettings(num_epochs=self.epochs, iterations_per_epoch=self.iterations_per_epoch,
+                               val_iterations=self.val_iterations, initial_lr=self.initial_lr, amp=self.amp,
+                               checkpoint_every=1, plot_progress=False)
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes the trained network (compared when resuming)."""
+        return {
+            "dataset": self.prepared.dataset_name, "configuration": self.prepared.configuration,
+            "patch_size": list(self.prepared.patch_size), "fold": self.fold, "arch": self.arch.to_dict(),
+            "settings": self.settings().to_dict(), "init_from": str(self.init_from) if self.init_from else None,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class StageOutcome:
+    """Result of a stage. Per-class lists follow the foreground classes in label order (``class_names``)."""
+
+    mean_dice: float
+    per_class_dice: list[float]
+    mean_nsd: float
+    per_class_nsd: list[float]
+    nsd_tolerance_mm: float
+    checkpoint: Path
+    first_train_loss: float
+    last_train_loss: float
+    epochs_run: int
+    epochs_total: int
+    wall_time_s: float
+    class_names: list[str] = field(default_factory=list)
+    validation_cases: list[str] = field(default_factory=list)
+    upkern: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["checkpoint"] = str(self.checkpoint)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StageOutcome:
+        return cls(**{**data, "checkpoint": Path(data["checkpoint"])})
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"``, ``"cpu"`` or ``"cuda"`` as a torch device; CUDA must exist when asked for."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r} is unknown; use 'auto', 'cpu' or 'cuda'")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but torch sees no CUDA device; use 'cpu' or 'auto'")
+    return torch.device(device)
+
+
+def _check_request(request: StageRequest) -> torch.device:
+    if request.amp not in AMP_CHOICES:
+        raise ValueError(f"amp={request.amp!r} is unknown; use one of {AMP_CHOICES}")
+    request.settings()  # validates the schedule
+    device = resolve_device(request.device)
+    if request.amp == "fp16" and device.type != "cuda":
+        raise ValueError("amp='fp16' needs CUDA; use amp=None or 'bf16' on the CPU")
+    if request.init_from is not None and not Path(request.init_from).is_file():
+        raise ValueError(f"init_from checkpoint {request.init_from} does not exist")
+    if request.nsd_tolerance_mm < 0:
+        raise ValueError(f"nsd_tolerance_mm must be >= 0, got {request.nsd_tolerance_mm}")
+    return device
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _prepare_output(request: StageRequest) -> bool:
+    """Write request.json; return whether an earlier run of the same stage can be continued."""
+    out = Path(request.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    request_file = out / "request.json"
+    identity = request.identity()
+    if request.resume and request_file.is_file():
+        previous = json.loads(request_file.read_text())
+        if previous != identity:
+            changed = sorted(k for k in identity if previous.get(k) != identity[k])
+            raise ValueError(
+                f"cannot resume the stage in {out}: it was started with different {changed}; "
+                "use another output_dir or resume=False to start over"
+            )
+        return True
+    for stale in ("nnunet", FINAL_CHECKPOINT, "outcome.json"):
+        path = out / stale
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    request_file.write_text(json.dumps(identity, indent=2) + "\n")
+    return False
+
+
+def train_stage(request: StageRequest, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> StageOutcome:
+    """Train one stage and score it; see :class:`StageRequest` and the module docstring.
+
+    ``on_epoch`` receives after every epoch a dict with ``epoch``, ``train_loss``, ``val_loss``,
+    ``ema_fg_dice``, ``mean_fg_dice``, ``lr``, ``epoch_seconds`` and ``elapsed_seconds``.
+
+    Raises:
+        ValueError: a request that does not fit the dataset, before any training.
+        NonFiniteLossError: at the first NaN/inf training loss.
+        torch.OutOfMemoryError: unchanged from PyTorch.
+    """
+    started = time.monotonic()
+    device = _check_request(request)
+    prepared = request.prepared
+    configuration = mednext_configuration(prepared, request.arch, request.settings())
+    out = Path(request.output_dir).resolve()
+    continuing = _prepare_output(request)
+    if continuing and (out / "outcome.json").is_file() and (out / FINAL_CHECKPOINT).is_file():
+        log.info("stage in %s is complete; returning its recorded outcome", out)
+        return StageOutcome.from_dict(json.loads((out / "outcome.json").read_text()))
+    _env.configure(raw=prepared.raw_dir.parent, preprocessed=prepared.preprocessed_root, results=out / "nnunet")
+    from .trainer import ScalekitMedNeXtTrainer
+
+    plans = plans_with(prepared, {STAGE_CONFIGURATION: configuration})
+    _seed(request.seed)
+    with _env.nnunet_output_to_log():
+        trainer = ScalekitMedNeXtTrainer(
+            plans={**plans, "continue_training": continuing}, configuration=STAGE_CONFIGURATION,
+            fold=request.fold, dataset_json=prepared.load_dataset_json(), device=device,
+        )
+        trainer.initialize()
+    fold_dir = Path(trainer.output_folder)
+    report = _initialise(trainer, request, fold_dir, continuing)
+    epochs_before = trainer.current_epoch
+    trainer.epoch_callback = _reporter(on_epoch, sys.stdout)
+    try:
+        if epochs_before < trainer.num_epochs:
+            with _env.nnunet_output_to_log():
+                trainer.run_training()
+    finally:
+        trainer.shutdown_dataloaders()
+    network = trainer.bare_network()
+    checkpoint = save_checkpoint(out / FINAL_CHECKPOINT, network, stage=request.identity(), upkern=report)
+    metrics = evaluate_fold(prepared, plans, STAGE_CONFIGURATION, network, request.fold, device,
+                            request.nsd_tolerance_mm, request.mirror_tta)
+    losses = [float(v) for v in trainer.logger.get_value("train_losses", step=None)]
+    outcome = StageOutcome(
+        mean_dice=metrics.mean_dice, per_class_dice=list(metrics.per_class_dice),
+        mean_nsd=metrics.mean_nsd, per_class_nsd=list(metrics.per_class_nsd),
+        nsd_tolerance_mm=metrics.tolerance_mm, checkpoint=checkpoint,
+        first_train_loss=losses[0], last_train_loss=losses[-1],
+        epochs_run=trainer.num_epochs - epochs_before, epochs_total=len(losses),
+        wall_time_s=time.monotonic() - started, class_names=list(prepared.label_names[1:]),
+        validation_cases=list(metrics.cases), upkern=report,
+    )
+    (out / "outcome.json").write_text(json.dumps(outcome.to_dict(), indent=2) + "\n")
+    log.info("stage %s: dice %.4f, nsd %.4f, %d epoch(s) in %.1f s", out.name, outcome.mean_dice,
+             outcome.mean_nsd, outcome.epochs_run, outcome.wall_time_s)
+    return outcome
+
+
+def _initialise(trainer: Any, request: StageRequest, fold_dir: Path, continuing: bool) -> dict[str, Any] | None:
+    """Load the stage's own checkpoint when continuing, else UpKern from the parent if asked.
+
+    Returns the UpKern report (also when continuing a stage that started from UpKern), or None.
+    """
+    report_file = Path(request.output_dir) / "upkern.json"
+    if continuing:
+        for name in ("checkpoint_final.pth", "checkpoint_latest.pth"):
+            if (fold_dir / name).is_file():
+                log.info("continuing from %s", fold_dir / name)
+                trainer.load_checkpoint(fold_dir / name)
+                break
+        if report_file.is_file():
+            return json.loads(report_file.read_text())
+        if request.init_from is None or trainer.current_epoch > 0:
+            return None
+    if request.init_from is None:
+        return None
+    state, config, kind = load_state(request.init_from)
+    result = upkern(trainer.bare_network(), state)
+    report = {"source": str(request.init_from), "source_kind": kind,
+              "source_kernel": [config.enc_kernel_size, config.dec_kernel_size],
+              "summary": result.summary(), **result.to_dict()}
+    report_file.write_text(json.dumps(report, indent=2) + "\n")
+    log.info("UpKern from %s: %s", request.init_from, result.summary())
+    return report
+
+
+def _reporter(on_epoch: Callable[[dict[str, Any]], None] | None, stdout: TextIO) -> Callable[[dict[str, Any]], None]:
+    """The trainer's epoch callback: log, then call ``on_epoch`` with the caller's stdout (not nnU-Net's log)."""
+
+    def report(metrics: dict[str, Any]) -> None:
+        log.info("epoch %d: train loss %.4f, val loss %.4f, pseudo dice %.4f", metrics["epoch"],
+                 metrics["train_loss"], metrics["val_loss"], metrics["mean_fg_dice"])
+        if on_epoch is not None:
+            with contextlib.redirect_stdout(stdout):
+                on_epoch(metrics)
+
+    return report

@@ -1,0 +1,184 @@
+"""``ScalekitMedNeXtTrainer``: an nnU-Net v2 trainer with the MedNeXt recipe (Roy et al. 2023, section 4).
+
+AdamW (lr 1e-3, weight decay 3e-5, eps 1e-4), poly learning-rate schedule, gradient clipping at 12, Dice + CE
+with deep-supervision weights 16:8:4:2:1 over MedNeXt's five outputs, AMP on CUDA. The network comes from the
+plans' ``architecture`` entry (:mod:`scalekit.nnunet.adapter`); epochs, iterations, learning rate, AMP and the
+checkpoint interval come from the configuration's ``scalekit_trainer`` entry (:class:`TrainerSettings`), so the
+stock ``nnUNetv2_train -tr ScalekitMedNeXtTrainer`` trains exactly what the plans say.
+
+Checkpoints are read with ``torch.load(weights_only=True)`` (nnU-Net's own loader unpickles anything).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from torch._dynamo import OptimizedModule
+
+from scalekit.mednext.config import NUM_LEVELS
+
+from .checkpoints import read_nnunet_checkpoint
+from .errors import NonFiniteLossError
+from .plans import SETTINGS_KEY, TrainerSettings
+
+DEEP_SUPERVISION_WEIGHTS = tuple(w / 31 for w in (16, 8, 4, 2, 1))
+"""Loss weights of the outputs [S, S/2, S/4, S/8, S/16] (the reference MedNeXt trainer's 1/2^i, normalised)."""
+WEIGHT_DECAY = 3e-5
+ADAM_EPS = 1e-4
+GRAD_CLIP = 12.0
+
+
+def resolve_amp(amp: str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a setting on a device: ``None`` means fp32."""
+    if amp in (None, "none"):
+        return None
+    if amp == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("amp='fp16' needs a CUDA device; use amp='bf16' or None on the CPU")
+    return torch.float16 if amp == "fp16" else torch.bfloat16
+
+
+class ScalekitMedNeXtTrainer(nnUNetTrainer):
+    """nnU-Net v2 trainer for scalekit MedNeXt networks (see the module docstring for the recipe).
+
+    ``epoch_callback``, if set, is called after every epoch with :meth:`epoch_metrics`.
+    """
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.settings = TrainerSettings.from_dict(self.configuration_manager.configuration.get(SETTINGS_KEY, {}))
+        self.num_epochs = self.settings.num_epochs
+        self.num_iterations_per_epoch = self.settings.iterations_per_epoch
+        self.num_val_iterations_per_epoch = self.settings.val_iterations
+        self.initial_lr = self.settings.initial_lr
+        self.weight_decay = WEIGHT_DECAY
+        self.save_every = self.settings.checkpoint_every
+        self.amp_dtype = resolve_amp(self.settings.amp, self.device)
+        if self.amp_dtype != torch.float16:
+            self.grad_scaler = None
+        if not self.settings.plot_progress:
+            self.logger.plot_progress_png = lambda output_folder: None
+        self.epoch_callback: Callable[[dict[str, Any]], None] | None = None
+        self._train_started = time.monotonic()
+
+    def bare_network(self) -> torch.nn.Module:
+        module = self.network.module if self.is_ddp else self.network
+        return module._orig_mod if isinstance(module, OptimizedModule) else module
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr,
+                                      weight_decay=self.weight_decay, eps=ADAM_EPS)
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+    def _get_deep_supervision_scales(self):
+        if not self.enable_deep_supervision:
+            return None
+        dim = len(self.configuration_manager.patch_size)
+        return [[0.5**level] * dim for level in range(NUM_LEVELS)]
+
+    def _build_loss(self):
+        if self.label_manager.has_regions:
+            raise ValueError("ScalekitMedNeXtTrainer trains label maps; region-based datasets are not supported")
+        loss = DC_and_CE_loss(
+            {"batch_dice": self.configuration_manager.batch_dice, "smooth": 1e-5, "do_bg": False, "ddp": self.is_ddp},
+            {}, weight_ce=1, weight_dice=1, ignore_label=self.label_manager.ignore_label,
+            dice_class=MemoryEfficientSoftDiceLoss,
+        )
+        return DeepSupervisionWrapper(loss, DEEP_SUPERVISION_WEIGHTS) if self.enable_deep_supervision else loss
+
+    def set_deep_supervision_enabled(self, enabled: bool) -> None:
+        self.bare_network().deep_supervision = enabled
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def train_step(self, batch: dict) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        if isinstance(target, list):
+            target = [t.to(self.device, non_blocking=True) for t in target]
+        else:
+            target = target.to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss = self.loss(self.network(data), target)
+        value = float(loss.detach())
+        if not np.isfinite(value):
+            raise NonFiniteLossError(self.current_epoch, value)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), GRAD_CLIP)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), GRAD_CLIP)
+            self.optimizer.step()
+        return {"loss": np.array(value)}
+
+    def on_train_start(self):
+        self._train_started = time.monotonic()
+        super().on_train_start()
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        """Metrics of the last finished epoch: epoch, train_loss, val_loss, ema_fg_dice, mean_fg_dice, lr,
+        epoch_seconds, elapsed_seconds (since this process started training)."""
+        value = self.logger.get_value
+        return {
+            "epoch": self.current_epoch - 1,
+            "train_loss": float(value("train_losses", step=-1)),
+            "val_loss": float(value("val_losses", step=-1)),
+            "ema_fg_dice": float(value("ema_fg_dice", step=-1)),
+            "mean_fg_dice": float(value("mean_fg_dice", step=-1)),
+            "lr": float(value("lrs", step=-1)),
+            "epoch_seconds": float(value("epoch_end_timestamps", step=-1) - value("epoch_start_timestamps", step=-1)),
+            "elapsed_seconds": time.monotonic() - self._train_started,
+        }
+
+    def on_epoch_end(self):
+        super().on_epoch_end()
+        if self.epoch_callback is not None:
+            self.epoch_callback(self.epoch_metrics())
+
+    def load_checkpoint(self, filename_or_checkpoint: dict | str | Path) -> None:
+        """Continue from an nnU-Net checkpoint of this trainer, read without unpickling code."""
+        if not self.was_initialized:
+            self.initialize()
+        checkpoint = filename_or_checkpoint
+        if not isinstance(checkpoint, dict):
+            checkpoint = read_nnunet_checkpoint(Path(checkpoint))
+        weights = {k.removeprefix("module."): v for k, v in checkpoint["network_weights"].items()}
+        self.bare_network().load_state_dict(weights)
+        self.my_init_kwargs = checkpoint["init_args"]
+        self.current_epoch = checkpoint["current_epoch"]
+        self.logger.load_checkpoint(checkpoint["logging"])
+        self._best_ema = checkpoint["_best_ema"]
+        self.inference_allowed_mirroring_axes = checkpoint.get(
+            "inference_allowed_mirroring_axes", self.inference_allowed_mirroring_axes
+        )
+        self.optimizer.load_state_dict(checkpoint["optimizer_state"])
+        if self.grad_scaler is not None and checkpoint.get("grad_scaler_state") is not None:
+            self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
+
+    def shutdown_dataloaders(self) -> None:
+        """Stop augmentation worker processes (after an error; ``on_train_end`` does it after success)."""
+        for loader in (self.dataloader_train, self.dataloader_val):
+            finish = getattr(loader, "_finish", None)
+            if finish is not None:
+                finish()
