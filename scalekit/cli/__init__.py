@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from . import model, study
+from . import model, profile, study
 
 app = typer.Typer(
     name="scalekit",
@@ -23,6 +23,7 @@ app = typer.Typer(
 app.add_typer(model.app, name="model")
 app.command("upkern")(model.upkern_command)
 app.add_typer(study.app, name="study")
+app.command("profile")(profile.profile_command)
 
 
 def main() -> None:

@@ -1,0 +1,138 @@
+"""The MedNeXt training step that the profiler predicts and measures (the reference recipe, mednext-v1.md §4).
+
+One step: ``zero_grad(set_to_none=True)``; forward under autocast with deep supervision; the deep-supervision
+loss (weights 16:8:4:2:1 normalised over the five outputs) of soft Dice + cross-entropy per output; backward of
+the (scaled) loss; ``unscale_``; gradient clipping at norm 12; AdamW step (lr 1e-3, weight decay 3e-5, eps 1e-4);
+scaler update.
+
+AdamW runs with ``foreach=True``: that is what torch picks by default for CUDA parameters, hence what an nnU-Net
+training actually runs, and it is the variant that needs an extra parameter-sized float32 temporary during the
+step (``sqrt`` of the second moments), so predicting it is the safe side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scalekit.mednext.config import NUM_LEVELS, MedNeXtConfig
+
+CLIP_NORM = 12.0
+DICE_SMOOTH = 1e-5
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def deep_supervision_weights(n_outputs: int) -> list[float]:
+    """Weights of the outputs [full, 1/2, ...]: 2^-i normalised to sum 1 (16:8:4:2:1 / 31 for five)."""
+    raw = [2.0 ** -i for i in range(n_outputs)]
+    return [w / sum(raw) for w in raw]
+
+
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy + (1 - soft Dice) of one output, as nnU-Net's ``DC_and_CE_loss`` (weights 1:1).
+
+    Args:
+        logits: (N, K, *S) raw network output.
+        target: (N, *S) int64 labels in [0, K).
+
+    Soft Dice: softmax probabilities, a boolean one-hot target, per-sample and per-class sums over space,
+    smooth 1e-5, background excluded. scalekit's own implementation of that formula.
+    """
+    ce = F.cross_entropy(logits, target)
+    probs = torch.softmax(logits, 1)
+    onehot = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
+    onehot.scatter_(1, target.unsqueeze(1), True)
+    axes = tuple(range(2, logits.ndim))
+    intersect = (probs * onehot).sum(axes)
+    denominator = probs.sum(axes) + onehot.sum(axes)
+    dice = (2 * intersect + DICE_SMOOTH) / (denominator + DICE_SMOOTH).clamp_min(1e-8)
+    return ce + 1 - dice[:, 1:].mean()
+
+
+def deep_supervision_loss(outputs: torch.Tensor | Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Weighted sum of :func:`dice_ce_loss` over the outputs (one target per output, same resolution)."""
+    outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+    weights = deep_supervision_weights(len(outputs))
+    return sum(w * dice_ce_loss(o, t) for w, o, t in zip(weights, outputs, targets))
+
+
+def make_batch(arch: MedNeXtConfig, patch: tuple[int, ...], batch_size: int,
+               device: torch.device | str) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A random input (N, C_in, *patch) float32 and one int64 label map per network output (full, 1/2, ...)."""
+    x = torch.randn((batch_size, arch.in_channels, *patch), device=device)
+    levels = range(NUM_LEVELS) if arch.deep_supervision else range(1)
+    targets = [
+        torch.randint(0, arch.num_classes, (batch_size, *(s // 2**level for s in patch)), device=device)
+        for level in levels
+    ]
+    return x, targets
+
+
+def make_optimizer(model: nn.Module) -> torch.optim.AdamW:
+    """The reference recipe's AdamW (foreach, see the module docstring)."""
+    return torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=3e-5, eps=1e-4, foreach=True)
+
+
+def fill_optimizer_state(optimizer: torch.optim.AdamW) -> None:
+    """Create AdamW's state as after a first step, so one step shows the steady-state memory of training."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            optimizer.state[p] = {
+                "step": torch.tensor(0.0),
+                "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+            }
+
+
+class ScalerStandIn:
+    """``GradScaler``'s memory behaviour without its host synchronisation (which fake tensors cannot do).
+
+    The loss is multiplied by a scalar tensor, the gradients are divided in place, the step always runs.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._scale: torch.Tensor | None = None
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return loss
+        self._scale = torch.full((), 2.0 ** 16, device=loss.device)
+        return loss * self._scale
+
+    def unscale_(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.enabled and self._scale is not None:
+            grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            torch._foreach_mul_(grads, 1.0 / 2.0 ** 16)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.step()
+
+    def update(self) -> None:
+        self._scale = None
+
+
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                  targets: Sequence[torch.Tensor], autocast: Any, scaler: Any) -> None:
+    """One step of the recipe; ``autocast`` is a context manager, ``scaler`` a GradScaler or :class:`ScalerStandIn`."""
+    optimizer.zero_grad(set_to_none=True)
+    with autocast:
+        loss = deep_supervision_loss(model(x), targets)
+    scaler.scale(loss).backward()
+    del loss
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM, foreach=True)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def autocast_context(device_type: str, amp: str | None) -> Any:
+    """``torch.autocast`` for ``amp`` ("fp16", "bf16") or a null context for ``None``."""
+    if amp is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=AMP_DTYPES[amp])
