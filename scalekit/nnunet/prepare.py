@@ -27,7 +27,6 @@ from .validate import DATASET_FOLDER, RawDataset, validate_raw_dataset
 log = logging.getLogger(__name__)
 
 RECORD = "scalekit_prepared.json"
-PLANS_IDENTIFIER = "nnUNetPlans"
 MEDNEXT_DIVISOR = 16
 """MedNeXt halves every axis four times, so patch sizes must be multiples of 16."""
 
