@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from . import model, profile, study
+from . import data, model, profile, study, train
 
 app = typer.Typer(
     name="scalekit",
@@ -24,6 +24,9 @@ app.add_typer(model.app, name="model")
 app.command("upkern")(model.upkern_command)
 app.add_typer(study.app, name="study")
 app.command("profile")(profile.profile_command)
+app.add_typer(data.app, name="data")
+app.command("train")(train.train_command)
+app.add_typer(train.nnunet_app, name="nnunet")
 
 
 def main() -> None:
