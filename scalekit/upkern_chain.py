@@ -201,10 +201,21 @@ class ChainSearcher(Searcher):
             self._tell(family_id)
         self.on_change()
 
+    def _state_location(self) -> dict[str, str]:
+        return {"results": str(self.planner.table.path), "optuna_storage": self.settings.storage}
+
     def save(self, checkpoint_path: str) -> None:
         """Ray saves searchers with its experiment; scalekit's state is the results table and Optuna storage."""
-        Path(checkpoint_path).write_text(
-            json.dumps({"results": str(self.planner.table.path), "optuna_storage": self.settings.storage})
+        Path(checkpoint_path).write_text(json.dumps(self._state_location()))
+
+    def __getstate__(self) -> dict[str, str]:
+        """Ray pickles the Tuner for ``Tuner.restore``, which scalekit does not use: keep where the state is."""
+        return self._state_location()
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        raise RuntimeError(
+            f"a scalekit study is resumed by rerunning `scalekit study run` on its study file, not by Ray's "
+            f"Tuner.restore; its state is {state['results']} and {state['optuna_storage']}"
         )
 
 

@@ -81,16 +81,24 @@ def check_architecture(prepared: PreparedDataset, arch: MedNeXtConfig) -> None:
 
 
 def mednext_configuration(
-    prepared: PreparedDataset, arch: MedNeXtConfig, settings: TrainerSettings
+    prepared: PreparedDataset, arch: MedNeXtConfig, settings: TrainerSettings, batch_size: int | None = None
 ) -> dict[str, Any]:
-    """A plans configuration that inherits the preprocessed one and trains ``arch`` on scalekit's patch."""
+    """A plans configuration that inherits the preprocessed one and trains ``arch`` on scalekit's patch.
+
+    ``batch_size`` overrides nnU-Net's planned batch size (the paper keeps nnU-Net's, normally 2).
+    """
     check_architecture(prepared, arch)
-    return {
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    configuration = {
         "inherits_from": prepared.configuration,
         "patch_size": list(prepared.patch_size),
         "architecture": architecture_entry(arch),
         SETTINGS_KEY: settings.to_dict(),
     }
+    if batch_size is not None:
+        configuration["batch_size"] = batch_size
+    return configuration
 
 
 def plans_with(

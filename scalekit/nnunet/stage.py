@@ -60,6 +60,7 @@ class StageRequest:
         seed: seeds Python, numpy and torch before training.
         nsd_tolerance_mm: surface Dice tolerance.
         mirror_tta: mirroring test-time augmentation for the validation metrics (slower, as in the paper).
+        batch_size: training batch size; ``None`` keeps nnU-Net's planned one.
     """
 
     prepared: PreparedDataset
@@ -77,6 +78,7 @@ class StageRequest:
     seed: int = 0
     nsd_tolerance_mm: float = 1.0
     mirror_tta: bool = False
+    batch_size: int | None = None
 
     def settings(self) -> TrainerSettings:
         return TrainerSettings(num_epochs=self.epochs, iterations_per_epoch=self.iterations_per_epoch,
@@ -89,7 +91,7 @@ class StageRequest:
             "dataset": self.prepared.dataset_name, "configuration": self.prepared.configuration,
             "patch_size": list(self.prepared.patch_size), "fold": self.fold, "arch": self.arch.to_dict(),
             "settings": self.settings().to_dict(), "init_from": str(self.init_from) if self.init_from else None,
-            "seed": self.seed,
+            "seed": self.seed, "batch_size": self.batch_size,
         }
 
 
@@ -192,7 +194,7 @@ def train_stage(request: StageRequest, on_epoch: Callable[[dict[str, Any]], None
     started = time.monotonic()
     device = _check_request(request)
     prepared = request.prepared
-    configuration = mednext_configuration(prepared, request.arch, request.settings())
+    configuration = mednext_configuration(prepared, request.arch, request.settings(), request.batch_size)
     out = Path(request.output_dir).resolve()
     continuing = _prepare_output(request)
     if continuing and (out / "outcome.json").is_file() and (out / FINAL_CHECKPOINT).is_file():

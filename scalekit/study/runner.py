@@ -74,20 +74,21 @@ def _check_same_study(config: StudyConfig, study_dir: Path) -> None:
         )
 
 
-def _nnunet_roots(config: StudyConfig) -> tuple[Path, Path, Path]:
+def _nnunet_roots(config: StudyConfig) -> tuple[Path, Path]:
+    """nnU-Net raw and preprocessed roots: the study's, else $nnUNet_raw, else under the output directory."""
     out = config.output_dir
-    raw = config.dataset.raw_dir or (Path(os.environ["nnUNet_raw"]) if "nnUNet_raw" in os.environ else out / "nnunet" / "raw")
+    env_raw = os.environ.get("nnUNet_raw")
+    raw = config.dataset.raw_dir or (Path(env_raw) if env_raw else out / "nnunet" / "raw")
     pre = config.dataset.preprocessed_dir or out / "nnunet" / "preprocessed"
-    return raw, pre, out / "nnunet" / "results"
+    return raw, pre
 
 
 def prepare_data(config: StudyConfig) -> Any:
     """Generate the demo data if asked and missing, then validate and preprocess (reused when unchanged)."""
     from scalekit import nnunet
 
-    raw_root, pre_root, results_root = _nnunet_roots(config)
+    raw_root, pre_root = _nnunet_roots(config)
     d = config.dataset
-    nnunet.configure(raw=raw_root, preprocessed=pre_root, results=results_root)
     dataset: Any = d.name if d.name is not None else d.id
     if d.demo is not None:
         name = (d.name or "ScalekitDemo").split("_", 1)[-1]
@@ -177,7 +178,7 @@ def run_study(
     )
     threads = str(max(1, int(config.ray.cpus_per_trial)))
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
-    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_def_n_proc", "nnUNet_n_proc_DA"):
+    for key in ("nnUNet_def_n_proc", "nnUNet_n_proc_DA"):
         if key in os.environ:
             env[key] = os.environ[key]
     ray_settings = RaySettings(config.ray.address, config.ray.cpus_per_trial, gpus, config.ray.max_concurrent, env)

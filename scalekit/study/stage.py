@@ -1,0 +1,121 @@
+"""One chain stage as a unit of work: the spec the driver hands to Ray, and its execution in a worker.
+
+``stage_launcher`` turns a planned stage into a plain, picklable spec (architecture, parent checkpoint for
+UpKern, training budget, folders). ``execute_stage`` runs in the Ray worker: it trains through
+``scalekit.nnunet.train_stage`` and always ends with one report carrying ``stage_status``: ``completed`` with the
+scores, ``failed`` (non-finite loss, any error: the reason and a traceback file), or ``infeasible`` (CUDA out of
+memory, with the memory figure). It never raises, so one bad stage never stops a study.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .chain import ChainPlanner
+from .config import StudyConfig
+
+log = logging.getLogger(__name__)
+
+ERROR_LOG = "error.log"
+
+
+def stage_launcher(
+    config: StudyConfig, prepared: Any, device: str, amp: str | None
+) -> Callable[[ChainPlanner, str], dict[str, Any]]:
+    """A function that builds the Ray trial spec of a stage from the study settings."""
+    t = config.training
+
+    def launch(planner: ChainPlanner, stage_id: str) -> dict[str, Any]:
+        record = planner.table[stage_id]
+        parent = planner.parent_checkpoint(record)
+        return {
+            "stage_id": stage_id,
+            "output_dir": str(planner.stage_dir(stage_id)),
+            "arch": record.config,
+            "init_from": None if parent is None else str(parent),
+            "prepared": prepared.to_dict(),
+            "fold": config.dataset.fold,
+            "batch_size": config.dataset.batch_size,
+            "epochs": t.epochs,
+            "iterations_per_epoch": t.iterations_per_epoch,
+            "val_iterations": t.val_iterations,
+            "initial_lr": t.initial_lr,
+            "amp": amp,
+            "device": device,
+            "seed": t.seed,
+            "nsd_tolerance_mm": t.nsd_tolerance_mm,
+        }
+
+    return launch
+
+
+def _cuda_peak() -> int | None:
+    import torch
+
+    return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
+
+
+def execute_stage(spec: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> None:
+    """Train one stage (resuming from its folder's last checkpoint) and report how it ended."""
+    import torch
+
+    from scalekit import nnunet
+    from scalekit.mednext import MedNeXtConfig
+
+    output_dir = Path(spec["output_dir"])
+    output_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    request = nnunet.StageRequest(
+        prepared=nnunet.PreparedDataset.from_dict(spec["prepared"]),
+        fold=spec["fold"],
+        arch=MedNeXtConfig.from_dict(spec["arch"]),
+        epochs=spec["epochs"],
+        iterations_per_epoch=spec["iterations_per_epoch"],
+        val_iterations=spec["val_iterations"],
+        initial_lr=spec["initial_lr"],
+        init_from=None if spec["init_from"] is None else Path(spec["init_from"]),
+        output_dir=output_dir,
+        resume=True,
+        amp=spec["amp"],
+        device=spec["device"],
+        seed=spec["seed"],
+        nsd_tolerance_mm=spec["nsd_tolerance_mm"],
+        batch_size=spec["batch_size"],
+    )
+    try:
+        outcome = nnunet.train_stage(request, on_epoch=report)
+    except nnunet.NonFiniteLossError as err:
+        report({"stage_status": "failed", "stage_reason": str(err)})
+    except torch.OutOfMemoryError:
+        peak = _cuda_peak()
+        figure = f" at {peak / 2**30:.2f} GB allocated" if peak else ""
+        report({
+            "stage_status": "infeasible",
+            "stage_reason": f"CUDA out of memory{figure} ({spec['device']}, batch {spec['batch_size']})",
+            **({"peak_memory_bytes": peak, "memory_method": "measured"} if peak else {}),
+        })
+    except Exception as err:  # noqa: BLE001 - every error becomes the stage's recorded reason
+        (output_dir / ERROR_LOG).write_text(traceback.format_exc())
+        log.error("stage %s failed: %s", spec["stage_id"], err)
+        report({
+            "stage_status": "failed",
+            "stage_reason": f"{type(err).__name__}: {err} (traceback: {output_dir / ERROR_LOG})",
+        })
+    else:
+        report({
+            "stage_status": "completed",
+            "mean_dice": outcome.mean_dice,
+            "per_class_dice": list(outcome.per_class_dice),
+            "mean_nsd": outcome.mean_nsd,
+            "per_class_nsd": list(outcome.per_class_nsd),
+            "epochs": outcome.epochs_total,
+            "wall_time_s": round(outcome.wall_time_s, 2),
+            "checkpoint": str(outcome.checkpoint),
+            **({"peak_memory_bytes": peak, "memory_method": "measured"} if (peak := _cuda_peak()) else {}),
+        })
+    log.info("stage %s ended after %.1f s", spec["stage_id"], time.monotonic() - started)

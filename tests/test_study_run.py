@@ -1,0 +1,158 @@
+"""The study engine end to end on CPU: Ray trials chained by UpKern, constraints, failures, kill and resume.
+
+Each test runs `scalekit study run` in a subprocess on a tiny generated dataset (prepared once per session).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scalekit.study import read_results
+
+pytestmark = pytest.mark.slow
+
+FAMILIES = [
+    {"label": "a", "n_channels": 4, "block_counts": 1, "exp_r": 2},
+    {"label": "b", "n_channels": 4, "block_counts": [1, 1, 1, 1, 2, 1, 1, 1, 1], "exp_r": 2},
+]
+
+
+@pytest.fixture(scope="session")
+def nnunet_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("nnunet")
+    return {"raw_dir": str(root / "raw"), "preprocessed_dir": str(root / "preprocessed")}
+
+
+def study_file(tmp_path: Path, nnunet_dirs: dict, **changes) -> Path:
+    data = {
+        "name": "tiny",
+        "output_dir": str(tmp_path / "study"),
+        "dataset": {"id": 993, "name": "Dataset993_Tiny", "patch_size": [32, 32, 32], "batch_size": 2,
+                    "demo": {"cases": 6, "size": 32, "seed": 0}, **nnunet_dirs},
+        "training": {"epochs": 1, "iterations_per_epoch": 2, "val_iterations": 1},
+        "space": {"families": FAMILIES, "kernels": [3, 5]},
+        "chain": {"min_improvement": None},
+        "search": {"sampler": "grid", "families": 2},
+        "ray": {"cpus_per_trial": 1, "max_concurrent": 1},
+    }
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            data[section][field] = value
+        else:
+            data[section] = value
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def command(path: Path) -> list[str]:
+    return [sys.executable, "-c", "from scalekit.cli import main; main()", "study", "run", str(path), "--quiet"]
+
+
+ENV = {**os.environ, "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "1", "OMP_NUM_THREADS": "1"}
+
+
+def run(path: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(command(path), capture_output=True, text=True, timeout=900, env=ENV)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def by_kernel(rows) -> dict:
+    return {(r.family_label, r.kernel_size): r for r in rows}
+
+
+def test_two_families_chain_3_to_5(tmp_path: Path, nnunet_dirs: dict) -> None:
+    run(study_file(tmp_path, nnunet_dirs))
+    rows = read_results(tmp_path / "study")
+    assert len(rows) == 4
+    stages = by_kernel(rows)
+    for label in ("a", "b"):
+        k3, k5 = stages[(label, 3)], stages[(label, 5)]
+        assert k3.status == k5.status == "completed", (k3.reason, k5.reason)
+        assert k3.init == "scratch" and k3.parent_stage == ""
+        assert k5.init == "upkern" and k5.parent_stage == k3.stage_id
+        assert 0.0 <= k5.mean_dice <= 1.0 and len(k5.per_class_dice) >= 4
+        assert Path(k5.checkpoint).is_file() and k5.params > k3.params
+    ray_runs = list((tmp_path / "study" / "ray").iterdir())
+    assert ray_runs, "the study directory holds the Ray experiment"
+    assert (tmp_path / "study" / "optuna.db").is_file()
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_sigkill_during_second_stage_then_resume(tmp_path: Path, nnunet_dirs: dict) -> None:
+    path = study_file(tmp_path, nnunet_dirs, training__epochs=2, search__families=1,
+                      space={"families": FAMILIES[:1], "kernels": [3, 5]})
+    study = tmp_path / "study"
+    proc = subprocess.Popen(command(path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
+                            start_new_session=True)
+    deadline = time.monotonic() + 600
+    second = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        rows = read_results(study) if (study / "results.csv").exists() else []
+        second = next((r for r in rows if r.kernel_size == 5 and r.status == "running"), None)
+        if second and any((study / "stages" / second.stage_id).rglob("*.pt*")):
+            break  # the second stage has written a checkpoint: kill it mid-stage
+        time.sleep(0.5)
+    assert second is not None and proc.poll() is None, "the second stage never started"
+    first = by_kernel(read_results(study))[("a", 3)]
+    assert first.status == "completed"
+    digest, mtime = _digest(Path(first.checkpoint)), Path(first.checkpoint).stat().st_mtime_ns
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    time.sleep(3)  # let Ray's reaper take down the orphaned cluster
+
+    run(path)
+    rows = read_results(study)
+    assert sorted(r.stage_id for r in rows) == sorted({r.stage_id for r in rows}) and len(rows) == 2
+    again = by_kernel(rows)
+    assert again[("a", 5)].status == "completed"
+    assert again[("a", 3)].wall_time_s == first.wall_time_s
+    assert _digest(Path(first.checkpoint)) == digest and Path(first.checkpoint).stat().st_mtime_ns == mtime
+
+
+def test_memory_constraint_excludes_a_family(tmp_path: Path, nnunet_dirs: dict) -> None:
+    from scalekit.profiler import profile
+    from scalekit.space import Family
+    from scalekit.mednext import MedNeXtConfig
+
+    small = Family(4, 1, 2)
+    big = Family(16, 1, 4, "big")
+    template = MedNeXtConfig(num_classes=5, deep_supervision=True)
+    peaks = [profile(f.config(3, template), 32, 2, amp=None, device="cpu").peak_memory_bytes for f in (small, big)]
+    assert peaks[0] < peaks[1]
+    budget_gb = (peaks[0] + peaks[1]) / 2 / 2**30
+    families = [FAMILIES[0], {"label": "big", "n_channels": 16, "block_counts": 1, "exp_r": 4}]
+    path = study_file(tmp_path, nnunet_dirs, space={"families": families, "kernels": [3]},
+                      constraints={"max_memory_gb": budget_gb})
+    run(path)
+    stages = by_kernel(read_results(tmp_path / "study"))
+    assert stages[("a", 3)].status == "completed"
+    infeasible = stages[("big", 3)]
+    assert infeasible.status == "infeasible" and "budget" in infeasible.reason
+    assert infeasible.mean_dice is None and not infeasible.checkpoint
+    assert not (tmp_path / "study" / "stages" / infeasible.stage_id).exists(), "an infeasible stage never trains"
+
+
+def test_nan_loss_fails_the_stage_and_the_study_completes(tmp_path: Path, nnunet_dirs: dict) -> None:
+    path = study_file(tmp_path, nnunet_dirs, training__initial_lr=1e6, training__iterations_per_epoch=4,
+                      search__families=1, space={"families": FAMILIES[:1], "kernels": [3, 5]})
+    result = run(path)
+    assert "finished" in result.stdout
+    stages = by_kernel(read_results(tmp_path / "study"))
+    assert stages[("a", 3)].status == "failed"
+    assert "loss became nan" in stages[("a", 3)].reason.lower()
+    assert stages[("a", 5)].status == "stopped" and "failed" in stages[("a", 5)].reason
