@@ -213,6 +213,34 @@ def export_config(study_dir: str | Path, selection: Selection, out_dir: str | Pa
     return [config_path, weights_path]
 
 
+def export_nnunet(study_dir: str | Path, selection: Selection, out_dir: str | Path) -> list[Path]:
+    """Export the stage for nnU-Net v2 training, starting from its trained weights.
+
+    Writes the plans (in the study's preprocessed dataset), the trainer module for ``nnUNet_extTrainer``, the
+    starting weights and ``train.sh`` with the exact commands; the batch size is the study's.
+    """
+    import yaml
+
+    from scalekit.mednext import MedNeXtConfig
+    from scalekit.nnunet import PreparedDataset, export_to_nnunet
+
+    study_dir = Path(study_dir)
+    stage = selection.stage
+    prepared_file = study_dir / "prepared.json"
+    if not prepared_file.is_file():
+        raise ValueError(f"{prepared_file} is missing: the study never prepared its nnU-Net dataset; use --to config")
+    prepared = PreparedDataset.from_dict(json.loads(prepared_file.read_text()))
+    study = yaml.safe_load((study_dir / "study.yaml").read_text()) if (study_dir / "study.yaml").is_file() else {}
+    batch_size = (study.get("dataset") or {}).get("batch_size")
+    result = export_to_nnunet(
+        prepared, MedNeXtConfig.from_dict(stage.config), Path(out_dir),
+        weights=_checkpoint_path(study_dir, stage), name=f"mednext_{stage.family_id}",
+        batch_size=batch_size,
+    )
+    written = [result.plans_file, result.script, result.trainer_dir]
+    return written + ([result.initial_weights] if result.initial_weights else [])
+
+
 def export_stage(study_dir: str | Path, rule: str, to: str, out_dir: str | Path) -> tuple[Selection, list[Path]]:
     """Select a stage of ``study_dir`` by ``rule``, export it ``to`` ``config`` or ``nnunet`` in ``out_dir``.
 
@@ -225,13 +253,8 @@ def export_stage(study_dir: str | Path, rule: str, to: str, out_dir: str | Path)
     if not study_dir.is_dir():
         raise ValueError(f"study directory {study_dir} does not exist")
     selection = select_stage(read_results(study_dir), rule)
-    if to == "config":
-        files = export_config(study_dir, selection, out_dir)
-    else:
-        raise ValueError(
-            "nnU-Net export is not available yet in this scalekit (scalekit.nnunet has no export_to_nnunet); "
-            "use --to config"
-        )
+    export = export_config if to == "config" else export_nnunet
+    files = export(study_dir, selection, out_dir)
     record = {**selection.to_dict(), "study_dir": str(study_dir.resolve()), "to": to,
               "files": [p.name for p in files]}
     selection_path = Path(out_dir) / SELECTION_FILE

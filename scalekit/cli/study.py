@@ -45,6 +45,10 @@ def run(
     state = "finished" if summary.finished else "stopped before the end: rerun the same command to resume"
     print(f"{summary.study_dir}: {counts}; {state}")
     print(f"results: {summary.study_dir / 'results.csv'}")
+    if summary.report is not None:
+        print(f"report: {summary.report}")
+    if summary.export_dir is not None:
+        print(f"export: {summary.export_dir} (selection.json says which stage and why)")
 
 
 app.command("report")(report_command)

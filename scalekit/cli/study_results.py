@@ -71,3 +71,5 @@ def export_command(
     print(f"selected ({selection.rule}): {selection.explanation}")
     for path in files:
         print(f"wrote {path}")
+        if path.name == "train.sh":
+            print(f"train it with these commands ({path}):\n{path.read_text()}")

@@ -81,6 +81,7 @@ def export_to_nnunet(
     name: str = "mednext",
     fold: int | str = 0,
     results_dir: Path | None = None,
+    batch_size: int | None = None,
 ) -> ExportResult:
     """Export ``arch`` for training with nnU-Net v2 on ``prepared``.
 
@@ -97,6 +98,7 @@ def export_to_nnunet(
         name: prefix of the configuration names (``{name}_k3``, ``{name}_k5``).
         fold: fold in the printed commands.
         results_dir: ``nnUNet_results`` in the printed commands (default: ``out_dir/nnUNet_results``).
+        batch_size: training batch size (default: nnU-Net's planned one).
     """
     settings = settings or TrainerSettings()
     out_dir = Path(out_dir).resolve()
@@ -104,7 +106,9 @@ def export_to_nnunet(
     chain = [arch]
     if weights is None and arch.enc_kernel_size == arch.dec_kernel_size and arch.enc_kernel_size > 3:
         chain.insert(0, arch.replace(kernel_size=3))
-    configurations = {_configuration_name(name, a): mednext_configuration(prepared, a, settings) for a in chain}
+    configurations = {
+        _configuration_name(name, a): mednext_configuration(prepared, a, settings, batch_size) for a in chain
+    }
     plans_file = prepared.preprocessed_dir / f"{plans_name}.json"
     base = json.loads(plans_file.read_text()) if plans_file.is_file() else None
     plans = plans_with(prepared, configurations, plans_name=plans_name, base=base)

@@ -218,6 +218,20 @@ class RaySection(_Model):
     max_concurrent: int = Field(1, ge=1)
 
 
+class ExportSpec(_Model):
+    """Which stage to export when the study ends, and how (see ``scalekit study export``)."""
+
+    select: str = "knee"
+    to: Literal["nnunet", "config"] = "nnunet"
+
+
+class FinishSection(_Model):
+    """What a study writes once every chain has ended: the HTML report, and an export of the chosen stage."""
+
+    report: bool = True
+    export: ExportSpec | None = None
+
+
 class StudyConfig(_Model):
     """A whole study file."""
 
@@ -232,6 +246,7 @@ class StudyConfig(_Model):
     search: SearchSection = SearchSection()
     ray: RaySection = RaySection()
     storage: str | None = Field(None, description="Optuna storage URL; default: sqlite in the output directory")
+    finish: FinishSection = FinishSection()
 
     @field_validator("name")
     @classmethod

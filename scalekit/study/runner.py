@@ -43,11 +43,14 @@ RESULT_SECTIONS = ("dataset", "training", "space", "chain", "objectives", "const
 
 @dataclass(frozen=True)
 class StudySummary:
-    """What a run left: the study directory, stage counts, and whether every chain has ended."""
+    """What a run left: the study directory, stage counts, whether every chain has ended, and the outputs
+    written at the end (report, export folder) when the study finished."""
 
     study_dir: Path
     counts: dict[str, int]
     finished: bool
+    report: Path | None = None
+    export_dir: Path | None = None
 
 
 def build_space(config: StudyConfig) -> SearchSpace:
@@ -189,4 +192,23 @@ def run_study(
         run_chains(searcher, ray_settings, study_dir / "ray")
     counts = planner.counts()
     finished = not counts.get("pending") and not counts.get("running")
-    return StudySummary(study_dir, counts, finished)
+    if not finished:
+        return StudySummary(study_dir, counts, finished)
+    return StudySummary(study_dir, counts, finished, *finish_study(config))
+
+
+def finish_study(config: StudyConfig) -> tuple[Path | None, Path | None]:
+    """Write the report and the export that the study's ``finish`` section asks for."""
+    report = export_dir = None
+    if config.finish.report:
+        from scalekit.report import write_report
+
+        report = write_report(config.output_dir).html
+    spec = config.finish.export
+    if spec is not None:
+        from scalekit.selection import export_stage
+
+        export_dir = config.output_dir / "export"
+        selection, _ = export_stage(config.output_dir, spec.select, spec.to, export_dir)
+        log.info("exported %s (%s) to %s", selection.stage.stage_id, spec.select, export_dir)
+    return report, export_dir
