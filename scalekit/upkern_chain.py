@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path

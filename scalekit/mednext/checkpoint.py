@@ -33,7 +33,8 @@ def _numpy_safe_globals() -> list[Any]:
         import numpy as np
     except ImportError:
         return []
-    scalar = getattr(getattr(np, "_core", np.core), "multiarray").scalar
+    core = np._core if hasattr(np, "_core") else np.core  # numpy 2 moved numpy.core to numpy._core
+    scalar = core.multiarray.scalar
     dtypes = [type(np.dtype(t)) for t in ("float64", "float32", "float16", "int64", "int32", "bool")]
     return [scalar, np.dtype, *dtypes]
 

@@ -19,7 +19,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import MemTracker
 
