@@ -5,6 +5,9 @@ state dicts trained with it load into these modules unchanged. All blocks work f
 
 Block order (Roy et al., MICCAI 2023): depthwise k^D conv -> norm -> 1x1 expansion (x r) -> GELU -> [GRN]
 -> 1x1 compression -> (+ residual).
+
+Every block has a ``fast`` attribute (default True): the fast path of :mod:`scalekit.mednext.speed` computes
+the same function with the same parameters, only faster; ``fast = False`` calls the modules as built.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import speed
 
 NormType = Literal["group", "layer"]
 UpAlignment = Literal["reference", "aligned"]
@@ -93,6 +98,7 @@ class MedNeXtBlock(nn.Module):
         self.act = nn.GELU()
         self.conv3 = conv(hidden, out_channels, kernel_size=1)
         self.grn = grn
+        self.fast = True
         if grn:
             shape = (1, hidden) + (1,) * dim
             self.grn_gamma = nn.Parameter(torch.zeros(shape))
@@ -102,8 +108,14 @@ class MedNeXtBlock(nn.Module):
     def _spatial_conv(channels: int, kernel_size: int, dim: int) -> nn.Module:
         return conv_cls(dim)(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
 
+    def _spatial(self, x: torch.Tensor) -> torch.Tensor:
+        return speed.depthwise_conv(x, self.conv1) if self.fast else self.conv1(x)
+
     def _branch(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.act(self.conv2(self.norm(self.conv1(x))))
+        y = self.norm(self._spatial(x))
+        if self.fast:
+            y = speed.keep_format(y, x)
+        y = self.act(self.conv2(y))
         if self.grn:
             spatial = tuple(range(2, y.ndim))
             gx = torch.linalg.vector_norm(y, ord=2, dim=spatial, keepdim=True)
@@ -144,9 +156,14 @@ class MedNeXtDownBlock(MedNeXtBlock):
             channels, channels, kernel_size, stride=2, padding=kernel_size // 2, groups=channels
         )
 
+    def _spatial(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self._branch(x)
-        return y + self.res_conv(x) if self.resample_res else y
+        if not self.resample_res:
+            return y
+        return y + (speed.strided_pointwise(x, self.res_conv) if self.fast else self.res_conv(x))
 
 
 class MedNeXtUpBlock(MedNeXtBlock):
@@ -175,6 +192,9 @@ class MedNeXtUpBlock(MedNeXtBlock):
         if do_res:
             self.res_conv = conv_transpose_cls(dim)(in_channels, out_channels, kernel_size=1, stride=2)
         self.pad = ((1, 0) if alignment == "reference" else (0, 1)) * dim
+        inner = slice(1, None) if alignment == "reference" else slice(None, -1)
+        self._inner = (slice(None), slice(None)) + (inner,) * dim
+        self._even = (slice(None), slice(None)) + (slice(None, None, 2),) * dim
 
     @staticmethod
     def _spatial_conv(channels: int, kernel_size: int, dim: int) -> nn.Module:
@@ -182,11 +202,21 @@ class MedNeXtUpBlock(MedNeXtBlock):
             channels, channels, kernel_size, stride=2, padding=kernel_size // 2, groups=channels
         )
 
+    def _spatial(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self._branch(x)
-        if self.resample_res:
-            y = y + self.res_conv(x)
-        return F.pad(y, self.pad)
+        if not self.resample_res:
+            return F.pad(y, self.pad)
+        if not self.fast:
+            return F.pad(y + self.res_conv(x), self.pad)
+        # res_conv is a 1x1 stride-2 transposed conv: its bias everywhere, W^T x on the even voxels.
+        out = F.pad(y, self.pad)
+        inner = out[self._inner]
+        inner.add_(self.res_conv.bias.view((1, -1) + (1,) * (x.ndim - 2)))
+        inner[self._even].add_(speed.transposed_pointwise(x, self.res_conv, bias=False))
+        return out
 
 
 class OutBlock(nn.Module):
@@ -195,6 +225,7 @@ class OutBlock(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, dim: int = 3) -> None:
         super().__init__()
         self.conv_out = conv_transpose_cls(dim)(in_channels, num_classes, kernel_size=1)
+        self.fast = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_out(x)
+        return speed.transposed_pointwise(x, self.conv_out) if self.fast else self.conv_out(x)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from . import speed
 from .blocks import MedNeXtBlock, MedNeXtDownBlock, MedNeXtUpBlock, OutBlock, conv_cls
 from .config import NUM_LEVELS, MedNeXtConfig
 
@@ -26,6 +27,9 @@ class MedNeXt(nn.Module):
     deep supervision the list ``[S, S/2, S/4, S/8, S/16]`` (full resolution first). Deep supervision can be
     switched off after construction (``model.deep_supervision = False``); the extra heads stay, as in the
     reference. ``model.checkpointing`` switches gradient checkpointing of each block and head.
+    ``model.fast_path`` (default True) runs the fast path of :mod:`scalekit.mednext.speed` (channels-last
+    tensors where faster, cheaper kernels, same parameters and results within float rounding); its outputs
+    are then channels-last tensors. ``model.fast_path = False`` is the plain path (contiguous tensors).
 
     Module names: ``stem``, ``enc_block_{0..3}``, ``down_{0..3}``, ``bottleneck``, ``up_{3..0}``,
     ``dec_block_{3..0}``, ``out_{0..4}`` (the reference's, without its ``dummy_tensor``).
@@ -77,6 +81,7 @@ class MedNeXt(nn.Module):
             setattr(self, f"out_{level}", OutBlock(ch[level], c.num_classes, c.dim))
         self._deep_supervision = c.deep_supervision
         self.checkpointing = c.checkpointing
+        self._fast_path = True
 
     @property
     def deep_supervision(self) -> bool:
@@ -90,6 +95,18 @@ class MedNeXt(nn.Module):
                 "this MedNeXt was built without deep-supervision heads; build it with deep_supervision=True"
             )
         self._deep_supervision = bool(enabled)
+
+    @property
+    def fast_path(self) -> bool:
+        """Whether the forward takes the fast path (True by default) or the plain one (the baseline)."""
+        return self._fast_path
+
+    @fast_path.setter
+    def fast_path(self, enabled: bool) -> None:
+        self._fast_path = bool(enabled)
+        for module in self.modules():
+            if hasattr(module, "fast"):
+                module.fast = self._fast_path
 
     def _apply_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.checkpointing and torch.is_grad_enabled():
@@ -108,7 +125,12 @@ class MedNeXt(nn.Module):
                 f"(N, {self.config.in_channels}, {', '.join('S' * self.config.dim)})"
             )
         self.config.check_input_shape(tuple(x.shape[2:]))
-        x = self.stem(x)
+        if self._fast_path:
+            speed.prepare_device(x.device)
+            memory_format = speed.memory_format_for(x.device, self.config.dim)
+            x = self.stem(x.contiguous(memory_format=memory_format)).contiguous(memory_format=memory_format)
+        else:
+            x = self.stem(x)
         skips = []
         for level in range(NUM_DOWN):
             x = self._apply_stage(getattr(self, f"enc_block_{level}"), x)
