@@ -91,3 +91,25 @@ def test_build_space_from_study(tmp_path: Path) -> None:
     space = build_space(load_study_config(write(tmp_path, data)))
     assert [f.n_channels for f in space.families] == [4, 8]
     assert space.families[1].exp_r[4] == 3 and space.kernels == (3, 5)
+
+
+def test_study_profile_lists_which_stages_fit(tmp_path: Path) -> None:
+    data = yaml.safe_load(yaml.safe_dump(VALID))
+    data["output_dir"] = str(tmp_path / "out")
+    data["space"]["families"] = [{"label": "wide", "n_channels": 8, "block_counts": 1, "exp_r": 2}]
+    env = {**__import__("os").environ, "SCALEKIT_CACHE_DIR": str(tmp_path / "cache")}
+    outputs = {}
+    for budget in (24, 0.001):
+        data["constraints"]["max_memory_gb"] = budget
+        path = write(tmp_path, data)
+        result = subprocess.run(
+            [sys.executable, "-m", "scalekit", "study", "profile", str(path), "--in-channels", "1",
+             "--num-classes", "3"], capture_output=True, text=True, timeout=300, env=env,
+        )
+        assert result.returncode == 0, result.stderr
+        outputs[budget] = result.stdout
+    assert "4 of 4 stages fit (predicted memory)" in outputs[24]
+    assert "0 of 4 stages fit" in outputs[0.001] and "budget 0.001 GB" in outputs[0.001]
+    missing = subprocess.run([sys.executable, "-m", "scalekit", "study", "profile", str(path)],
+                             capture_output=True, text=True, timeout=300, env=env)
+    assert missing.returncode == 2 and "--in-channels and --num-classes" in missing.stderr

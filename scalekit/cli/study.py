@@ -26,6 +26,45 @@ def validate(study_file: Annotated[Path, typer.Argument(help="A study YAML file.
     print(f"{study_file}: valid")
 
 
+@app.command("profile")
+def profile(
+    study_file: Annotated[Path, typer.Argument(help="A study YAML file.")],
+    in_channels: Annotated[int | None, typer.Option(help="Image channels (default: from the dataset).")] = None,
+    num_classes: Annotated[
+        int | None, typer.Option(help="Classes with background (default: from the dataset).")
+    ] = None,
+) -> None:
+    """Profile every stage of a study's space (no GPU needed) and show which fit its constraints."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from scalekit.study import StudyConfigError, load_study_config
+    from scalekit.study.feasibility import dataset_channels, profile_study
+
+    config = load_study_config(study_file)
+    found = dataset_channels(config)
+    if (in_channels is None or num_classes is None) and found is None:
+        raise StudyConfigError(
+            f"{study_file}: the dataset is not prepared or found, so its channels and classes are unknown; "
+            "pass --in-channels and --num-classes (AMOS22 task 1: 1 and 16)"
+        )
+    channels = in_channels if in_channels is not None else found[0]
+    classes = num_classes if num_classes is not None else found[1]
+    records = profile_study(config, channels, classes)
+    budget = config.constraints.max_memory_gb
+    table = Table(title=f"{config.name}: {len(records)} stages at patch {list(config.dataset.patch_size)}, "
+                  f"batch {config.dataset.batch_size}" + (f", budget {budget:g} GB" if budget else ""))
+    for column in ("family", "k", "ckpt", "params (M)", "GFLOPs train", "peak GB", "fits"):
+        table.add_column(column, justify="left" if column in ("family", "fits") else "right")
+    for r in records:
+        fits = "yes" if r.status == "pending" else f"no: {r.reason}"
+        table.add_row(r.family_label, str(r.kernel_size), "on" if r.config["checkpointing"] else "off",
+                      f"{r.params / 1e6:.2f}", f"{r.gflops_train:.1f}", f"{r.peak_memory_gb:.2f}", fits)
+    Console(width=max(Console().width, 120)).print(table)
+    feasible = sum(r.status == "pending" for r in records)
+    print(f"{feasible} of {len(records)} stages fit ({records[0].memory_method} memory)")
+
+
 @app.command("run")
 def run(
     study_file: Annotated[Path, typer.Argument(help="A study YAML file.")],

@@ -98,45 +98,15 @@ class ChainPlanner:
     def stage_of(family_id: str, kernel: int) -> str:
         return f"{family_id}-k{kernel}"
 
-    def stage_config(self, family: Family, kernel: int) -> MedNeXtConfig:
-        checkpointing = family.checkpointing if self.checkpointing is None else self.checkpointing
-        return family.config(kernel, self.template).replace(checkpointing=checkpointing)
-
     def open_family(self, family: Family) -> list[StageRecord]:
         """Profile every stage of a new family and write its rows (pending, or infeasible with the reason)."""
         if self.stage_of(family.family_id, self.space.kernels[0]) in self.table:
             return self.stages(family.family_id)
-        records: list[StageRecord] = []
-        blocked = ""
-        for index, kernel in enumerate(self.space.kernels):
-            config = self.stage_config(family, kernel)
-            profile = self.profile(config)
-            parent = self.stage_of(family.family_id, self.space.kernels[index - 1]) if index else ""
-            record = StageRecord(
-                stage_id=self.stage_of(family.family_id, kernel),
-                family_id=family.family_id,
-                family_label=family.name,
-                n_channels=family.n_channels,
-                block_counts=list(family.block_counts),
-                exp_r=list(family.exp_r),
-                kernel_size=kernel,
-                parent_stage=parent,
-                init="upkern" if parent else "scratch",
-                params=profile.params,
-                gflops_fvcore=round(profile.gflops_fvcore, 3),
-                gflops_train=round(profile.gflops_train, 3),
-                peak_memory_bytes=int(profile.peak_memory_bytes),
-                memory_method=profile.memory_method,
-                config=config.to_dict(),
-            )
-            violation = self.constraints.violation(record)
-            if violation:
-                record.status, record.reason = "infeasible", violation
-                blocked = blocked or f"chain ended at {record.stage_id} (infeasible)"
-            elif blocked:
-                record.status, record.reason = "stopped", blocked
+        records = plan_family(
+            family, self.space.kernels, self.template, self.profile, self.constraints, self.checkpointing
+        )
+        for record in records:
             self.table.upsert(record)
-            records.append(record)
         log.info("opened family %s (%s): %s", family.family_id, family.name, [r.status for r in records])
         return records
 
@@ -212,6 +182,57 @@ class ChainPlanner:
     def best_dice(self) -> float | None:
         scores = [r.mean_dice for r in self.table.records() if r.is_valid]
         return max(scores) if scores else None
+
+
+def stage_config(
+    family: Family, kernel: int, template: MedNeXtConfig, checkpointing: bool | None = None
+) -> MedNeXtConfig:
+    """The architecture of one stage; checkpointing as the family says unless ``checkpointing`` overrides."""
+    enabled = family.checkpointing if checkpointing is None else checkpointing
+    return family.config(kernel, template).replace(checkpointing=enabled)
+
+
+def plan_family(
+    family: Family,
+    kernels: Sequence[int],
+    template: MedNeXtConfig,
+    profile: ProfileFn,
+    constraints: Constraints,
+    checkpointing: bool | None = None,
+) -> list[StageRecord]:
+    """The profiled stages of a family's chain, each ``pending``, ``infeasible`` (with the constraint it
+    breaks) or ``stopped`` (after an infeasible stage); nothing is written."""
+    records: list[StageRecord] = []
+    blocked = ""
+    for index, kernel in enumerate(kernels):
+        config = stage_config(family, kernel, template, checkpointing)
+        measured = profile(config)
+        parent = ChainPlanner.stage_of(family.family_id, kernels[index - 1]) if index else ""
+        record = StageRecord(
+            stage_id=ChainPlanner.stage_of(family.family_id, kernel),
+            family_id=family.family_id,
+            family_label=family.name,
+            n_channels=family.n_channels,
+            block_counts=list(family.block_counts),
+            exp_r=list(family.exp_r),
+            kernel_size=kernel,
+            parent_stage=parent,
+            init="upkern" if parent else "scratch",
+            params=measured.params,
+            gflops_fvcore=round(measured.gflops_fvcore, 3),
+            gflops_train=round(measured.gflops_train, 3),
+            peak_memory_bytes=int(measured.peak_memory_bytes),
+            memory_method=measured.memory_method,
+            config=config.to_dict(),
+        )
+        violation = constraints.violation(record)
+        if violation:
+            record.status, record.reason = "infeasible", violation
+            blocked = blocked or f"chain ended at {record.stage_id} (infeasible)"
+        elif blocked:
+            record.status, record.reason = "stopped", blocked
+        records.append(record)
+    return records
 
 
 def objective_values(record: StageRecord, metrics: Sequence[str]) -> list[float]:

@@ -26,11 +26,11 @@ from typing import Any
 
 import yaml
 
-from scalekit.mednext.config import MedNeXtConfig
 from scalekit.space import Family, SearchSpace
 
-from .chain import ChainPlanner, Constraints
+from .chain import ChainPlanner
 from .config import StudyConfig, StudyConfigError, load_study_config
+from .feasibility import resolve_hardware, stage_planning
 from .results import ResultsTable
 
 log = logging.getLogger(__name__)
@@ -108,27 +108,10 @@ def prepare_data(config: StudyConfig) -> Any:
     )
 
 
-def resolve_hardware(config: StudyConfig) -> tuple[float, str, str | None]:
-    """GPUs per trial, the trials' device and the AMP mode used to train and to profile."""
-    import torch
-
-    gpus = config.ray.gpus_per_trial
-    if gpus == "auto":
-        gpus = 1.0 if (torch.cuda.is_available() or config.ray.address) else 0.0
-    device = config.training.device
-    if device == "auto":
-        device = "cuda" if gpus > 0 else "cpu"
-    amp = config.training.amp
-    if amp == "auto":
-        amp = "fp16" if device == "cuda" else "none"
-    return float(gpus), device, None if amp == "none" else amp
-
-
 def run_study(
     study_file: str | Path, address: str | None = None, show_progress: bool = True
 ) -> StudySummary:
     """Run (or resume) the study described by ``study_file``; returns when every chain has ended or on Ctrl-C."""
-    from scalekit.profiler import profile
     from scalekit.upkern_chain import ChainSearcher, RaySettings, SearchSettings, open_optuna_study, run_chains
 
     from .progress import StudyProgress
@@ -146,21 +129,11 @@ def run_study(
     prepared = prepare_data(config)
     (study_dir / PREPARED_FILE).write_text(json.dumps(prepared.to_dict(), indent=1))
     gpus, device, amp = resolve_hardware(config)
-    patch, batch = config.dataset.patch_size, config.dataset.batch_size
-    template = MedNeXtConfig(
-        in_channels=prepared.num_input_channels, num_classes=prepared.num_classes, deep_supervision=True,
-        dim=len(patch),
-    )
-    checkpointing = {"auto": None, "on": True, "off": False}[config.training.checkpointing]
-
-    def profile_stage(arch: MedNeXtConfig) -> Any:
-        return profile(arch, patch, batch, amp=amp, checkpointing=arch.checkpointing, device="cpu")
-
+    planning = stage_planning(config, prepared.num_input_channels, prepared.num_classes)
     table = ResultsTable(study_dir)
     planner = ChainPlanner(
-        space, table, template, profile_stage,
-        Constraints(config.constraints.max_memory_gb, config.constraints.max_gflops),
-        study_dir / "stages", config.chain.min_improvement, checkpointing,
+        space, table, planning.template, planning.profile, planning.constraints,
+        study_dir / "stages", config.chain.min_improvement, planning.checkpointing,
     )
     interrupted = planner.recover_interrupted()
     if interrupted:

@@ -1,0 +1,5 @@
+"""`python -m scalekit ...` runs the command line."""
+
+from scalekit.cli import main
+
+main()

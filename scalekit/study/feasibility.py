@@ -1,0 +1,101 @@
+"""What a study's stages cost before anything trains: the profile of every stage and the constraints it breaks.
+
+Shared by the study run (every stage is profiled before it is scheduled) and ``scalekit study profile``
+(every family of a study's space at its patch, batch, AMP and checkpointing, against its budget, no GPU needed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from scalekit.mednext.config import MedNeXtConfig
+
+from .chain import Constraints, ProfileFn, plan_family
+from .config import StudyConfig
+from .results import StageRecord
+
+
+def resolve_hardware(config: StudyConfig) -> tuple[float, str, str | None]:
+    """GPUs per trial, the trials' device and the AMP mode used to train and to profile."""
+    import torch
+
+    gpus = config.ray.gpus_per_trial
+    if gpus == "auto":
+        gpus = 1.0 if (torch.cuda.is_available() or config.ray.address) else 0.0
+    device = config.training.device
+    if device == "auto":
+        device = "cuda" if gpus > 0 else "cpu"
+    amp = config.training.amp
+    if amp == "auto":
+        amp = "fp16" if device == "cuda" else "none"
+    return float(gpus), device, None if amp == "none" else amp
+
+
+@dataclass(frozen=True)
+class StagePlanning:
+    """How a study turns a family and a kernel into a profiled, constraint-checked stage."""
+
+    template: MedNeXtConfig
+    profile: ProfileFn
+    constraints: Constraints
+    checkpointing: bool | None
+
+
+def stage_planning(config: StudyConfig, in_channels: int, num_classes: int) -> StagePlanning:
+    """The study's stage template (channels, classes, deep supervision, dim), profiler and constraints.
+
+    Stages are profiled at the study's patch and batch size, with the AMP mode its trials train with; the
+    memory is predicted (``device="cpu"``) so the driver needs no GPU and never competes with the trials.
+    """
+    from scalekit.profiler import profile
+
+    _, _, amp = resolve_hardware(config)
+    patch, batch = config.dataset.patch_size, config.dataset.batch_size
+    template = MedNeXtConfig(
+        in_channels=in_channels, num_classes=num_classes, deep_supervision=True, dim=len(patch)
+    )
+
+    def profile_stage(arch: MedNeXtConfig):
+        return profile(arch, patch, batch, amp=amp, checkpointing=arch.checkpointing, device="cpu")
+
+    return StagePlanning(
+        template=template,
+        profile=profile_stage,
+        constraints=Constraints(config.constraints.max_memory_gb, config.constraints.max_gflops),
+        checkpointing={"auto": None, "on": True, "off": False}[config.training.checkpointing],
+    )
+
+
+def profile_study(config: StudyConfig, in_channels: int, num_classes: int) -> list[StageRecord]:
+    """Every stage of every family in the study's space, profiled and checked against its constraints."""
+    from .runner import build_space
+
+    planning = stage_planning(config, in_channels, num_classes)
+    space = build_space(config)
+    records: list[StageRecord] = []
+    for family in space.families:
+        records += plan_family(
+            family, space.kernels, planning.template, planning.profile, planning.constraints,
+            planning.checkpointing,
+        )
+    return records
+
+
+def dataset_channels(config: StudyConfig) -> tuple[int, int] | None:
+    """(input channels, classes) of the study's dataset, from its preparation or its raw dataset.json."""
+    prepared = config.output_dir / "prepared.json"
+    if prepared.is_file():
+        data = json.loads(prepared.read_text())
+        return int(data["num_input_channels"]), len(data["label_names"])
+    raw_root = config.dataset.raw_dir or (Path(os.environ["nnUNet_raw"]) if os.environ.get("nnUNet_raw") else None)
+    if raw_root is None or not raw_root.is_dir():
+        return None
+    pattern = config.dataset.name or f"Dataset{config.dataset.id:03d}_*"
+    for folder in sorted(raw_root.glob(pattern)):
+        if (folder / "dataset.json").is_file():
+            data = json.loads((folder / "dataset.json").read_text())
+            return len(data["channel_names"]), len(data["labels"])
+    return None

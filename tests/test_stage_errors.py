@@ -1,0 +1,53 @@
+"""A stage's end is always reported, never raised: OOM -> infeasible with the figure, errors -> failed + traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from scalekit import nnunet
+from scalekit.mednext import preset_config
+from scalekit.study.stage import ERROR_LOG, execute_stage
+
+PREPARED = {
+    "dataset_id": 990, "dataset_name": "Dataset990_X", "raw_dir": "/nonexistent/raw/Dataset990_X",
+    "preprocessed_root": "/nonexistent/pre", "plans_identifier": "nnUNetPlans", "configuration": "3d_fullres",
+    "label_names": ["background", "a"], "patch_size": [32, 32, 32], "spacing": [1.0, 1.0, 1.0],
+    "num_input_channels": 1,
+}
+
+
+def spec(tmp_path: Path) -> dict:
+    return {
+        "stage_id": "fabc-k3", "output_dir": str(tmp_path / "stage"), "arch": preset_config("T", 1, 2).to_dict(),
+        "init_from": None, "prepared": PREPARED, "fold": 0, "batch_size": 2, "epochs": 1,
+        "iterations_per_epoch": 1, "val_iterations": 1, "initial_lr": 1e-3, "amp": None, "device": "cpu",
+        "seed": 0, "nsd_tolerance_mm": 1.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "reason"),
+    [
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "infeasible", "out of memory"),
+        (nnunet.NonFiniteLossError(3, float("nan")), "failed", "loss became nan in epoch 3"),
+        (RuntimeError("dataloader worker died"), "failed", "RuntimeError: dataloader worker died"),
+    ],
+)
+def test_errors_become_reported_statuses(tmp_path: Path, monkeypatch, error, status, reason) -> None:
+    def broken(request, on_epoch=None):
+        assert request.arch.n_channels == 4 and request.batch_size == 2 and request.resume
+        raise error
+
+    monkeypatch.setattr(nnunet, "train_stage", broken)
+    reports: list[dict] = []
+    execute_stage(spec(tmp_path), reports.append)
+    assert reports[-1]["stage_status"] == status
+    assert reason in reports[-1]["stage_reason"]
+    traceback_file = tmp_path / "stage" / ERROR_LOG
+    if reason.startswith("RuntimeError"):
+        assert "Traceback" in traceback_file.read_text() and str(traceback_file) in reports[-1]["stage_reason"]
+    else:
+        assert not traceback_file.exists()
