@@ -195,3 +195,22 @@ def test_up_block_gradients_match_plain_path(kernel, channels, size):
     scale = max(g.abs().max().item() for g in grads[0].values())  # conv1.bias has a zero gradient (GroupNorm)
     for name, plain in grads[0].items():
         torch.testing.assert_close(grads[1][name], plain, rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_transposed_depthwise_gradcheck(dim):
+    from scalekit.mednext.speed import transposed_depthwise_conv
+
+    torch.manual_seed(0)
+    conv = (nn.ConvTranspose2d if dim == 2 else nn.ConvTranspose3d)(3, 3, 5, stride=2, padding=2, groups=3).double()
+    x = torch.randn(1, 3, *(3,) * dim, dtype=torch.float64, requires_grad=True)
+    x_cl = x.contiguous(memory_format=CL[dim])
+    torch.autograd.gradcheck(lambda a, w, b: transposed_depthwise_conv(a, _Conv(w, b, conv)), (x_cl, conv.weight, conv.bias))
+    torch.testing.assert_close(transposed_depthwise_conv(x, conv), conv(x))
+
+
+class _Conv:
+    """Stand-in module carrying the tensors gradcheck varies and the geometry of ``conv``."""
+
+    def __init__(self, weight, bias, conv):
+        self.weight, self.bias, self.stride, self.padding = weight, bias, conv.stride, conv.padding

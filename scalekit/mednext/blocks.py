@@ -203,10 +203,9 @@ class MedNeXtUpBlock(MedNeXtBlock):
         )
 
     def _spatial(self, x: torch.Tensor) -> torch.Tensor:
-        # On CPU the depthwise transposed convolution runs on contiguous input: oneDNN's channels-last kernel is
-        # slower, and in torch 2.13 its weight gradient is wrong for some shapes (k=7, 8 channels, 4^3: ~1e38).
-        # The norm that follows turns the result back to the block's format (speed.keep_format).
-        return self.conv1(x.contiguous() if x.device.type == "cpu" else x)
+        if self.fast and x.device.type == "cpu":
+            return speed.transposed_depthwise_conv(x, self.conv1)
+        return self.conv1(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self._branch(x)

@@ -19,6 +19,11 @@ rounding; the fast path differs only in how the work reaches the kernels:
   down-block residual have no channels-last CPU kernel and fall back to slow, contiguous implementations;
   they are computed as ordinary 1x1 convolutions of (sub-sampled) inputs instead, and the up block adds its
   residual into the padded output in place rather than through two more full-size temporaries.
+- **Contiguous transposed depthwise convolution on CPU.** oneDNN's channels-last kernel for the up blocks'
+  stride-2 depthwise transposed convolution is slower than the contiguous one, and in torch 2.13 its weight
+  gradient is wrong for some shapes (k=7, 8 channels, 4^3 input: ~1e38). :func:`transposed_depthwise_conv`
+  runs it on a contiguous copy made inside forward and backward, saving the input as given, so no second copy
+  of the activation is kept for backward.
 - **cuDNN autotuning.** On the first CUDA forward the fast path sets ``torch.backends.cudnn.benchmark = True``
   (MedNeXt trains on fixed patch sizes, where autotuning pays off); see :func:`prepare_device`.
 
@@ -41,6 +46,7 @@ CHANNELS_LAST_DEVICES = frozenset({"cpu", "cuda"})
 
 _CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 _CONV = {2: F.conv2d, 3: F.conv3d}
+_CONV_T = {2: F.conv_transpose2d, 3: F.conv_transpose3d}
 _autotune_set = False
 
 
@@ -121,6 +127,42 @@ class _DepthwiseConv(torch.autograd.Function):
 def depthwise_conv(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
     """Apply a stride-1, 'same'-padded depthwise ``nn.Conv2d``/``nn.Conv3d`` (N, C, *S) -> (N, C, *S)."""
     return _DepthwiseConv.apply(x, conv.weight, conv.bias, conv.padding[0])
+
+
+class _TransposedDepthwiseConv(torch.autograd.Function):
+    """Depthwise transposed convolution computed on contiguous copies that live only inside forward/backward.
+
+    Autocast is applied explicitly, as in :class:`_DepthwiseConv`; gradients come back in the arguments' dtypes.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, padding: int):
+        dtype = _autocast_dtype(x.device.type)
+        xc, wc = (x.to(dtype), weight.to(dtype)) if dtype is not None else (x, weight)
+        bc = bias.to(wc.dtype) if bias is not None else None
+        with torch.autocast(x.device.type, enabled=False):
+            y = _CONV_T[x.ndim - 2](xc.contiguous(), wc, bc, stride=stride, padding=padding, groups=x.shape[1])
+        ctx.save_for_backward(xc, wc)
+        ctx.geometry = (stride, padding)
+        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        (stride, padding), dtypes = ctx.geometry, ctx.dtypes
+        dim, channels = x.ndim - 2, x.shape[1]
+        grads = torch.ops.aten.convolution_backward(
+            grad.to(x.dtype).contiguous(), x.contiguous(), weight, [channels], [stride] * dim, [padding] * dim,
+            [1] * dim, True, [0] * dim, channels, list(ctx.needs_input_grad[:3]),
+        )
+        grads = [g.to(d) if g is not None else None for g, d in zip(grads, dtypes)]
+        return (*grads, None, None)
+
+
+def transposed_depthwise_conv(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
+    """Apply a depthwise ``nn.ConvTranspose2d``/``3d`` (stride s, padding p) on contiguous copies of its input."""
+    return _TransposedDepthwiseConv.apply(x, conv.weight, conv.bias, conv.stride[0], conv.padding[0])
 
 
 def strided_pointwise(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
