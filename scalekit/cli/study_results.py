@@ -31,6 +31,7 @@ def report_command(
 
 def show_command(study_dir: StudyDir) -> None:
     """Print the stages and the Pareto front of a study in the terminal."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -43,9 +44,10 @@ def show_command(study_dir: StudyDir) -> None:
     for table in stage_tables(study.records, study.front_ids):
         if not table.rows:
             continue
-        view = Table(title=table.title)
+        view = Table(title=table.title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
         for header in table.headers:
-            view.add_column(header)
+            # Stage ids stay whole; other columns wrap or shorten when the terminal is narrow.
+            view.add_column(header, no_wrap=header == "stage")
         for row in table.rows:
             view.add_row(*row, style="bold" if row[0] in study.front_ids else None)
         console.print(view)
