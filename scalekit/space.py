@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from scalekit.mednext.config import NUM_STAGES, MedNeXtConfig
+from scalekit.mednext.model import MedNeXt
 from scalekit.mednext.presets import PRESETS
 
 
@@ -64,6 +65,10 @@ class Family:
             exp_r=self.exp_r,
             kernel_size=kernel,
         )
+
+    def build(self, kernel: int, template: MedNeXtConfig) -> MedNeXt:
+        """The network of this family at one kernel size."""
+        return MedNeXt(self.config(kernel, template))
 
     @classmethod
     def from_preset(cls, name: str, n_channels: int | None = None) -> Family:

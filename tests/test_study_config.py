@@ -83,6 +83,11 @@ def test_compound_scaling_and_presets() -> None:
     space = SearchSpace.build(presets=["S", "B"], scaling=("S", [1.0, 2.0], [1.0], [32]))
     assert len(space) == 3  # S appears twice (preset and scaling d1 e1) and is kept once
     assert space.seeds == (Family.from_preset("S").family_id, Family.from_preset("B").family_id)
+    from scalekit.mednext import MedNeXtConfig, count_parameters
+
+    net = Family.from_preset("S").build(3, MedNeXtConfig(in_channels=1, num_classes=14, deep_supervision=True))
+    assert count_parameters(net) == 5_564_806  # the published MedNeXt-S k3, minus the reference's dummy
+    assert set(space.optuna_distributions()["family"].choices) == set(space.ids())
 
 
 def test_build_space_from_study(tmp_path: Path) -> None:
