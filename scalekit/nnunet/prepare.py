@@ -21,14 +21,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from scalekit.mednext.config import DIVISOR
+
 from . import _env
 from .validate import DATASET_FOLDER, RawDataset, validate_raw_dataset
 
 log = logging.getLogger(__name__)
 
 RECORD = "scalekit_prepared.json"
-MEDNEXT_DIVISOR = 16
-"""MedNeXt halves every axis four times, so patch sizes must be multiples of 16."""
 
 
 @dataclass(frozen=True)
@@ -148,18 +148,18 @@ def _input_key(raw: RawDataset, settings: dict[str, Any]) -> str:
 
 def mednext_patch(planned: Sequence[int]) -> tuple[int, ...]:
     """nnU-Net's planned patch rounded up to multiples of 16, never a single 16-voxel bottleneck voxel."""
-    patch = [max(MEDNEXT_DIVISOR, math.ceil(p / MEDNEXT_DIVISOR) * MEDNEXT_DIVISOR) for p in planned]
-    if all(p == MEDNEXT_DIVISOR for p in patch):
-        patch[0] = 2 * MEDNEXT_DIVISOR
+    patch = [max(DIVISOR, math.ceil(p / DIVISOR) * DIVISOR) for p in planned]
+    if all(p == DIVISOR for p in patch):
+        patch[0] = 2 * DIVISOR
     return tuple(patch)
 
 
 def _check_overrides(configuration: str, patch_size: Sequence[int] | None, spacing: Sequence[float] | None) -> None:
     dims = 2 if configuration == "2d" else 3
     if patch_size is not None:
-        if len(patch_size) != dims or any(int(p) % MEDNEXT_DIVISOR or int(p) < MEDNEXT_DIVISOR for p in patch_size):
+        if len(patch_size) != dims or any(int(p) % DIVISOR or int(p) < DIVISOR for p in patch_size):
             raise ValueError(
-                f"patch_size {list(patch_size)} must be {dims} multiples of {MEDNEXT_DIVISOR} for configuration "
+                f"patch_size {list(patch_size)} must be {dims} multiples of {DIVISOR} for configuration "
                 f"{configuration!r} (MedNeXt halves every axis four times), e.g. {[128] * dims}"
             )
     if spacing is not None:

@@ -7,6 +7,7 @@ one and raises :class:`StudyConfigError` listing every problem with its field pa
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -278,6 +279,12 @@ class StudyConfig(_Model):
     @property
     def dim(self) -> int:
         return len(self.dataset.patch_size)
+
+    def nnunet_roots(self) -> tuple[Path, Path]:
+        """nnU-Net raw and preprocessed roots: the study's, else $nnUNet_raw, else under the output directory."""
+        env_raw = os.environ.get("nnUNet_raw")
+        raw = self.dataset.raw_dir or (Path(env_raw) if env_raw else self.output_dir / "nnunet" / "raw")
+        return raw, self.dataset.preprocessed_dir or self.output_dir / "nnunet" / "preprocessed"
 
     def resolve_paths(self, base: Path) -> StudyConfig:
         """Relative paths (output, nnU-Net folders) made absolute against ``base`` (the current directory)."""

@@ -7,9 +7,7 @@ Shared by the study run (every stage is profiled before it is scheduled) and ``s
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from scalekit.mednext.config import MedNeXtConfig
 
@@ -86,16 +84,18 @@ def profile_study(config: StudyConfig, in_channels: int, num_classes: int) -> li
 
 def dataset_channels(config: StudyConfig) -> tuple[int, int] | None:
     """(input channels, classes) of the study's dataset, from its preparation or its raw dataset.json."""
+    from scalekit.nnunet import PreparedDataset
+    from scalekit.nnunet.prepare import resolve_raw_dataset
+
     prepared = config.output_dir / "prepared.json"
     if prepared.is_file():
-        data = json.loads(prepared.read_text())
-        return int(data["num_input_channels"]), len(data["label_names"])
-    raw_root = config.dataset.raw_dir or (Path(os.environ["nnUNet_raw"]) if os.environ.get("nnUNet_raw") else None)
-    if raw_root is None or not raw_root.is_dir():
+        record = PreparedDataset.from_dict(json.loads(prepared.read_text()))
+        return record.num_input_channels, record.num_classes
+    try:
+        folder = resolve_raw_dataset(config.dataset.name or config.dataset.id, config.nnunet_roots()[0])
+    except ValueError:
         return None
-    pattern = config.dataset.name or f"Dataset{config.dataset.id:03d}_*"
-    for folder in sorted(raw_root.glob(pattern)):
-        if (folder / "dataset.json").is_file():
-            data = json.loads((folder / "dataset.json").read_text())
-            return len(data["channel_names"]), len(data["labels"])
-    return None
+    if not (folder / "dataset.json").is_file():
+        return None
+    data = json.loads((folder / "dataset.json").read_text())
+    return len(data["channel_names"]), len(data["labels"])

@@ -77,20 +77,11 @@ def _check_same_study(config: StudyConfig, study_dir: Path) -> None:
         )
 
 
-def _nnunet_roots(config: StudyConfig) -> tuple[Path, Path]:
-    """nnU-Net raw and preprocessed roots: the study's, else $nnUNet_raw, else under the output directory."""
-    out = config.output_dir
-    env_raw = os.environ.get("nnUNet_raw")
-    raw = config.dataset.raw_dir or (Path(env_raw) if env_raw else out / "nnunet" / "raw")
-    pre = config.dataset.preprocessed_dir or out / "nnunet" / "preprocessed"
-    return raw, pre
-
-
 def prepare_data(config: StudyConfig) -> Any:
     """Generate the demo data if asked and missing, then validate and preprocess (reused when unchanged)."""
     from scalekit import nnunet
 
-    raw_root, pre_root = _nnunet_roots(config)
+    raw_root, pre_root = config.nnunet_roots()
     d = config.dataset
     dataset: Any = d.name if d.name is not None else d.id
     if d.demo is not None:
