@@ -8,6 +8,7 @@ the static images (kaleido, one browser start for all of them). This is the only
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import time
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from scalekit._atomic import atomic_path, write_atomic
+from scalekit.faults import fault_point
 from scalekit.pareto import Objective, StudyGoals, pareto_front, study_front
 from scalekit.selection import rule_choices
 from scalekit.study.results import StageRecord
@@ -219,17 +222,24 @@ def _remove_if_empty(folder: Path) -> None:
 
 
 def write_images(figures: dict[str, go.Figure], folder: Path) -> tuple[list[Path], str | None]:
-    """PNG and SVG of every figure in one browser start; returns the files and a note if none were written."""
+    """PNG and SVG of every figure in one browser start; returns the files and a note if none were written.
+
+    Each image is written to a temporary file beside it that replaces it only once every image is complete;
+    when the browser fails, the images of an earlier report are left as they were.
+    """
     import kaleido
     from choreographer.errors import ChromeNotFoundError
 
     folder.mkdir(parents=True, exist_ok=True)
-    jobs = [
-        {"fig": fig, "path": folder / f"{name}.{fmt}", "opts": {"format": fmt, "width": 900, "height": 560}}
-        for name, fig in figures.items() for fmt in IMAGE_FORMATS
-    ]
+    targets = [(fig, folder / f"{name}.{fmt}", fmt) for name, fig in figures.items() for fmt in IMAGE_FORMATS]
     try:
-        kaleido.write_fig_from_object_sync(jobs, kopts={"mathjax": False}, cancel_on_error=True)
+        with contextlib.ExitStack() as stack:
+            jobs = [
+                {"fig": fig, "path": stack.enter_context(atomic_path(path)),
+                 "opts": {"format": fmt, "width": 900, "height": 560}}
+                for fig, path, fmt in targets
+            ]
+            kaleido.write_fig_from_object_sync(jobs, kopts={"mathjax": False}, cancel_on_error=True)
     except ChromeNotFoundError:
         _remove_if_empty(folder)
         return [], ("PNG/SVG images were not written: no Chrome or Chromium was found. Install one "
@@ -238,7 +248,7 @@ def write_images(figures: dict[str, go.Figure], folder: Path) -> tuple[list[Path
         log.warning("static image export failed: %s", err)
         _remove_if_empty(folder)
         return [], f"PNG/SVG images were not written: the browser failed ({type(err).__name__}: {err})."
-    return [job["path"] for job in jobs], None
+    return [path for _, path, _ in targets], None
 
 
 @dataclass(frozen=True)
@@ -339,7 +349,9 @@ def write_report(study_dir: str | Path, out: str | Path | None = None, images: b
     """Write the report of ``study_dir`` to ``out`` (default ``STUDY_DIR/report.html``).
 
     Images go to ``<out stem>_figures/`` beside the page: ``dice_vs_memory.png``, ``.svg`` and so on.
-    Safe to call while the study runs: it reads the current ``results.csv``.
+    Safe to call while the study runs: it reads the current ``results.csv``. Every file is written atomically
+    (a temporary file beside it, then renamed), so a kill or a failure leaves the earlier report, never a
+    partial one.
     """
     data = build_report_data(study_dir)
     out = Path(out) if out is not None else Path(study_dir) / "report.html"
@@ -348,7 +360,8 @@ def write_report(study_dir: str | Path, out: str | Path | None = None, images: b
     note = "Static images were not requested." if not images else None
     if images:
         written, note = write_images(figures, out.parent / f"{out.stem}_figures")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_html(data, figures, note), encoding="utf-8")
+    html = render_html(data, figures, note)
+    fault_point("report")
+    write_atomic(out, html)
     log.info("report written to %s (%d images)", out, len(written))
     return ReportResult(out, written, note)

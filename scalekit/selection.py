@@ -23,12 +23,17 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from scalekit._atomic import Staging, staged_dir
 from scalekit.pareto import Objective, pareto_front
 from scalekit.study.results import StageRecord, read_results
+
+if TYPE_CHECKING:
+    from scalekit.mednext import MedNeXtConfig
+    from scalekit.nnunet.export import NnunetExport
 
 log = logging.getLogger(__name__)
 
@@ -177,25 +182,53 @@ def rule_choices(records: list[StageRecord]) -> dict[str, Selection]:
 
 
 def _checkpoint_path(study_dir: Path, stage: StageRecord) -> Path:
-    if not stage.checkpoint:
+    """The stage's checkpoint file: relative paths in results.csv are relative to the study directory."""
+    path = stage.checkpoint_path(study_dir)
+    if path is None:
         raise ValueError(f"stage {stage.stage_id} has no checkpoint in results.csv; it cannot be exported")
-    path = Path(stage.checkpoint)
-    path = path if path.is_absolute() else study_dir / path
     if not path.is_file():
-        raise ValueError(f"stage {stage.stage_id}: checkpoint {path} does not exist")
+        raise ValueError(
+            f"stage {stage.stage_id}: checkpoint {path} does not exist; rerun `scalekit study run` on the study "
+            f"file (its copy is {study_dir / 'study.yaml'}) to retrain the stage"
+        )
     return path
 
 
-def export_config(study_dir: str | Path, selection: Selection, out_dir: str | Path) -> list[Path]:
-    """Write ``mednext_config.json`` (a ``MedNeXtConfig.to_dict()``) and ``weights.pt`` (the stage's checkpoint).
+class _Export(Protocol):
+    """An export whose inputs are all read and checked, held in memory until it is written."""
 
-    Rebuild with ``MedNeXt(MedNeXtConfig.from_dict(json.load(f)))`` or ``load_mednext("weights.pt")``. The
-    checkpoint's architecture must equal the one the results table records for the stage.
+    def write(self, staging: Staging) -> list[Path]:
+        """Write the export's files into ``staging``; returns their paths once the folder is in place."""
+
+    def finish(self) -> None:
+        """Write what lives outside the export folder, once the folder is in place."""
+
+
+@dataclass(frozen=True)
+class _ConfigExport:
+    """``mednext_config.json`` (a ``MedNeXtConfig.to_dict()``) and ``weights.pt`` (the stage's checkpoint).
+
+    Rebuild with ``MedNeXt(MedNeXtConfig.from_dict(json.load(f)))`` or ``load_mednext("weights.pt")``.
     """
+
+    config: MedNeXtConfig
+    checkpoint: Path
+
+    def write(self, staging: Staging) -> list[Path]:
+        config = staging.write(CONFIG_FILE, json.dumps(self.config.to_dict(), indent=2) + "\n")
+        with staging.file(WEIGHTS_FILE) as weights:
+            shutil.copyfile(self.checkpoint, weights)
+        return [config, staging.final / WEIGHTS_FILE]
+
+    def finish(self) -> None:
+        """Nothing: a config export is only its folder."""
+
+
+def _config_export(study_dir: Path, stage: StageRecord) -> _ConfigExport:
+    """Check the stage's checkpoint: read safely, a scalekit one, with the architecture results.csv records."""
     from scalekit.mednext import MedNeXtConfig, load_state
 
-    stage = selection.stage
-    checkpoint = _checkpoint_path(Path(study_dir), stage)
+    checkpoint = _checkpoint_path(study_dir, stage)
     _, stored, kind = load_state(checkpoint)
     if kind != "scalekit":
         raise ValueError(f"stage {stage.stage_id}: {checkpoint} is a {kind} checkpoint, not a scalekit one")
@@ -204,60 +237,58 @@ def export_config(study_dir: str | Path, selection: Selection, out_dir: str | Pa
             f"stage {stage.stage_id}: the checkpoint {checkpoint} holds another architecture than results.csv "
             f"records ({stored.to_dict()} vs {stage.config}); the study directory is inconsistent"
         )
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config_path = out_dir / CONFIG_FILE
-    config_path.write_text(json.dumps(stored.to_dict(), indent=2) + "\n")
-    weights_path = out_dir / WEIGHTS_FILE
-    shutil.copyfile(checkpoint, weights_path)
-    return [config_path, weights_path]
+    return _ConfigExport(stored, checkpoint)
 
 
-def export_nnunet(study_dir: str | Path, selection: Selection, out_dir: str | Path) -> list[Path]:
-    """Export the stage for nnU-Net v2 training, starting from its trained weights.
-
-    Writes the plans (in the study's preprocessed dataset), the trainer module for ``nnUNet_extTrainer``, the
-    starting weights and ``train.sh`` with the exact commands; the batch size is the study's.
-    """
+def _nnunet_export(study_dir: Path, stage: StageRecord, out_dir: Path) -> NnunetExport:
+    """Check the study's prepared dataset, the stage's architecture and its checkpoint (read safely) for an
+    nnU-Net v2 export starting from the trained weights; the batch size is the study's."""
     import yaml
 
     from scalekit.mednext import MedNeXtConfig
-    from scalekit.nnunet import PreparedDataset, export_to_nnunet
+    from scalekit.nnunet import PreparedDataset
+    from scalekit.nnunet.export import build_nnunet_export
 
-    study_dir = Path(study_dir)
-    stage = selection.stage
     prepared_file = study_dir / "prepared.json"
     if not prepared_file.is_file():
         raise ValueError(f"{prepared_file} is missing: the study never prepared its nnU-Net dataset; use --to config")
+    if not stage.config:
+        raise ValueError(f"stage {stage.stage_id}: results.csv records no architecture; it cannot be exported")
     prepared = PreparedDataset.from_dict(json.loads(prepared_file.read_text()))
     study = yaml.safe_load((study_dir / "study.yaml").read_text()) if (study_dir / "study.yaml").is_file() else {}
     batch_size = (study.get("dataset") or {}).get("batch_size")
-    result = export_to_nnunet(
-        prepared, MedNeXtConfig.from_dict(stage.config), Path(out_dir),
-        weights=_checkpoint_path(study_dir, stage), name=f"mednext_{stage.family_id}",
-        batch_size=batch_size,
+    return build_nnunet_export(
+        prepared, MedNeXtConfig.from_dict(stage.config), out_dir, weights=_checkpoint_path(study_dir, stage),
+        name=f"mednext_{stage.family_id}", batch_size=batch_size,
     )
-    written = [result.plans_file, result.script, result.trainer_dir]
-    return written + ([result.initial_weights] if result.initial_weights else [])
 
 
 def export_stage(study_dir: str | Path, rule: str, to: str, out_dir: str | Path) -> tuple[Selection, list[Path]]:
     """Select a stage of ``study_dir`` by ``rule``, export it ``to`` ``config`` or ``nnunet`` in ``out_dir``.
 
-    Writes ``selection.json`` (the rule, the explanation and the stage's measurements) beside the export and
-    returns the selection and every file written.
+    ``config``: ``mednext_config.json`` and ``weights.pt``. ``nnunet``: the plans (also in the study's
+    preprocessed dataset), the trainer module for ``nnUNet_extTrainer``, the starting weights and ``train.sh``
+    with the exact commands. Both get ``selection.json`` (the rule, the explanation and the stage's
+    measurements). Returns the selection and every file written.
+
+    Every input is read and checked before anything is written. The export is written into a hidden sibling
+    folder that takes ``out_dir``'s place (replacing an earlier export there, or an empty folder) only when
+    complete, so a failure or a kill leaves ``out_dir`` as it was. nnU-Net's shared plans file is written
+    last, atomically.
     """
     if to not in TARGETS:
         raise ValueError(f"--to {to!r} is unknown; use one of {', '.join(TARGETS)}")
-    study_dir = Path(study_dir)
+    study_dir, out_dir = Path(study_dir), Path(out_dir)
     if not study_dir.is_dir():
         raise ValueError(f"study directory {study_dir} does not exist")
     selection = select_stage(read_results(study_dir), rule)
-    export = export_config if to == "config" else export_nnunet
-    files = export(study_dir, selection, out_dir)
-    record = {**selection.to_dict(), "study_dir": str(study_dir.resolve()), "to": to,
-              "files": [p.name for p in files]}
-    selection_path = Path(out_dir) / SELECTION_FILE
-    selection_path.write_text(json.dumps(record, indent=2) + "\n")
+    export: _Export = (_config_export(study_dir, selection.stage) if to == "config"
+                       else _nnunet_export(study_dir, selection.stage, out_dir))
+    with staged_dir(out_dir, SELECTION_FILE) as staging:
+        files = export.write(staging)
+        record = {**selection.to_dict(), "study_dir": str(study_dir.resolve()), "to": to,
+                  "files": [p.name for p in files]}
+        files.append(staging.write(SELECTION_FILE, json.dumps(record, indent=2) + "\n"))
+    export.finish()
     log.info("exported %s (%s) to %s", selection.stage.stage_id, rule, out_dir)
-    return selection, [*files, selection_path]
+    return selection, files

@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ import optuna
 import ray
 from ray import tune
 from ray.tune.search import Searcher
+from sqlalchemy.exc import SQLAlchemyError
 
 from scalekit.space import SearchSpace
 from scalekit.study.chain import ChainPlanner, objective_values
@@ -54,8 +57,13 @@ def _constraints(trial: optuna.trial.FrozenTrial) -> tuple[float]:
     return (trial.user_attrs.get(CONSTRAINT_ATTR, -1.0),)
 
 
-def make_sampler(settings: SearchSettings, space: SearchSpace) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler of a study (explicit: Optuna 5's default would be TPE even for several objectives)."""
+def make_sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler of a study (explicit: Optuna 5's default would be TPE even for several objectives).
+
+    ``grid`` queues its families (see :func:`planned_families`) and samples at random past them: Optuna's own
+    ``GridSampler`` cannot be told trials that were queued (``KeyError: 'grid_id'``), and queueing keeps the
+    seed families first.
+    """
     if settings.sampler == "nsga2":
         population = min(50, max(2, settings.families))
         return optuna.samplers.NSGAIISampler(
@@ -65,24 +73,40 @@ def make_sampler(settings: SearchSettings, space: SearchSpace) -> optuna.sampler
         return optuna.samplers.TPESampler(
             seed=settings.seed, constraints_func=_constraints, n_startup_trials=min(10, settings.families)
         )
-    if settings.sampler == "grid":
-        return optuna.samplers.GridSampler({"family": space.ids()}, seed=settings.seed)
     return optuna.samplers.RandomSampler(seed=settings.seed)
 
 
+def planned_families(settings: SearchSettings, space: SearchSpace) -> list[str]:
+    """Families queued before any is sampled: the seeds (presets, explicit families), and for ``grid`` every
+    other family of the space in a seeded random order; at most the study's family budget."""
+    queued = list(space.seeds)
+    if settings.sampler == "grid":
+        rest = [f for f in space.ids() if f not in queued]
+        random.Random(settings.seed).shuffle(rest)
+        queued += rest
+    return queued[: settings.families]
+
+
+class StorageError(ValueError):
+    """The Optuna storage cannot be opened."""
+
+
 def open_optuna_study(settings: SearchSettings, space: SearchSpace) -> optuna.Study:
-    """Create or resume the Optuna study; the seed families (presets, explicit) are queued on creation."""
+    """Create or resume the Optuna study and queue the planned families that no trial has yet (idempotent,
+    so a run killed while queueing completes the queue when rerun)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=settings.study_name,
-        storage=settings.storage,
-        directions=list(settings.directions),
-        sampler=make_sampler(settings, space),
-        load_if_exists=True,
-    )
-    if not study.trials:
-        for family_id in space.seeds[: settings.families]:
-            study.enqueue_trial({"family": family_id}, skip_if_exists=True)
+    try:
+        study = optuna.create_study(
+            study_name=settings.study_name,
+            storage=settings.storage,
+            directions=list(settings.directions),
+            sampler=make_sampler(settings),
+            load_if_exists=True,
+        )
+    except (ImportError, ValueError, RuntimeError, OSError, SQLAlchemyError) as err:
+        raise StorageError(f"storage {settings.storage!r} cannot be opened: {type(err).__name__}: {err}") from None
+    for family_id in planned_families(settings, space):
+        study.enqueue_trial({"family": family_id}, skip_if_exists=True)
     return study
 
 
@@ -117,12 +141,25 @@ class ChainSearcher(Searcher):
             t.user_attrs[FAMILY_ATTR]: t.number for t in study.trials if FAMILY_ATTR in t.user_attrs
         }
         self._exhausted = False
+        self.finished = False
+        self._recover_trials()
         self._tell_finished_families()
 
     # ---- Optuna ----------------------------------------------------------------------------------------------
 
     def _opened(self) -> int:
         return len(self.planner.family_ids())
+
+    def _recover_trials(self) -> None:
+        """Repair what a crash between two writes left in the Optuna storage: a trial asked but killed before
+        it was given its family, or before that family's stages were written, is adopted now (a trial without
+        a family parameter is failed)."""
+        for frozen in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if "family" not in frozen.params:
+                self.study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
+                continue
+            log.info("adopting trial %d (family %s), asked before the crash", frozen.number, frozen.params["family"])
+            self._adopt(optuna.trial.Trial(self.study, frozen._trial_id))  # a running trial by its storage id
 
     def _tell_finished_families(self) -> None:
         """Tell Optuna every family whose chain ended but whose trial is still open (e.g. after a crash)."""
@@ -139,29 +176,30 @@ class ChainSearcher(Searcher):
         else:
             self.study.tell(number, state=optuna.trial.TrialState.FAIL)
 
+    def _adopt(self, trial: optuna.trial.Trial) -> bool:
+        """Give an asked trial its family and open the family's stages (idempotent); False for a repeat of a
+        family already opened, which is told at once (the known result, or failed while that family runs)."""
+        family_id = trial.params["family"]
+        known = self._family_trial.get(family_id, trial.number)
+        if known != trial.number:
+            if self.study.trials[known].state == optuna.trial.TrialState.COMPLETE:
+                self.study.tell(trial, self.study.trials[known].values)
+            else:
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            return False
+        trial.set_user_attr(FAMILY_ATTR, family_id)
+        self._family_trial[family_id] = trial.number
+        stages = self.planner.open_family(self.planner.space.by_id(family_id))
+        # The family trains only if its first stage is feasible, so that stage's excess is the family's.
+        trial.set_user_attr(CONSTRAINT_ATTR, self.planner.constraints.excess(stages[0]))
+        if self.planner.family_done(family_id):  # infeasible from its first stage: never trains
+            self._tell(family_id)
+        return True
+
     def _new_family(self) -> bool:
         """Ask Optuna for a family not seen yet and open it; False when the space is exhausted."""
         distributions = self.planner.space.optuna_distributions()
-        for _ in range(MAX_DUPLICATE_ASKS):
-            trial = self.study.ask(distributions)
-            family_id = trial.params["family"]
-            if family_id in self._family_trial:
-                # A repeat: tell the known result (or fail it while that family still runs) and ask again.
-                known = self._family_trial[family_id]
-                if self.study.trials[known].state == optuna.trial.TrialState.COMPLETE:
-                    self.study.tell(trial, self.study.trials[known].values)
-                else:
-                    self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                continue
-            trial.set_user_attr(FAMILY_ATTR, family_id)
-            self._family_trial[family_id] = trial.number
-            stages = self.planner.open_family(self.planner.space.by_id(family_id))
-            # The family trains only if its first stage is feasible, so that stage's excess is the family's.
-            trial.set_user_attr(CONSTRAINT_ATTR, self.planner.constraints.excess(stages[0]))
-            if self.planner.family_done(family_id):  # infeasible from its first stage: never trains
-                self._tell(family_id)
-            return True
-        return False
+        return any(self._adopt(self.study.ask(distributions)) for _ in range(MAX_DUPLICATE_ASKS))
 
     # ---- Ray Tune --------------------------------------------------------------------------------------------
 
@@ -181,6 +219,7 @@ class ChainSearcher(Searcher):
                 continue
             if any(not self.planner.family_done(f) for f in self.planner.family_ids()):
                 return None
+            self.finished = True
             return Searcher.FINISHED
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -190,10 +229,16 @@ class ChainSearcher(Searcher):
         stage_id = self._trial_stage.pop(trial_id, None)
         if stage_id is None:
             return
-        if error or not result or "stage_status" not in result:
+        if error:
             self.planner.finish(stage_id, "failed", "the trial process died (see the Ray trial log)")
+        elif not result or "stage_status" not in result:  # stopped by Tune before it ended (Ctrl-C)
+            self.planner.interrupt([stage_id])
+            self.on_change()
+            return
         else:
             measured = {k: result[k] for k in MEASURED_FIELDS if k in result}
+            if "checkpoint" in measured:  # reported relative to the stage folder
+                measured["checkpoint"] = str(self.planner.stage_dir(stage_id) / measured["checkpoint"])
             self.planner.finish(stage_id, result["stage_status"], result.get("stage_reason", ""), **measured)
         family_id = self.planner.table[stage_id].family_id
         if self.planner.family_done(family_id):
@@ -234,16 +279,20 @@ def run_stage_trial(config: dict[str, Any]) -> None:
 @dataclass(frozen=True)
 class RaySettings:
     address: str | None
-    cpus_per_trial: float
-    gpus_per_trial: float
-    max_concurrent: int
     env_vars: dict[str, str]
 
 
-def run_chains(
-    searcher: ChainSearcher, ray_settings: RaySettings, experiment_dir: Path
-) -> None:
-    """Start (or join) Ray, run every stage the searcher hands out, and shut Ray down if we started it."""
+@dataclass(frozen=True)
+class TrialResources:
+    cpus: float
+    gpus: float
+    max_concurrent: int
+
+
+@contextmanager
+def ray_cluster(settings: RaySettings) -> Iterator[dict[str, float]]:
+    """Start (or join) Ray for the ``with`` block and yield the cluster's resources (``CPU``, ``GPU``, ...);
+    shut Ray down afterwards if it was started here."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -251,36 +300,39 @@ def run_chains(
     started = not ray.is_initialized()
     if started:
         ray.init(
-            address=ray_settings.address,
+            address=settings.address,
             logging_level=logging.ERROR,
             log_to_driver=False,
             include_dashboard=False,
             configure_logging=True,
-            runtime_env={"env_vars": ray_settings.env_vars},
-            **({} if ray_settings.address else {"num_cpus": max(os.cpu_count() or 1, 1)}),
+            runtime_env={"env_vars": settings.env_vars},
+            **({} if settings.address else {"num_cpus": max(os.cpu_count() or 1, 1)}),
         )
     try:
-        trainable = tune.with_resources(
-            run_stage_trial, {"cpu": ray_settings.cpus_per_trial, "gpu": ray_settings.gpus_per_trial}
-        )
-        run_name = time.strftime("run-%Y%m%d-%H%M%S")
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                num_samples=-1,
-                max_concurrent_trials=ray_settings.max_concurrent,
-                trial_dirname_creator=lambda trial: trial.config["stage_id"],
-                trial_name_creator=lambda trial: trial.config["stage_id"],
-            ),
-            run_config=tune.RunConfig(
-                name=run_name,
-                storage_path=str(experiment_dir),
-                verbose=0,
-                failure_config=tune.FailureConfig(max_failures=0),
-            ),
-        )
-        tuner.fit()
+        yield {k: float(v) for k, v in ray.cluster_resources().items()}
     finally:
         if started:
             ray.shutdown()
+
+
+def run_chains(searcher: ChainSearcher, resources: TrialResources, experiment_dir: Path) -> None:
+    """Run every stage the searcher hands out as a Ray Tune trial, inside :func:`ray_cluster`."""
+    trainable = tune.with_resources(run_stage_trial, {"cpu": resources.cpus, "gpu": resources.gpus})
+    run_name = time.strftime("run-%Y%m%d-%H%M%S")
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            num_samples=-1,
+            max_concurrent_trials=resources.max_concurrent,
+            trial_dirname_creator=lambda trial: trial.config["stage_id"],
+            trial_name_creator=lambda trial: trial.config["stage_id"],
+        ),
+        run_config=tune.RunConfig(
+            name=run_name,
+            storage_path=str(experiment_dir),
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
+    tuner.fit()

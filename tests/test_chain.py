@@ -44,7 +44,7 @@ def test_open_family_profiles_every_stage_and_orders_chain(tmp_path: Path) -> No
     assert p.runnable() == []  # k5 waits for k3
     p.finish(records[0].stage_id, "completed", mean_dice=0.5, checkpoint="k3.pt")
     assert [r.stage_id for r in p.runnable()] == [records[1].stage_id]
-    assert p.parent_checkpoint(records[1]) == Path("k3.pt")
+    assert p.parent_checkpoint(records[1]) == tmp_path / "k3.pt"
     # Every change reached the CSV.
     assert {r.stage_id: r.status for r in read_results(tmp_path)}[records[0].stage_id] == "completed"
 
@@ -85,7 +85,7 @@ def test_interrupted_stages_resume_after_restart(tmp_path: Path) -> None:
     p.start(small[0].stage_id)
     again = planner(tmp_path)  # a new process reads the table
     assert again.table[small[0].stage_id].status == "running"
-    assert again.recover_interrupted() == [small[0].stage_id]
+    assert again.recover() == {"interrupted": [small[0].stage_id], "missing": []}
     assert [r.stage_id for r in again.runnable()] == [small[0].stage_id]
     assert len(again.open_family(again.space.families[0])) == 3  # reopening changes nothing
     assert len(read_results(tmp_path)) == 3

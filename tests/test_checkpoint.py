@@ -105,3 +105,51 @@ def test_missing_and_non_mednext_files(tmp_path: Path) -> None:
     torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match=r"other\.pt: not a MedNeXt state dict: missing 'stem.weight'"):
         load_state(tmp_path / "other.pt")
+
+
+def test_files_that_are_not_checkpoints(tmp_path: Path) -> None:
+    """Whatever the bytes, the error is a CheckpointError (a ValueError) that names the file."""
+    good = save_checkpoint(tmp_path / "good.pt", create_mednext("T", 1, 3, 3, True))
+    legacy = tmp_path / "legacy.pt"
+    state = {"stem.weight": torch.zeros(2, 1, 1, 1, 1)}
+    torch.save({"state_dict": state}, legacy, _use_new_zipfile_serialization=False)
+    cases = {
+        "notes.txt": (b"hello, not a checkpoint\n", "is not a PyTorch checkpoint: it is neither torch.save's zip"),
+        "empty.pt": (b"", "is empty"),
+        "truncated.pt": (good.read_bytes()[:2000], "is not a readable PyTorch checkpoint (truncated or corrupted?)"),
+        "legacy_cut.pt": (legacy.read_bytes()[:-10], "is not a readable PyTorch checkpoint (truncated or corrupted?)"),
+    }
+    for name, (content, expected) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(CheckpointError) as info:
+            load_state(tmp_path / name)
+        message = str(info.value)
+        assert message.startswith(str(tmp_path / name)) or message.startswith(f"checkpoint file {tmp_path / name}")
+        assert expected in message and "\n" not in message, message
+    with pytest.raises(CheckpointError, match="is a folder"):
+        load_state(tmp_path)
+
+
+def test_weights_that_do_not_fit_the_architecture(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "k3.pt", create_mednext("T", 1, 3, 3, True))
+    with pytest.raises(CheckpointError) as info:
+        load_mednext(path, kernel_size=5)
+    message = str(info.value)
+    assert message.startswith(f"{path}: its weights do not fit the MedNeXt it describes with kernel_size=5: ")
+    assert "enc_block_0.0.conv1.weight (" in message and "3, 3, 3) vs (" in message and "5, 5, 5)" in message
+    assert " more" in message  # only the first few mismatching tensors are listed
+
+
+def test_failed_save_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = create_mednext("T", 1, 3, 3, True)
+    with pytest.raises(CheckpointError, match="is a folder; give the checkpoint's file name"):
+        save_checkpoint(tmp_path, model)
+
+    def full_disk(obj: object, path: Path) -> None:
+        Path(path).write_bytes(b"PK\x03\x04partial")
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(tmp_path / "out" / "model.pt", model)
+    assert list((tmp_path / "out").iterdir()) == []

@@ -11,6 +11,7 @@ import yaml
 
 from scalekit.space import Family, SearchSpace, scale_family
 from scalekit.study import StudyConfigError, build_space, load_study_config
+from scalekit.study.config import read_yaml
 
 VALID = {
     "name": "tiny",
@@ -70,8 +71,19 @@ def test_unknown_field_and_missing_section(tmp_path: Path) -> None:
 def test_yaml_syntax_error_names_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("name: [unclosed\n")
-    with pytest.raises(StudyConfigError, match=r"bad\.yaml is not valid YAML"):
+    with pytest.raises(StudyConfigError, match=r"bad\.yaml is not valid YAML: line 2, column 1: expected ','") as info:
         load_study_config(path)
+    assert "\n" not in str(info.value)
+
+
+def test_yaml_merge_keys_may_be_overridden(tmp_path: Path) -> None:
+    """A key that overrides a merged one (``<<: *base``) is no duplicate; two explicit keys are."""
+    path = tmp_path / "merge.yaml"
+    path.write_text("base: &base {x: 1, y: 2}\nother:\n  <<: *base\n  x: 3\nlr: 2e-3\n")
+    assert read_yaml(path) == {"base": {"x": 1, "y": 2}, "other": {"x": 3, "y": 2}, "lr": 0.002}
+    path.write_text("a: 1\nb:\n  c: 2\n  c: 3\n")
+    with pytest.raises(StudyConfigError, match=r"merge\.yaml, line 4: key 'c' appears twice .* \(first on line 3\)"):
+        read_yaml(path)
 
 
 def test_compound_scaling_and_presets() -> None:
@@ -103,6 +115,7 @@ def test_study_profile_lists_which_stages_fit(tmp_path: Path) -> None:
     data["output_dir"] = str(tmp_path / "out")
     data["space"]["families"] = [{"label": "wide", "n_channels": 8, "block_counts": 1, "exp_r": 2}]
     env = {**__import__("os").environ, "SCALEKIT_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("nnUNet_raw", None)
     outputs = {}
     for budget in (24, 0.001):
         data["constraints"]["max_memory_gb"] = budget
@@ -118,3 +131,5 @@ def test_study_profile_lists_which_stages_fit(tmp_path: Path) -> None:
     missing = subprocess.run([sys.executable, "-m", "scalekit", "study", "profile", str(path)],
                              capture_output=True, text=True, timeout=300, env=env)
     assert missing.returncode == 2 and "--in-channels and --num-classes" in missing.stderr
+    assert f"dataset.id: Dataset991_* not found: looked in {tmp_path / 'out' / 'nnunet' / 'raw'}" in missing.stderr
+    assert "AMOS" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1

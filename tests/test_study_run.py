@@ -62,9 +62,9 @@ def command(path: Path) -> list[str]:
 ENV = {**os.environ, "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "1", "OMP_NUM_THREADS": "1"}
 
 
-def run(path: Path) -> subprocess.CompletedProcess:
+def run(path: Path, expect: int = 0) -> subprocess.CompletedProcess:
     result = subprocess.run(command(path), capture_output=True, text=True, timeout=900, env=ENV)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == expect, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
@@ -83,7 +83,7 @@ def test_two_families_chain_3_to_5(tmp_path: Path, nnunet_dirs: dict) -> None:
         assert k3.init == "scratch" and k3.parent_stage == ""
         assert k5.init == "upkern" and k5.parent_stage == k3.stage_id
         assert 0.0 <= k5.mean_dice <= 1.0 and len(k5.per_class_dice) >= 4
-        assert Path(k5.checkpoint).is_file() and k5.params > k3.params
+        assert k5.checkpoint_path(tmp_path / "study").is_file() and k5.params > k3.params
     ray_runs = list((tmp_path / "study" / "ray").iterdir())
     assert ray_runs, "the study directory holds the Ray experiment"
     assert (tmp_path / "study" / "optuna.db").is_file()
@@ -110,7 +110,8 @@ def test_sigkill_during_second_stage_then_resume(tmp_path: Path, nnunet_dirs: di
     assert second is not None and proc.poll() is None, "the second stage never started"
     first = by_kernel(read_results(study))[("a", 3)]
     assert first.status == "completed"
-    digest, mtime = _digest(Path(first.checkpoint)), Path(first.checkpoint).stat().st_mtime_ns
+    checkpoint = first.checkpoint_path(study)
+    digest, mtime = _digest(checkpoint), checkpoint.stat().st_mtime_ns
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     time.sleep(3)  # let Ray's reaper take down the orphaned cluster
@@ -121,7 +122,7 @@ def test_sigkill_during_second_stage_then_resume(tmp_path: Path, nnunet_dirs: di
     again = by_kernel(rows)
     assert again[("a", 5)].status == "completed"
     assert again[("a", 3)].wall_time_s == first.wall_time_s
-    assert _digest(Path(first.checkpoint)) == digest and Path(first.checkpoint).stat().st_mtime_ns == mtime
+    assert _digest(checkpoint) == digest and checkpoint.stat().st_mtime_ns == mtime
 
 
 def test_memory_constraint_excludes_a_family(tmp_path: Path, nnunet_dirs: dict) -> None:
@@ -149,9 +150,12 @@ def test_memory_constraint_excludes_a_family(tmp_path: Path, nnunet_dirs: dict) 
 
 def test_nan_loss_fails_the_stage_and_the_study_completes(tmp_path: Path, nnunet_dirs: dict) -> None:
     path = study_file(tmp_path, nnunet_dirs, training__initial_lr=1e6, training__iterations_per_epoch=4,
-                      search__families=1, space={"families": FAMILIES[:1], "kernels": [3, 5]})
-    result = run(path)
-    assert "finished" in result.stdout
+                      search__families=1, space={"families": FAMILIES[:1], "kernels": [3, 5]},
+                      finish={"report": True, "export": {"select": "best", "to": "config"}})
+    result = run(path, expect=1)  # defect 9: a study with no completed stage finished, but found nothing
+    assert "finished" in result.stdout and (tmp_path / "study" / "report.html").is_file()
+    assert "no stage completed" in result.stderr and "1 x failed: " in result.stderr
+    assert not (tmp_path / "study" / "export").exists()
     stages = by_kernel(read_results(tmp_path / "study"))
     assert stages[("a", 3)].status == "failed"
     assert "loss became nan" in stages[("a", 3)].reason.lower()

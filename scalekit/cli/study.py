@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -14,11 +15,14 @@ app = typer.Typer(help="Run and inspect studies.", no_args_is_help=True)
 
 @app.command("validate")
 def validate(study_file: Annotated[Path, typer.Argument(help="A study YAML file.")]) -> None:
-    """Check a study file and print every problem with its field path."""
-    from scalekit.study import StudyConfigError
+    """Check a study file and print every problem with its field path: the file's own, then (when it parses)
+    its dataset, folds, output folders and storage, as a run would find them before any work."""
+    from scalekit.study import StudyConfig, StudyConfigError
+    from scalekit.study.checks import preflight
     from scalekit.study.config import read_yaml, study_problems
 
-    problems = study_problems(read_yaml(study_file))
+    data = read_yaml(study_file)
+    problems = study_problems(data) or preflight(StudyConfig.model_validate(data).resolve_paths(Path.cwd()))
     if problems:
         for problem in problems:
             print(f"{study_file}: {problem}")
@@ -39,15 +43,19 @@ def profile(
     from rich.table import Table
 
     from scalekit.study import StudyConfigError, load_study_config
+    from scalekit.study.checks import inspect_dataset
     from scalekit.study.feasibility import dataset_channels, profile_study
 
     config = load_study_config(study_file)
     found = dataset_channels(config)
-    if (in_channels is None or num_classes is None) and found is None:
-        raise StudyConfigError(
-            f"{study_file}: the dataset is not prepared or found, so its channels and classes are unknown; "
-            "pass --in-channels and --num-classes (AMOS22 task 1: 1 and 16)"
-        )
+    if found is None and (in_channels is None or num_classes is None):
+        facts, problems = inspect_dataset(config)  # demo data still to generate: its channels and classes
+        if facts is None or facts.channels is None or facts.classes is None:
+            raise StudyConfigError(
+                f"{study_file}: {problems[0] if problems else 'the dataset is not prepared'}. Its image channels "
+                "and classes are unknown: pass --in-channels and --num-classes (classes include the background)"
+            )
+        found = facts.channels, facts.classes
     channels = in_channels if in_channels is not None else found[0]
     classes = num_classes if num_classes is not None else found[1]
     records = profile_study(config, channels, classes)
@@ -73,7 +81,11 @@ def run(
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No live progress display.")] = False,
 ) -> None:
-    """Run a study, or resume it when its output directory already holds one."""
+    """Run a study, or resume it when its output directory already holds one.
+
+    Exit status: 0 finished with completed stages, 1 finished without any, 130 interrupted (rerun to
+    resume), 2 bad input (the study file, its dataset, a study directory in use).
+    """
     import logging
 
     from scalekit.study import run_study
@@ -81,13 +93,20 @@ def run(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     summary = run_study(study_file, address=address, show_progress=not quiet)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()))
-    state = "finished" if summary.finished else "stopped before the end: rerun the same command to resume"
-    print(f"{summary.study_dir}: {counts}; {state}")
+    if summary.state == "interrupted":
+        print(f"{summary.study_dir}: {counts}; interrupted: rerun the same command to resume")
+        raise typer.Exit(130)
+    print(f"{summary.study_dir}: {counts}; finished")
     print(f"results: {summary.study_dir / 'results.csv'}")
     if summary.report is not None:
         print(f"report: {summary.report}")
     if summary.export_dir is not None:
         print(f"export: {summary.export_dir} (selection.json says which stage and why)")
+    if summary.state == "none-completed":
+        print("no stage completed, so nothing was exported; the stages ended so:", file=sys.stderr)
+        for reason, n in sorted(summary.reasons.items(), key=lambda item: -item[1]):
+            print(f"  {n} x {reason}", file=sys.stderr)
+        raise typer.Exit(1)
 
 
 app.command("report")(report_command)

@@ -60,7 +60,8 @@ def show_command(study_dir: StudyDir) -> None:
 
 def export_command(
     study_dir: StudyDir,
-    out: Annotated[Path, typer.Option(help="Folder to write the export and selection.json to.")],
+    out: Annotated[Path, typer.Option(help="Folder to write the export and selection.json to; an earlier export "
+                                           "there is replaced only once the new one is complete.")],
     select: Annotated[
         str, typer.Option(help="best | knee | max-dice-under=24GB | a stage id (see `scalekit study show`).")
     ] = "best",

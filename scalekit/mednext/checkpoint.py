@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,12 @@ FORMAT = "scalekit-mednext/1"
 _STAGE_PREFIXES = [f"enc_block_{i}" for i in range(4)] + ["bottleneck"] + [
     f"dec_block_{i}" for i in reversed(range(4))
 ]
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+"""How torch.save's zip format starts."""
+_PICKLE_PROTOCOL = b"\x80"
+"""How a pickle of protocol 2 or later starts (torch's legacy format, nnU-Net v1's ``*.model`` files)."""
 
 
 class CheckpointError(ValueError):
@@ -39,23 +46,54 @@ def _numpy_safe_globals() -> list[Any]:
     return [scalar, np.dtype, *dtypes]
 
 
+def _reason(err: BaseException) -> str:
+    """The informative part of torch.load's error, on one line (its messages run to paragraphs)."""
+    text = str(err).strip()
+    detail = re.search(r"Unsupported (?:operand \d+|global: GLOBAL \S+)", text)
+    if detail:
+        return detail.group(0)
+    return text.splitlines()[0].split(". ")[0] if text else type(err).__name__
+
+
 def read_checkpoint(path: str | Path) -> Any:
-    """Load a checkpoint file without unpickling arbitrary objects; refuse unsafe files with a clear error."""
+    """Load a checkpoint file without unpickling arbitrary objects; refuse anything else with a clear error.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, empty, neither torch's zip format nor a (legacy)
+            pickle, truncated or corrupted, or holds objects beyond tensors and plain data.
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint file {path} does not exist")
+        raise CheckpointError(f"checkpoint file {path} {'is a folder' if path.is_dir() else 'does not exist'}")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as err:
+        raise CheckpointError(f"checkpoint file {path} cannot be read: {err.strerror}") from None
+    if not head:
+        raise CheckpointError(f"checkpoint file {path} is empty")
+    if not head.startswith((_ZIP_MAGIC, _PICKLE_PROTOCOL)):
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint: it is neither torch.save's zip archive nor a binary pickle "
+            f"(it starts with {head!r})"
+        )
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = _reason(err)
+        if reason.startswith("Unsupported global"):
+            raise CheckpointError(
+                f"{path} holds Python objects that scalekit will not unpickle (they could run arbitrary code): "
+                f"{reason}. Re-save only the weights, e.g. torch.save({{'state_dict': model.state_dict()}}, path), "
+                "from an environment you trust."
+            ) from None
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {reason}") from None
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError, struct.error) as err:
+        # what a truncated or corrupted zip archive or pickle stream raises inside torch.load
         raise CheckpointError(
-            f"{path} holds Python objects that scalekit will not unpickle (they could run arbitrary code): "
-            f"{first_line}. Re-save only the weights, e.g. torch.save({{'state_dict': model.state_dict()}}, "
-            "path), from an environment you trust."
+            f"{path} is not a readable PyTorch checkpoint (truncated or corrupted?): {_reason(err)}"
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {err}") from None
 
 
 def translate_reference_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -111,13 +149,22 @@ def infer_config(state: Mapping[str, torch.Tensor], **known: Any) -> MedNeXtConf
 
 
 def save_checkpoint(path: str | Path, model: MedNeXt, **extra: Any) -> Path:
-    """Write a scalekit checkpoint: format tag, architecture (plain dict) and weights, plus ``extra`` data."""
+    """Write a scalekit checkpoint: format tag, architecture (plain dict) and weights, plus ``extra`` data.
+
+    The file appears whole or not at all: a failed write (a full disk) leaves no partial file behind.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; give the checkpoint's file name, e.g. {path / 'model.pt'}")
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "config": model.config.to_dict(), "state_dict": model.state_dict(), **extra}
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    try:
+        torch.save(payload, tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -152,5 +199,28 @@ def load_mednext(path: str | Path, **known: Any) -> MedNeXt:
     if known:
         config = config.replace(**known)
     model = MedNeXt(config)
+    problems = _state_mismatch(model.state_dict(), state)
+    if problems:
+        overrides = f" with {', '.join(f'{k}={v!r}' for k, v in known.items())}" if known else ""
+        raise CheckpointError(f"{path}: its weights do not fit the MedNeXt it describes{overrides}: {problems}")
     model.load_state_dict(state, strict=True)
     return model
+
+
+def _state_mismatch(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], show: int = 3) -> str:
+    """What keeps ``state`` from loading strictly where ``expected`` is (the first ``show`` of each kind), or ``""``."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and state[k].shape != v.shape]
+
+    def listing(what: str, items: list[str]) -> str:
+        more = f" and {len(items) - show} more" if len(items) > show else ""
+        return f"{len(items)} {what} ({', '.join(items[:show])}{more})"
+
+    parts = [listing(what, items) for what, items in (
+        ("tensor(s) of another shape (checkpoint vs network)", shapes),
+        ("tensor(s) missing", missing),
+        ("unexpected tensor(s)", unexpected),
+    ) if items]
+    return "; ".join(parts)

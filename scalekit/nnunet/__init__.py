@@ -17,8 +17,8 @@ from .demo import make_demo_dataset
 from .errors import NonFiniteLossError
 from .export import ExportResult, export_to_nnunet, run_exported_training
 from .plans import TRAINER_NAME, TrainerSettings
-from .prepare import PreparedDataset, prepare_dataset
-from .stage import StageOutcome, StageRequest, train_stage
+from .prepare import PreparedDataChangedError, PreparedDataset, prepare_dataset
+from .stage import StageMismatchError, StageOutcome, StageRequest, train_stage
 from .validate import DatasetValidationError, validate_raw_dataset
 
 __all__ = [
@@ -27,8 +27,10 @@ __all__ = [
     "DatasetValidationError",
     "ExportResult",
     "NonFiniteLossError",
+    "PreparedDataChangedError",
     "PreparedDataset",
     "StageOutcome",
+    "StageMismatchError",
     "StageRequest",
     "TrainerSettings",
     "export_to_nnunet",

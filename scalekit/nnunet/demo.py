@@ -25,6 +25,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from scalekit._atomic import write_atomic
+from scalekit.faults import fault_point
+
 log = logging.getLogger(__name__)
 
 LABELS = {"background": 0, "spine": 1, "liver": 2, "kidney_same": 3, "kidney_other": 4}
@@ -133,6 +136,8 @@ def make_demo_dataset(
             itk = sitk.GetImageFromArray(array)
             itk.SetSpacing((1.0, 1.0, 1.0))
             sitk.WriteImage(itk, str(path), useCompression=True)
+        if index == cases // 2:
+            fault_point("demo-data")
     dataset_json = {
         "channel_names": {"0": "synthetic"},
         "labels": LABELS,
@@ -141,6 +146,6 @@ def make_demo_dataset(
         "name": name,
         "description": f"scalekit synthetic demo: {cases} cases of {size}^3, seed {seed}",
     }
-    (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2) + "\n")
+    write_atomic(folder / "dataset.json", json.dumps(dataset_json, indent=2) + "\n")  # last: marks it complete
     log.info("wrote %d demo cases of %d^3 to %s", cases, size, folder)
     return folder

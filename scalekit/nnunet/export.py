@@ -3,8 +3,10 @@
 :func:`export_to_nnunet` adds MedNeXt configurations (inheriting the preprocessed one) to a plans file in the
 dataset's preprocessed folder, writes a one-line trainer module for ``nnUNet_extTrainer``, optionally writes
 UpKern-initialised starting weights, and returns the exact commands, including the UpKern chain
-(train k3, resample, train k5). :func:`run_exported_training` runs such a training without nnU-Net's trainer
-lookup by name (which fails where torchvision does not import).
+(train k3, resample, train k5). :func:`build_nnunet_export` does all of its reading and checking and holds the
+export in memory, for callers that write it into a folder of their own (``scalekit study export``).
+:func:`run_exported_training` runs such a training without nnU-Net's trainer lookup by name (which fails
+where torchvision does not import).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import logging
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from scalekit._atomic import Staging, staged_dir, write_atomic
 from scalekit.mednext import MedNeXt, MedNeXtConfig, count_parameters, load_state, upkern
 
 from . import _env
@@ -28,6 +32,12 @@ from .stage import resolve_device
 log = logging.getLogger(__name__)
 
 TRAINER_MODULE = "scalekit_nnunet_trainers.py"
+TRAINER_DIR = "nnunet_trainers"
+TRAINER_SOURCE = (
+    '"""Makes scalekit\'s trainer visible to nnUNetv2_train through nnUNet_extTrainer."""\n\n'
+    f"from scalekit.nnunet.trainer import {TRAINER_NAME}  # noqa: F401\n"
+)
+SCRIPT = "train.sh"
 
 
 @dataclass(frozen=True)
@@ -63,12 +73,97 @@ def _configuration_name(prefix: str, arch: MedNeXtConfig) -> str:
     return f"{prefix}_k{enc}" if enc == dec else f"{prefix}_k{enc}x{dec}"
 
 
-def _starting_weights(source: Path, arch: MedNeXtConfig, out: Path) -> Path:
+def _starting_weights(source: Path, arch: MedNeXtConfig) -> MedNeXt:
+    """``arch`` (deep supervision on) initialised from the checkpoint ``source``, read safely; kernels that
+    differ are resampled with UpKern."""
     state, config, kind = load_state(source)
     target = MedNeXt(arch.replace(deep_supervision=True))
     report = upkern(target, state)
     log.info("starting weights from %s (%s, k%d): %s", source, kind, config.enc_kernel_size, report.summary())
-    return write_starting_weights(out, target)
+    return target
+
+
+def _json(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2) + "\n"
+
+
+@dataclass(frozen=True)
+class NnunetExport:
+    """An nnU-Net export whose inputs are all read and checked, held in memory until it is written.
+
+    :meth:`write` puts the files of the export folder into a staging folder; :meth:`finish` then writes the
+    plans into the dataset's shared preprocessed folder, where nnU-Net reads them.
+    """
+
+    result: ExportResult
+    plans: dict[str, Any]
+    starting_weights: MedNeXt | None
+
+    def write(self, staging: Staging) -> list[Path]:
+        """Write the export folder's files into ``staging``; returns every path of the export as it will be
+        once in place (the shared plans file first: :meth:`finish` writes it)."""
+        result = self.result
+        staging.write(f"{result.plans_identifier}.json", _json(self.plans))
+        staging.write(f"{TRAINER_DIR}/{TRAINER_MODULE}", TRAINER_SOURCE)
+        written = [result.plans_file, result.script, result.trainer_dir]
+        if result.initial_weights is not None and self.starting_weights is not None:
+            with staging.file(result.initial_weights.name) as path:
+                write_starting_weights(path, self.starting_weights)
+            written.append(result.initial_weights)
+        with staging.file(SCRIPT) as path:
+            path.write_text("#!/usr/bin/env bash\nset -euo pipefail\n" + "\n".join(result.commands) + "\n")
+            path.chmod(0o755)
+        return written
+
+    def finish(self) -> None:
+        """Write the plans into the preprocessed dataset folder, atomically; call it once the export folder is
+        in place."""
+        write_atomic(self.result.plans_file, _json(self.plans))
+
+
+def build_nnunet_export(
+    prepared: PreparedDataset,
+    arch: MedNeXtConfig,
+    out_dir: Path,
+    weights: Path | None = None,
+    settings: TrainerSettings | None = None,
+    plans_name: str = "scalekitPlans",
+    name: str = "mednext",
+    fold: int | str = 0,
+    results_dir: Path | None = None,
+    batch_size: int | None = None,
+) -> NnunetExport:
+    """Read and check everything an export of ``arch`` to ``out_dir`` needs, writing nothing.
+
+    The architecture is checked against the dataset, the plans are read from the preprocessed folder and
+    ``weights`` is loaded (``weights_only``: a checkpoint with arbitrary Python objects is refused) and
+    resampled. Arguments as for :func:`export_to_nnunet`.
+    """
+    settings = settings or TrainerSettings()
+    out_dir = Path(out_dir).resolve()
+    chain = [arch]
+    if weights is None and arch.enc_kernel_size == arch.dec_kernel_size and arch.enc_kernel_size > 3:
+        chain.insert(0, arch.replace(kernel_size=3))
+    configurations = {
+        _configuration_name(name, a): mednext_configuration(prepared, a, settings, batch_size) for a in chain
+    }
+    plans_file = prepared.preprocessed_dir / f"{plans_name}.json"
+    base_file = plans_file if plans_file.is_file() else prepared.plans_file
+    if not base_file.is_file():
+        raise ValueError(f"{base_file} does not exist: dataset {prepared.dataset_name} is not preprocessed; "
+                         "run `scalekit data prepare` first")
+    plans = plans_with(prepared, configurations, plans_name=plans_name, base=json.loads(base_file.read_text()))
+    names = list(configurations)
+    starting = _starting_weights(weights, arch) if weights is not None else None
+    initial = out_dir / f"{names[-1]}_init.pth" if starting is not None else None
+    with torch.device("meta"):
+        parameter_count = count_parameters(MedNeXt(arch.replace(deep_supervision=True)))
+    trainer_dir = out_dir / TRAINER_DIR
+    commands = _commands(prepared, plans_name, names, fold, out_dir, trainer_dir, initial, arch,
+                         Path(results_dir) if results_dir else out_dir / "nnUNet_results")
+    result = ExportResult(plans_file, plans_name, tuple(names), TRAINER_NAME, trainer_dir, initial,
+                          parameter_count, tuple(commands), out_dir / SCRIPT)
+    return NnunetExport(result, plans, starting)
 
 
 def export_to_nnunet(
@@ -85,6 +180,10 @@ def export_to_nnunet(
 ) -> ExportResult:
     """Export ``arch`` for training with nnU-Net v2 on ``prepared``.
 
+    Every input is read and checked first (:func:`build_nnunet_export`). The folder is then written beside
+    ``out_dir`` and takes its place (replacing an earlier export there, or an empty folder) only when complete;
+    the plans file in the preprocessed folder is written last, atomically. A failure leaves both as they were.
+
     Args:
         prepared: the prepared dataset (the plans file is written into its preprocessed folder).
         arch: the MedNeXt to train; channels and classes must match the dataset.
@@ -100,39 +199,14 @@ def export_to_nnunet(
         results_dir: ``nnUNet_results`` in the printed commands (default: ``out_dir/nnUNet_results``).
         batch_size: training batch size (default: nnU-Net's planned one).
     """
-    settings = settings or TrainerSettings()
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    chain = [arch]
-    if weights is None and arch.enc_kernel_size == arch.dec_kernel_size and arch.enc_kernel_size > 3:
-        chain.insert(0, arch.replace(kernel_size=3))
-    configurations = {
-        _configuration_name(name, a): mednext_configuration(prepared, a, settings, batch_size) for a in chain
-    }
-    plans_file = prepared.preprocessed_dir / f"{plans_name}.json"
-    base = json.loads(plans_file.read_text()) if plans_file.is_file() else None
-    plans = plans_with(prepared, configurations, plans_name=plans_name, base=base)
-    plans_file.write_text(json.dumps(plans, indent=2) + "\n")
-    (out_dir / f"{plans_name}.json").write_text(json.dumps(plans, indent=2) + "\n")
-    trainer_dir = out_dir / "nnunet_trainers"
-    trainer_dir.mkdir(exist_ok=True)
-    (trainer_dir / TRAINER_MODULE).write_text(
-        '"""Makes scalekit\'s trainer visible to nnUNetv2_train through nnUNet_extTrainer."""\n\n'
-        f"from scalekit.nnunet.trainer import {TRAINER_NAME}  # noqa: F401\n"
-    )
-    names = list(configurations)
-    target_name = names[-1]
-    initial = _starting_weights(weights, arch, out_dir / f"{target_name}_init.pth") if weights else None
-    with torch.device("meta"):
-        parameter_count = count_parameters(MedNeXt(arch.replace(deep_supervision=True)))
-    commands = _commands(prepared, plans_name, names, fold, out_dir, trainer_dir, initial, arch,
-                         Path(results_dir) if results_dir else out_dir / "nnUNet_results")
-    script = out_dir / "train.sh"
-    script.write_text("#!/usr/bin/env bash\nset -euo pipefail\n" + "\n".join(commands) + "\n")
-    script.chmod(0o755)
-    log.info("exported %s to %s:\n%s", target_name, plans_file, "\n".join(commands))
-    return ExportResult(plans_file, plans_name, tuple(names), TRAINER_NAME, trainer_dir, initial,
-                        parameter_count, tuple(commands), script)
+    export = build_nnunet_export(prepared, arch, out_dir, weights, settings, plans_name, name, fold, results_dir,
+                                 batch_size)
+    with staged_dir(export.result.script.parent, SCRIPT) as staging:
+        export.write(staging)
+    export.finish()
+    result = export.result
+    log.info("exported %s to %s:\n%s", result.configuration, result.plans_file, "\n".join(result.commands))
+    return result
 
 
 def _commands(

@@ -2,8 +2,13 @@
 
 The result is a :class:`PreparedDataset`, a small record that every later step (trial training, metrics,
 export) takes instead of reading nnU-Net's environment. Preparation is idempotent: a record of its inputs
-(dataset.json, the size and time stamp of every raw file, the overrides, the nnU-Net version) is kept beside
-the preprocessed data, and an unchanged dataset is not preprocessed again.
+(dataset.json, the size and time stamp of every raw file by its path inside the raw dataset folder, the
+overrides, the nnU-Net version) is kept beside the preprocessed data, and an unchanged dataset is not
+preprocessed again, also after the raw and preprocessed folders were moved.
+
+nnU-Net unpickles its preprocessed ``*.pkl`` files when it trains, so the record also holds a SHA-256 digest
+of every preprocessed file: :meth:`PreparedDataset.verify_files` refuses files changed, removed or added
+since, and a preparation is only reused after that check.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from scalekit._atomic import write_atomic
+from scalekit.faults import fault_point
 from scalekit.mednext.config import DIVISOR
 
 from . import _env
@@ -29,6 +37,45 @@ from .validate import DATASET_FOLDER, RawDataset, validate_raw_dataset
 log = logging.getLogger(__name__)
 
 RECORD = "scalekit_prepared.json"
+HASH_CHUNK_BYTES = 1 << 20
+RE_PREPARE = "delete the folder and rerun to prepare again"
+
+
+class PreparedDataChangedError(ValueError):
+    """Preprocessed files differ from those scalekit prepared; ``changes`` lists ``"<file> (changed|missing|added)"``
+    by path relative to ``preprocessed_dir``."""
+
+    def __init__(self, preprocessed_dir: Path, changes: list[str], reason: str | None = None) -> None:
+        self.preprocessed_dir = preprocessed_dir
+        self.changes = changes
+        reason = reason or (f"{len(changes)} preprocessed file(s) changed since scalekit prepared them: "
+                            f"{', '.join(changes)}")
+        super().__init__(f"{preprocessed_dir}: {reason}; {RE_PREPARE}")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _digest_files(folder: Path, workers: int | None = None) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` (recursively, keyed by POSIX path relative to it) except
+    scalekit's own record; symbolic links are followed to files, not into folders."""
+    paths = (Path(root) / name for root, _, names in os.walk(folder) for name in names)
+    files = sorted(path for path in paths if path.is_file() and path.relative_to(folder).as_posix() != RECORD)
+    with ThreadPoolExecutor(max_workers=workers or _env.default_workers()) as pool:  # hashlib drops the GIL
+        digests = list(pool.map(_sha256, files))
+    return {path.relative_to(folder).as_posix(): digest for path, digest in zip(files, digests)}
+
+
+def _guarded(name: str) -> bool:
+    """Whether an added file would be read as data: anything in a data folder, or a binary format at the top.
+    Top-level JSON files may be added: they are never unpickled (``scalekit nnunet export`` writes its plans
+    file there, as nnU-Net's ``-p PLANS`` expects)."""
+    return "/" in name or not name.endswith(".json")
 
 
 @dataclass(frozen=True)
@@ -46,6 +93,8 @@ class PreparedDataset:
         patch_size: training patch, every entry a multiple of 16 (may differ from nnU-Net's planned patch).
         spacing: target voxel spacing of the preprocessed data in mm, in nnU-Net's axis order.
         num_input_channels: image channels (modalities).
+        file_digests: SHA-256 of every preprocessed file by its POSIX path relative to ``preprocessed_dir``
+            (empty for preparations made before scalekit recorded them); see :meth:`verify_files`.
     """
 
     dataset_id: int
@@ -58,6 +107,7 @@ class PreparedDataset:
     patch_size: tuple[int, ...]
     spacing: tuple[float, ...]
     num_input_channels: int
+    file_digests: dict[str, str] = field(default_factory=dict, hash=False, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -79,10 +129,34 @@ class PreparedDataset:
     def load_dataset_json(self) -> dict[str, Any]:
         return json.loads((self.preprocessed_dir / "dataset.json").read_text())
 
+    def verify_files(self) -> None:
+        """Check that the preprocessed files are exactly those scalekit prepared (all of them, byte for byte).
+
+        Raises:
+            PreparedDataChangedError: naming every changed, missing and added file; also when no digests
+                were recorded (an older scalekit) or the folder is gone.
+        """
+        folder = self.preprocessed_dir
+        if not self.file_digests:
+            raise PreparedDataChangedError(folder, [], "no digests of its preprocessed files were recorded "
+                                           "(prepared by an older scalekit), so they cannot be checked")
+        if not folder.is_dir():
+            raise PreparedDataChangedError(folder, [], "the preprocessed folder does not exist")
+        current = _digest_files(folder)
+        changes = sorted(
+            [f"{name} (changed)" for name in self.file_digests.keys() & current.keys()
+             if self.file_digests[name] != current[name]]
+            + [f"{name} (missing)" for name in self.file_digests.keys() - current.keys()]
+            + [f"{name} (added)" for name in current.keys() - self.file_digests.keys() if _guarded(name)]
+        )
+        if changes:
+            raise PreparedDataChangedError(folder, changes)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.update(raw_dir=str(self.raw_dir), preprocessed_root=str(self.preprocessed_root))
         data.update(label_names=list(self.label_names), patch_size=list(self.patch_size), spacing=list(self.spacing))
+        data.update(file_digests=dict(sorted(self.file_digests.items())))
         return data
 
     @classmethod
@@ -98,6 +172,7 @@ class PreparedDataset:
             patch_size=tuple(int(p) for p in data["patch_size"]),
             spacing=tuple(float(s) for s in data["spacing"]),
             num_input_channels=int(data["num_input_channels"]),
+            file_digests=dict(data.get("file_digests", {})),
         )
 
     @classmethod
@@ -135,12 +210,14 @@ def resolve_raw_dataset(dataset: Path | str | int, raw_root: Path | None = None)
 
 
 def _input_key(raw: RawDataset, settings: dict[str, Any]) -> str:
+    """A digest of what preprocessing depends on: dataset.json, every case file's size and time stamp by its
+    path relative to the raw folder (so that a moved dataset keeps its key), the overrides, nnU-Net's version."""
     digest = hashlib.sha256()
     digest.update((raw.folder / "dataset.json").read_bytes())
-    for sub in ("imagesTr", "labelsTr"):
-        for path in sorted((raw.folder / sub).glob("*")):
-            stat = path.stat()
-            digest.update(f"{sub}/{path.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    for path in raw.files:
+        name = path.relative_to(raw.folder).as_posix() if path.is_relative_to(raw.folder) else str(path)
+        stat = path.stat()
+        digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     digest.update(json.dumps(settings, sort_keys=True).encode())
     digest.update(metadata.version("nnunetv2").encode())
     return digest.hexdigest()
@@ -181,13 +258,16 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _reusable(record_path: Path, key: str) -> PreparedDataset | None:
+def _reusable(record_path: Path, key: str, raw: RawDataset, preprocessed_root: Path) -> PreparedDataset | None:
+    """The recorded preparation of the same inputs, at the current folders, after checking its files."""
     if not record_path.is_file():
         return None
     record = json.loads(record_path.read_text())
     if record.get("input_key") != key:
         return None
-    prepared = PreparedDataset.from_dict(record["prepared"])
+    prepared = replace(PreparedDataset.from_dict(record["prepared"]), raw_dir=raw.folder,
+                       preprocessed_root=preprocessed_root)
+    prepared.verify_files()
     plans = prepared.load_plans()
     data_dir = prepared.preprocessed_dir / plans["configurations"][prepared.configuration]["data_identifier"]
     return prepared if data_dir.is_dir() and any(data_dir.iterdir()) else None
@@ -215,10 +295,12 @@ def prepare_dataset(
         raw_root: folder of raw datasets for id / name lookups.
 
     Returns:
-        The :class:`PreparedDataset`; an unchanged dataset prepared before is reused without work.
+        The :class:`PreparedDataset` with a digest of every preprocessed file; an unchanged dataset prepared
+        before (also in since moved folders) is reused after checking those digests.
 
     Raises:
         DatasetValidationError: listing every bad case, before any preprocessing.
+        PreparedDataChangedError: the preparation to reuse has changed, missing or added files.
         ValueError: bad overrides or an unknown dataset.
     """
     if configuration not in ("3d_fullres", "2d"):
@@ -238,12 +320,13 @@ def prepare_dataset(
     key = _input_key(raw, settings)
     record_path = preprocessed_root / raw.dataset_name / RECORD
     with _locked(preprocessed_root / f".{raw.dataset_name}.lock"):
-        reused = _reusable(record_path, key)
+        reused = _reusable(record_path, key, raw, preprocessed_root)
         if reused is not None:
             log.info("reusing the preparation of %s in %s", raw.dataset_name, reused.preprocessed_dir)
             return reused
         prepared = _run_nnunet(raw, preprocessed_root, configuration, patch_size, spacing, workers)
-        record_path.write_text(json.dumps({"input_key": key, "prepared": prepared.to_dict()}, indent=2) + "\n")
+        fault_point("prepare")
+        write_atomic(record_path, json.dumps({"input_key": key, "prepared": prepared.to_dict()}, indent=2) + "\n")
     return prepared
 
 
@@ -294,4 +377,5 @@ def _run_nnunet(
         patch_size=tuple(int(p) for p in patch_size) if patch_size else mednext_patch(planned["patch_size"]),
         spacing=tuple(float(s) for s in planned["spacing"]),
         num_input_channels=raw.num_channels,
+        file_digests=_digest_files(preprocessed_root / raw.dataset_name, workers),
     )

@@ -13,6 +13,8 @@ that process. Layout of ``output_dir``::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import logging
 import random
@@ -27,6 +29,8 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
+from scalekit._atomic import write_atomic
+from scalekit.faults import fault_point
 from scalekit.mednext import MedNeXtConfig, load_state, save_checkpoint, upkern
 
 from . import _env
@@ -86,11 +90,13 @@ class StageRequest:
                                checkpoint_every=1, plot_progress=False)
 
     def identity(self) -> dict[str, Any]:
-        """Everything that changes the trained network (compared when resuming)."""
+        """Everything that changes the trained network (compared when resuming). The UpKern source counts by
+        its content, not its path, so a moved study resumes and a retrained parent restarts its child."""
         return {
             "dataset": self.prepared.dataset_name, "configuration": self.prepared.configuration,
             "patch_size": list(self.prepared.patch_size), "fold": self.fold, "arch": self.arch.to_dict(),
-            "settings": self.settings().to_dict(), "init_from": str(self.init_from) if self.init_from else None,
+            "settings": self.settings().to_dict(),
+            "init_from_sha256": file_digest(self.init_from) if self.init_from else None,
             "seed": self.seed, "batch_size": self.batch_size,
         }
 
@@ -122,6 +128,19 @@ class StageOutcome:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StageOutcome:
         return cls(**{**data, "checkpoint": Path(data["checkpoint"])})
+
+
+class StageMismatchError(ValueError):
+    """A stage folder holds a stage that was started with a different request."""
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def resolve_device(device: str) -> torch.device:
@@ -165,7 +184,7 @@ def _prepare_output(request: StageRequest) -> bool:
         previous = json.loads(request_file.read_text())
         if previous != identity:
             changed = sorted(k for k in identity if previous.get(k) != identity[k])
-            raise ValueError(
+            raise StageMismatchError(
                 f"cannot resume the stage in {out}: it was started with different {changed}; "
                 "use another output_dir or resume=False to start over"
             )
@@ -177,6 +196,7 @@ def _prepare_output(request: StageRequest) -> bool:
         elif path.exists():
             path.unlink()
     request_file.write_text(json.dumps(identity, indent=2) + "\n")
+    fault_point("stage-request", out.name)
     return False
 
 
@@ -188,18 +208,22 @@ def train_stage(request: StageRequest, on_epoch: Callable[[dict[str, Any]], None
 
     Raises:
         ValueError: a request that does not fit the dataset, before any training.
+        PreparedDataChangedError: a preprocessed file changed since scalekit prepared it (nnU-Net would
+            unpickle it), before any training.
         NonFiniteLossError: at the first NaN/inf training loss.
         torch.OutOfMemoryError: unchanged from PyTorch.
     """
     started = time.monotonic()
     device = _check_request(request)
     prepared = request.prepared
+    prepared.verify_files()  # nnU-Net unpickles them: refuse files that changed since scalekit made them
     configuration = mednext_configuration(prepared, request.arch, request.settings(), request.batch_size)
     out = Path(request.output_dir).resolve()
     continuing = _prepare_output(request)
     if continuing and (out / "outcome.json").is_file() and (out / FINAL_CHECKPOINT).is_file():
         log.info("stage in %s is complete; returning its recorded outcome", out)
-        return StageOutcome.from_dict(json.loads((out / "outcome.json").read_text()))
+        recorded = StageOutcome.from_dict(json.loads((out / "outcome.json").read_text()))
+        return dataclasses.replace(recorded, checkpoint=out / FINAL_CHECKPOINT)
     _env.configure(raw=prepared.raw_dir.parent, preprocessed=prepared.preprocessed_root, results=out / "nnunet")
     from .trainer import ScalekitMedNeXtTrainer
 
@@ -214,7 +238,7 @@ def train_stage(request: StageRequest, on_epoch: Callable[[dict[str, Any]], None
     fold_dir = Path(trainer.output_folder)
     report = _initialise(trainer, request, fold_dir, continuing)
     epochs_before = trainer.current_epoch
-    trainer.epoch_callback = _reporter(on_epoch, sys.stdout)
+    trainer.epoch_callback = _reporter(on_epoch, sys.stdout, trainer.num_epochs, out.name)
     try:
         if epochs_before < trainer.num_epochs:
             with _env.nnunet_output_to_log():
@@ -235,16 +259,16 @@ def train_stage(request: StageRequest, on_epoch: Callable[[dict[str, Any]], None
         wall_time_s=time.monotonic() - started, class_names=list(prepared.label_names[1:]),
         validation_cases=list(metrics.cases), upkern=report,
     )
-    (out / "outcome.json").write_text(json.dumps(outcome.to_dict(), indent=2) + "\n")
+    write_atomic(out / "outcome.json", json.dumps(outcome.to_dict(), indent=2) + "\n")
     log.info("stage %s: dice %.4f, nsd %.4f, %d epoch(s) in %.1f s", out.name, outcome.mean_dice,
              outcome.mean_nsd, outcome.epochs_run, outcome.wall_time_s)
     return outcome
 
 
 def _initialise(trainer: Any, request: StageRequest, fold_dir: Path, continuing: bool) -> dict[str, Any] | None:
-    """Load the stage's own checkpoint when continuing, else UpKern from the parent if asked.
-
-    Returns the UpKern report (also when continuing a stage that started from UpKern), or None.
+    """Start the network from what is on disk, never from a report alone: the stage's own last checkpoint when
+    it has one, else the parent's weights resampled by UpKern (when ``init_from`` is set), else nnU-Net's
+    random initialisation. Returns the UpKern report of a stage that started from UpKern, or None.
     """
     report_file = Path(request.output_dir) / "upkern.json"
     if continuing:
@@ -252,11 +276,9 @@ def _initialise(trainer: Any, request: StageRequest, fold_dir: Path, continuing:
             if (fold_dir / name).is_file():
                 log.info("continuing from %s", fold_dir / name)
                 trainer.load_checkpoint(fold_dir / name)
-                break
-        if report_file.is_file():
-            return json.loads(report_file.read_text())
-        if request.init_from is None or trainer.current_epoch > 0:
-            return None
+                if request.init_from is not None and report_file.is_file():
+                    return json.loads(report_file.read_text())
+                return None
     if request.init_from is None:
         return None
     state, config, kind = load_state(request.init_from)
@@ -269,7 +291,9 @@ def _initialise(trainer: Any, request: StageRequest, fold_dir: Path, continuing:
     return report
 
 
-def _reporter(on_epoch: Callable[[dict[str, Any]], None] | None, stdout: TextIO) -> Callable[[dict[str, Any]], None]:
+def _reporter(
+    on_epoch: Callable[[dict[str, Any]], None] | None, stdout: TextIO, num_epochs: int, where: str
+) -> Callable[[dict[str, Any]], None]:
     """The trainer's epoch callback: log, then call ``on_epoch`` with the caller's stdout (not nnU-Net's log)."""
 
     def report(metrics: dict[str, Any]) -> None:
@@ -278,5 +302,7 @@ def _reporter(on_epoch: Callable[[dict[str, Any]], None] | None, stdout: TextIO)
         if on_epoch is not None:
             with contextlib.redirect_stdout(stdout):
                 on_epoch(metrics)
+        if metrics["epoch"] + 1 < num_epochs:
+            fault_point("stage-epoch", where)
 
     return report

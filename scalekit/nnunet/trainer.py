@@ -11,6 +11,7 @@ Checkpoints are read with ``torch.load(weights_only=True)`` (nnU-Net's own loade
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -155,6 +156,14 @@ class ScalekitMedNeXtTrainer(nnUNetTrainer):
         super().on_epoch_end()
         if self.epoch_callback is not None:
             self.epoch_callback(self.epoch_metrics())
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written to a temporary file that replaces the old one: a kill mid-save leaves
+        the previous checkpoint intact instead of a truncated file that could not be resumed from."""
+        partial = f"{filename}.partial"
+        super().save_checkpoint(partial)
+        if os.path.exists(partial):
+            os.replace(partial, filename)
 
     def load_checkpoint(self, filename_or_checkpoint: dict | str | Path) -> None:
         """Continue from an nnU-Net checkpoint of this trainer, read without unpickling code."""

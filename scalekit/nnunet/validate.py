@@ -2,23 +2,38 @@
 
 A raw dataset is a folder ``Dataset{ID:03d}_{Name}`` with ``dataset.json``, ``imagesTr/{case}_{channel:04d}
 {file_ending}`` and ``labelsTr/{case}{file_ending}`` (or explicit file lists under ``dataset`` in dataset.json).
+
+Every file is first read as bytes in one streaming pass: a gzip stream must decompress to its end (a truncated
+``.nii.gz`` would otherwise be read as zero-filled), a NIfTI file must hold the data its header declares, and
+NaN / infinite voxels are counted from the stored values (SimpleITK reads them from NIfTI as 0).
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import math
 import re
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nibabel
 import numpy as np
+from nibabel.spatialimages import HeaderDataError
 
 from . import _env
 
 DATASET_FOLDER = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_\-]+)$")
 SPACING_RTOL = 1e-3
+CHUNK_BYTES = 1 << 20
+NIFTI_ENDINGS = (".nii", ".nii.gz")
+MAX_LISTED_VALUES = 5
 
 
 class DatasetValidationError(ValueError):
@@ -45,6 +60,8 @@ class RawDataset:
     num_channels: int
     file_ending: str
     cases: tuple[str, ...]
+    files: tuple[Path, ...]
+    """Every image and label file of every case."""
 
 
 def parse_dataset_folder(folder: Path) -> tuple[int, str]:
@@ -86,38 +103,202 @@ def _read_dataset_json(folder: Path) -> dict[str, Any]:
     return content
 
 
-def _check_case(
-    case: str, images: list[str], label: str, reader_cls: type, allowed: set[int]
-) -> list[str]:
-    """Problems of one case whose files all exist: readability, shapes, spacings, label values, finiteness."""
-    reader = reader_cls()
+@dataclass(frozen=True)
+class _NiftiLayout:
+    """Where a NIfTI file keeps its voxels: ``count`` values of ``dtype`` from byte ``offset`` on."""
+
+    offset: int
+    dtype: np.dtype
+    count: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.count * self.dtype.itemsize
+
+
+def _open(path: Path) -> io.BufferedIOBase:
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    """The (decompressed) bytes of a file in chunks; gzip raises on a truncated or corrupt stream."""
+    with _open(path) as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            yield chunk
+
+
+def _nifti_layout(path: Path) -> _NiftiLayout | None:
+    """The data layout from a NIfTI-1 or NIfTI-2 header, or None where the header is not one nibabel reads
+    (the image reader then decides)."""
+    with _open(path) as handle:
+        head = handle.read(nibabel.Nifti2Header.template_dtype.itemsize)
+    for header_cls in (nibabel.Nifti1Header, nibabel.Nifti2Header):
+        if header_cls.may_contain_header(head):
+            size = header_cls.template_dtype.itemsize
+            try:
+                header = header_cls(head[:size])
+                dtype, shape = header.get_data_dtype(), header.get_data_shape()
+            except (HeaderDataError, KeyError, ValueError):
+                return None
+            # Single-file NIfTI keeps its data after the header and the 4-byte extension flag.
+            offset = max(int(header.get_data_offset()), size + 4)
+            return _NiftiLayout(offset=offset, dtype=dtype, count=math.prod(int(n) for n in shape))
+    return None
+
+
+def _count_bytes_and_nonfinite(chunks: Iterable[bytes], layout: _NiftiLayout | None) -> tuple[int, int]:
+    """Total bytes of a stream, and the NaN / infinite values in the layout's data region (floating types)."""
+    if layout is None or layout.dtype.kind not in "fc":
+        return sum(len(chunk) for chunk in chunks), 0
+    total = nonfinite = 0
+    pending = b""
+    for chunk in chunks:
+        start, total = total, total + len(chunk)
+        low, high = max(layout.offset - start, 0), min(layout.end - start, len(chunk))
+        if low >= high:
+            continue
+        pending += chunk[low:high]
+        whole = len(pending) // layout.dtype.itemsize
+        values = np.frombuffer(pending, layout.dtype, count=whole)
+        nonfinite += whole - int(np.count_nonzero(np.isfinite(values)))
+        pending = pending[whole * layout.dtype.itemsize :]
+    return total, nonfinite
+
+
+def _scan_file(path: Path) -> tuple[str | None, int | None]:
+    """``(problem, NaN/infinite voxel count)`` from one streaming pass over a file's bytes.
+
+    The count is None where it must come from the image reader instead (formats other than NIfTI).
+    """
+    corrupt = f"{path.name} is truncated or corrupt ({{}}); re-export or re-download it"
     try:
-        data, image_props = reader.read_images(images)
-        seg, seg_props = reader.read_seg(label)
-    except Exception as err:  # noqa: BLE001 - any reader failure is a problem of this case
-        return [f"{case}: cannot be read ({type(err).__name__}: {err})"]
+        layout = _nifti_layout(path) if path.name.endswith(NIFTI_ENDINGS) else None
+        total, nonfinite = _count_bytes_and_nonfinite(_chunks(path), layout)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        return corrupt.format(err), None
+    except OSError as err:
+        return f"{path.name} cannot be read ({err})", None
+    if layout is not None and total < layout.end:
+        return corrupt.format(f"{total} bytes, its NIfTI header needs {layout.end}"), None
+    return None, nonfinite if layout is not None else None
+
+
+@dataclass(frozen=True)
+class _FileShape:
+    """How nnU-Net sees one file: ``volumes`` (more than 1: a 4-D file) of ``spatial_dims`` (2 or 3)."""
+
+    kind: str
+    name: str
+    volumes: int
+    spatial_dims: int
+
+    @property
+    def dims(self) -> int:
+        return self.spatial_dims + (self.volumes > 1)
+
+
+@dataclass
+class _CaseReport:
+    problems: list[str] = field(default_factory=list)
+    shapes: list[_FileShape] = field(default_factory=list)
+
+
+def _file_shape(kind: str, path: Path, array: np.ndarray) -> _FileShape:
+    """nnU-Net readers return (volumes, z, y, x); a 2-D image (or 3-D with one slice) has z == 1."""
+    return _FileShape(kind, path.name, volumes=int(array.shape[0]), spatial_dims=2 if array.shape[1] == 1 else 3)
+
+
+def _nonfinite(counted: int | None, array: np.ndarray) -> int:
+    return counted if counted is not None else int(array.size - np.count_nonzero(np.isfinite(array)))
+
+
+def _check_case(case: str, images: list[str], label: str, reader_cls: type, allowed: set[int]) -> _CaseReport:
+    """Problems of one case whose files all exist: intact files, readability, dimensions, shapes, spacings,
+    finite intensities, whole label values declared in dataset.json."""
+    files = [("image", Path(p)) for p in images] + [("label", Path(label))]
+    scans = [_scan_file(path) for _, path in files]
+    broken = [f"{case}: {problem}" for problem, _ in scans if problem]
+    if broken:
+        return _CaseReport(broken)
+    reader = reader_cls()
+    arrays, spacings = [], []
+    for kind, path in files:
+        try:
+            array, props = reader.read_seg(str(path)) if kind == "label" else reader.read_images([str(path)])
+        except Exception as err:  # noqa: BLE001 - any reader failure is a problem of this case
+            return _CaseReport([f"{case}: {kind} {path.name} cannot be read ({type(err).__name__}: {err})"])
+        arrays.append(array)
+        spacings.append(np.asarray(props["spacing"]))
+    shapes = [_file_shape(kind, path, array) for (kind, path), array in zip(files, arrays)]
+    report = _CaseReport(shapes=shapes)
+    if len({s.dims for s in shapes}) > 1 or any(s.volumes > 1 for s in shapes):
+        return report  # reported against the whole dataset's dimensionality
+    seg, seg_spacing = arrays[-1], spacings[-1]
+    for (_, path), array, spacing, (_, counted) in zip(files[:-1], arrays, spacings, scans):
+        if array.shape[1:] != seg.shape[1:]:
+            report.problems.append(f"{case}: image shape {tuple(array.shape[1:])} differs from label shape "
+                                   f"{tuple(seg.shape[1:])} ({path.name})")
+        if spacing.shape != seg_spacing.shape or not np.allclose(spacing, seg_spacing, rtol=SPACING_RTOL):
+            report.problems.append(f"{case}: image spacing {tuple(spacing)} differs from label spacing "
+                                   f"{tuple(seg_spacing)} ({path.name})")
+        bad = _nonfinite(counted, array)
+        if bad:
+            report.problems.append(f"{case}: image {path.name} contains {bad} NaN/infinite voxels")
+    report.problems.extend(_label_problems(case, Path(label).name, seg, scans[-1][1], allowed))
+    return report
+
+
+def _listed(values: np.ndarray) -> str:
+    shown = ", ".join(f"{v:g}" for v in values[:MAX_LISTED_VALUES])
+    return shown + (f" and {len(values) - MAX_LISTED_VALUES} more" if len(values) > MAX_LISTED_VALUES else "")
+
+
+def _label_problems(case: str, name: str, seg: np.ndarray, counted: int | None, allowed: set[int]) -> list[str]:
     problems = []
-    if data.shape[1:] != seg.shape[1:]:
-        problems.append(f"{case}: image shape {tuple(data.shape[1:])} differs from label shape {tuple(seg.shape[1:])}")
-    spacing, seg_spacing = np.asarray(image_props["spacing"]), np.asarray(seg_props["spacing"])
-    if spacing.shape != seg_spacing.shape or not np.allclose(spacing, seg_spacing, rtol=SPACING_RTOL):
-        problems.append(f"{case}: image spacing {tuple(spacing)} differs from label spacing {tuple(seg_spacing)}")
-    unexpected = sorted(set(np.unique(seg).astype(int).tolist()) - allowed)
+    bad = _nonfinite(counted, seg)
+    if bad:
+        problems.append(f"{case}: label {name} contains {bad} NaN/infinite voxels")
+    values = np.unique(seg[np.isfinite(seg)])
+    whole = values == np.round(values)
+    if not whole.all():
+        problems.append(f"{case}: label values must be whole numbers, found {_listed(values[~whole])}")
+    unexpected = sorted(set(values[whole].astype(int).tolist()) - allowed)
     if unexpected:
         problems.append(
             f"{case}: label values {unexpected} are not in dataset.json labels (allowed: {sorted(allowed)})"
         )
-    if not np.isfinite(data).all():
-        problems.append(f"{case}: image contains NaN or infinite values")
     return problems
+
+
+def _dimension_problems(case: str, shapes: list[_FileShape], usual: int | None) -> list[str]:
+    """Files of a case that hold several volumes, or whose dimensionality differs from the other cases'."""
+    problems = []
+    others = f", the other cases are {usual}-D" if usual is not None else ""
+    for shape in shapes:
+        if shape.volumes > 1:
+            hint = ("nnU-Net takes one 2-D or 3-D file per channel (_0000, _0001, ...)" if shape.kind == "image"
+                    else "a label must be one 2-D or 3-D file")
+            problems.append(f"{case}: {shape.kind} {shape.name} is {shape.dims}-D ({shape.volumes} "
+                            f"{shape.spatial_dims}-D volumes){others}; {hint}")
+        elif usual is not None and shape.dims != usual:
+            problems.append(f"{case}: {shape.kind} {shape.name} is {shape.dims}-D{others}")
+    return problems
+
+
+def _usual_dims(reports: Iterable[_CaseReport]) -> int | None:
+    """The most common dimensionality of single-volume files over all cases (None if there is none)."""
+    counts = Counter(s.dims for report in reports for s in report.shapes if s.volumes == 1)
+    return counts.most_common(1)[0][0] if counts else None
 
 
 def validate_raw_dataset(folder: Path, num_workers: int | None = None) -> RawDataset:
     """Check a raw dataset and raise one :class:`DatasetValidationError` listing every problem.
 
     Checked: folder name, dataset.json entries, a label file for every case and images for every label file,
-    all channels present, ``numTraining``, readability, image/label shape and spacing agreement, label values
-    declared in dataset.json, finite intensities. Reads every case (``num_workers`` threads).
+    all channels present, ``numTraining``, intact files (complete gzip streams, NIfTI data as long as its
+    header says), readability, one 2-D or 3-D volume per file and the same dimensionality in every case,
+    image/label shape and spacing agreement, finite intensities and labels, whole label values declared in
+    dataset.json. Reads every case (``num_workers`` threads).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -161,14 +342,17 @@ def validate_raw_dataset(folder: Path, num_workers: int | None = None) -> RawDat
         allowed = _label_values(content["labels"])
         workers = num_workers or _env.default_workers()
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            per_case = pool.map(
+            reports = list(pool.map(
                 lambda item: _check_case(item[0], item[1]["images"], item[1]["label"], reader_cls, allowed),
                 complete.items(),
-            )
-            for found in per_case:
-                problems.extend(found)
+            ))
+        usual = _usual_dims(reports)
+        for case, report in zip(complete, reports):
+            problems.extend(report.problems)
+            problems.extend(_dimension_problems(case, report.shapes, usual))
     if problems:
         raise DatasetValidationError(folder, problems)
+    case_files = sorted(Path(p).resolve() for entry in files.values() for p in [*entry["images"], entry["label"]])
     return RawDataset(
         folder=folder.resolve(),
         dataset_id=dataset_id,
@@ -177,4 +361,5 @@ def validate_raw_dataset(folder: Path, num_workers: int | None = None) -> RawDat
         num_channels=num_channels,
         file_ending=ending,
         cases=tuple(sorted(files)),
+        files=tuple(case_files),
     )

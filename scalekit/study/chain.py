@@ -10,6 +10,7 @@ its parent's mean Dice by the saturation margin.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,20 +114,49 @@ class ChainPlanner:
     def family_done(self, family_id: str) -> bool:
         return all(r.status not in ("pending", "running") for r in self.stages(family_id))
 
+    def interrupt(self, stage_ids: Sequence[str] | None = None) -> list[str]:
+        """Stages handed out but not finished (the run was stopped) go back to ``pending``; default: all."""
+        stopped = sorted(self._running if stage_ids is None else set(stage_ids) & self._running)
+        for stage_id in stopped:
+            self.table.update(stage_id, status="pending", reason="interrupted; resumes from its last checkpoint")
+            self._running.discard(stage_id)
+        return stopped
+
     def best_stage(self, family_id: str) -> StageRecord:
         """The family's completed stage with the highest mean Dice, else its first stage (for its profile)."""
         stages = self.stages(family_id)
+        if not stages:
+            raise KeyError(f"family {family_id} has no stages in {self.table.path}")
         valid = [r for r in stages if r.is_valid]
         return max(valid, key=lambda r: r.mean_dice) if valid else stages[0]
 
     # ---- stages ----------------------------------------------------------------------------------------------
 
-    def recover_interrupted(self) -> list[str]:
-        """Stages left ``running`` by a crash go back to ``pending``; they resume from their last checkpoint."""
-        interrupted = [r.stage_id for r in self.table.records() if r.status == "running"]
-        for stage_id in interrupted:
-            self.table.update(stage_id, status="pending", reason="interrupted; resumes from its last checkpoint")
-        return interrupted
+    @property
+    def study_dir(self) -> Path:
+        return self.table.path.parent
+
+    def recover(self) -> dict[str, list[str]]:
+        """Bring the table back in line with the disk after a crash, before anything is handed out.
+
+        Stages left ``running`` go back to ``pending`` (they resume from their last checkpoint); ``completed``
+        stages whose final weights are gone (a deleted stage folder) go back to ``pending`` and retrain.
+        Returns the stage ids of each kind (``interrupted``, ``missing``).
+        """
+        found: dict[str, list[str]] = {"interrupted": [], "missing": []}
+        for record in self.table.records():
+            if record.status == "running":
+                found["interrupted"].append(record.stage_id)
+                self.table.update(record.stage_id, status="pending",
+                                  reason="interrupted; resumes from its last checkpoint")
+            elif record.status == "completed":
+                path = record.checkpoint_path(self.study_dir)
+                if path is None or not path.is_file():
+                    found["missing"].append(record.stage_id)
+                    self.table.update(record.stage_id, status="pending", mean_dice=None, mean_nsd=None,
+                                      per_class_dice=[], per_class_nsd=[], checkpoint="",
+                                      reason=f"retrains: its final weights {path} are missing")
+        return found
 
     def runnable(self) -> list[StageRecord]:
         """Pending stages whose parent completed (or that have none), not handed out yet."""
@@ -147,13 +177,17 @@ class ChainPlanner:
         return self.table.update(stage_id, status="running", reason="")
 
     def parent_checkpoint(self, record: StageRecord) -> Path | None:
+        """The final weights of a stage's parent (its UpKern source), as a path that exists now."""
         if not record.parent_stage:
             return None
-        return Path(self.table[record.parent_stage].checkpoint)
+        return self.table[record.parent_stage].checkpoint_path(self.study_dir)
 
     def finish(self, stage_id: str, status: str, reason: str = "", **measured: Any) -> StageRecord:
         """Record a stage's end (completed / failed / infeasible) and end its chain where that is due."""
         self._running.discard(stage_id)
+        if measured.get("checkpoint") and Path(measured["checkpoint"]).is_absolute():
+            # Stored relative to the study directory, so that the directory can move.
+            measured["checkpoint"] = os.path.relpath(measured["checkpoint"], self.study_dir)
         record = self.table.update(stage_id, status=status, reason=reason, **measured)
         end = ""
         if status != "completed":
@@ -178,10 +212,6 @@ class ChainPlanner:
         for record in self.table.records():
             counts[record.status] = counts.get(record.status, 0) + 1
         return counts
-
-    def best_dice(self) -> float | None:
-        scores = [r.mean_dice for r in self.table.records() if r.is_valid]
-        return max(scores) if scores else None
 
 
 def stage_config(

@@ -3,6 +3,11 @@
 A study file names the dataset, the training budget of each chain stage, the search space, the objectives and
 constraints, the search algorithm, where Ray runs and where everything is written. ``load_study_config`` reads
 one and raises :class:`StudyConfigError` listing every problem with its field path and a hint.
+
+Types are strict where YAML types map cleanly: a whole number is never read from ``true`` or ``"2"``, a number
+never from a boolean or a string (a whole number is a fine float), and ``.inf`` / ``.nan`` are refused
+everywhere. What only the file system, the dataset or the storage can show is checked by
+:func:`scalekit.study.checks.preflight`.
 """
 
 from __future__ import annotations
@@ -10,10 +15,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, Strict, ValidationError, ValidationInfo, field_validator, model_validator,
+)
 
 from scalekit.mednext.config import DIVISOR, NUM_STAGES
 from scalekit.mednext.presets import PRESETS
@@ -28,42 +35,59 @@ OBJECTIVE_METRICS = {
 }
 """Metrics a study can optimise, with their natural direction."""
 
+SELECT_RULES = ("best", "knee")
+BUDGET_RULE = "max-dice-under="
+STAGE_ID = re.compile(r"f[0-9a-f]{8}-k\d+")
+"""The rules of :func:`scalekit.selection.select_stage`: a named rule, a memory budget or a stage id (a family
+hash and a kernel, as :meth:`scalekit.space.Family.stage_id` writes them)."""
+
+Int = Annotated[int, Strict()]
+"""A whole number: not a boolean, not a string."""
+Float = Annotated[float, Strict()]
+"""A number (whole numbers too): not a boolean, not a string; finite by the models' configuration."""
+Bool = Annotated[bool, Strict()]
+
 
 class StudyConfigError(ValueError):
     """A study file is missing, unreadable or invalid; the message lists every problem."""
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DemoData(_Model):
     """Generate the synthetic demo dataset (``scalekit data demo``) if the raw dataset does not exist yet."""
 
-    cases: int = Field(24, ge=4)
-    size: int = Field(64, ge=32)
-    seed: int = 0
+    cases: Int = Field(24, ge=4)
+    size: Int = Field(64, ge=32)
+    seed: Int = 0
 
 
 class DatasetSection(_Model):
     """The nnU-Net v2 dataset and how patches are drawn from it."""
 
     name: str | None = Field(None, description="nnU-Net dataset name, e.g. Dataset218_AMOS2022_postChallenge_task1")
-    id: int | None = Field(None, ge=1, le=999, description="nnU-Net dataset id, e.g. 218")
-    configuration: str = "3d_fullres"
-    fold: int | Literal["all"] = 0
-    patch_size: tuple[int, ...] = (128, 128, 128)
-    batch_size: int = Field(2, ge=1)
-    spacing: tuple[float, ...] | None = None
+    id: Int | None = Field(None, ge=1, le=999, description="nnU-Net dataset id, e.g. 218")
+    configuration: Literal["3d_fullres", "2d"] = "3d_fullres"
+    fold: Annotated[int, Strict(), Field(ge=0)] | Literal["all"] = 0
+    patch_size: tuple[Int, ...] = (128, 128, 128)
+    batch_size: Int = Field(2, ge=1)
+    spacing: tuple[Float, ...] | None = None
     raw_dir: Path | None = Field(None, description="nnUNet_raw; default: $nnUNet_raw or <output>/nnunet/raw")
     preprocessed_dir: Path | None = None
     demo: DemoData | None = None
 
     @field_validator("patch_size")
     @classmethod
-    def _patch(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if len(value) not in (2, 3):
-            raise ValueError(f"needs 2 or 3 sizes, got {list(value)}")
+    def _patch(cls, value: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
+        configuration = info.data.get("configuration")
+        dims = 2 if configuration == "2d" else 3
+        if configuration is not None and len(value) != dims:
+            example = [value[0] if value else 128] * dims
+            other = "" if dims == 2 else "; or set configuration: 2d"
+            raise ValueError(f"{list(value)} has {len(value)} size(s) but configuration {configuration!r} needs "
+                             f"{dims}, e.g. {example}{other}")
         bad = [s for s in value if s < DIVISOR or s % DIVISOR]
         if bad:
             raise ValueError(f"{list(value)}: every size must be a multiple of {DIVISOR} (MedNeXt has 4 levels)")
@@ -71,42 +95,44 @@ class DatasetSection(_Model):
 
     @field_validator("spacing")
     @classmethod
-    def _spacing(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
-        if value is not None and (len(value) not in (2, 3) or min(value) <= 0):
-            raise ValueError(f"{list(value)}: give 2 or 3 positive spacings in mm, e.g. [1.0, 1.0, 1.0]")
+    def _spacing(cls, value: tuple[float, ...] | None, info: ValidationInfo) -> tuple[float, ...] | None:
+        if value is None:
+            return value
+        if info.data.get("configuration") == "2d":
+            raise ValueError("a target spacing can only be set for configuration 3d_fullres; remove it")
+        if len(value) != 3 or min(value) <= 0:
+            raise ValueError(f"{list(value)}: give 3 positive spacings in mm, e.g. [1.0, 1.0, 1.0]")
         return value
 
     @model_validator(mode="after")
     def _named(self) -> DatasetSection:
         if self.name is None and self.id is None:
             raise ValueError("give the dataset's nnU-Net name or id (dataset.name or dataset.id)")
-        if self.spacing is not None and len(self.spacing) != len(self.patch_size):
-            raise ValueError(f"spacing {list(self.spacing)} and patch_size {list(self.patch_size)} differ in length")
         return self
 
 
 class TrainingSection(_Model):
     """The budget and recipe of every chain stage (MedNeXt recipe: AdamW 1e-3, poly schedule, DS 16:8:4:2:1)."""
 
-    epochs: int = Field(1, ge=1, description="epochs per chain stage")
-    iterations_per_epoch: int = Field(250, ge=1)
-    val_iterations: int = Field(50, ge=1)
-    initial_lr: float = Field(1e-3, gt=0)
+    epochs: Int = Field(1, ge=1, description="epochs per chain stage")
+    iterations_per_epoch: Int = Field(250, ge=1)
+    val_iterations: Int = Field(50, ge=1)
+    initial_lr: Float = Field(1e-3, gt=0)
     amp: Literal["auto", "fp16", "bf16", "none"] = "auto"
     checkpointing: Literal["auto", "on", "off"] = Field(
         "auto", description="auto: as the family's preset says (on for M and L, and for deeper scaled families)"
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = 0
-    nsd_tolerance_mm: float = Field(1.0, gt=0)
+    seed: Int = 0
+    nsd_tolerance_mm: Float = Field(1.0, gt=0)
 
 
 class FamilySpec(_Model):
     """An explicit family: base width C, nine block counts and nine expansion ratios (or one int for all)."""
 
-    n_channels: int = Field(32, ge=1)
-    block_counts: int | tuple[int, ...] = 2
-    exp_r: int | tuple[int, ...] = 4
+    n_channels: Int = Field(32, ge=1)
+    block_counts: Int | tuple[Int, ...] = 2
+    exp_r: Int | tuple[Int, ...] = 4
     label: str = ""
 
     @field_validator("block_counts", "exp_r")
@@ -124,9 +150,9 @@ class ScalingSpec(_Model):
     """Compound scaling: block counts and expansion ratios of a base preset times multipliers, widths C."""
 
     base: str = "S"
-    depth: tuple[float, ...] = (1.0,)
-    expansion: tuple[float, ...] = (1.0,)
-    n_channels: tuple[int, ...] = (32,)
+    depth: tuple[Float, ...] = (1.0,)
+    expansion: tuple[Float, ...] = (1.0,)
+    n_channels: tuple[Int, ...] = (32,)
 
     @field_validator("base")
     @classmethod
@@ -147,10 +173,10 @@ class SpaceSection(_Model):
     """Families to search over (the union of presets, explicit families and a scaling range) and the chain."""
 
     presets: tuple[str, ...] = ()
-    preset_channels: int | None = Field(None, ge=1, description="override C of the presets (e.g. 8 for a CPU demo)")
+    preset_channels: Int | None = Field(None, ge=1, description="override C of the presets (e.g. 8 for a CPU demo)")
     families: tuple[FamilySpec, ...] = ()
     scaling: ScalingSpec | None = None
-    kernels: tuple[int, ...] = (3, 5, 7)
+    kernels: tuple[Int, ...] = (3, 5, 7)
 
     @field_validator("presets")
     @classmethod
@@ -168,6 +194,10 @@ class SpaceSection(_Model):
         bad = [k for k in value if k < 1 or k % 2 == 0]
         if bad:
             raise ValueError(f"{list(value)}: kernel sizes must be odd (3, 5, 7, ...)")
+        if any(later <= earlier for earlier, later in zip(value, value[1:])):
+            raise ValueError(
+                f"{list(value)}: must increase, e.g. [3, 5, 7] (each UpKern stage starts from the previous kernel)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -180,7 +210,7 @@ class SpaceSection(_Model):
 class ChainSection(_Model):
     """Early stop of a chain: a stage must beat its parent's mean Dice by ``min_improvement`` to go on."""
 
-    min_improvement: float | None = Field(
+    min_improvement: Float | None = Field(
         0.0, description="Dice margin a stage must gain over its parent; null: never stop a chain early"
     )
 
@@ -202,21 +232,21 @@ class Objective(_Model):
 
 
 class ConstraintsSection(_Model):
-    max_memory_gb: float | None = Field(None, gt=0, description="peak training memory (GB = 2**30 bytes)")
-    max_gflops: float | None = Field(None, gt=0, description="training GFLOPs of one step")
+    max_memory_gb: Float | None = Field(None, gt=0, description="peak training memory (GB = 2**30 bytes)")
+    max_gflops: Float | None = Field(None, gt=0, description="training GFLOPs of one step")
 
 
 class SearchSection(_Model):
     sampler: Literal["nsga2", "tpe", "grid", "random"] = "nsga2"
-    families: int = Field(4, ge=1, description="families to train (each runs its kernel chain)")
-    seed: int = 0
+    families: Int = Field(4, ge=1, description="families to train (each runs its kernel chain)")
+    seed: Int = 0
 
 
 class RaySection(_Model):
     address: str | None = Field(None, description="an existing cluster ('auto' or 'ray://host:port'); none: local")
-    cpus_per_trial: float = Field(1, gt=0)
-    gpus_per_trial: float | Literal["auto"] = "auto"
-    max_concurrent: int = Field(1, ge=1)
+    cpus_per_trial: Float = Field(1, gt=0)
+    gpus_per_trial: Annotated[float, Strict(), Field(ge=0)] | Literal["auto"] = "auto"
+    max_concurrent: Int = Field(1, ge=1)
 
 
 class ExportSpec(_Model):
@@ -225,11 +255,26 @@ class ExportSpec(_Model):
     select: str = "knee"
     to: Literal["nnunet", "config"] = "nnunet"
 
+    @field_validator("select")
+    @classmethod
+    def _select(cls, value: str) -> str:
+        rule = value.strip()
+        if rule.startswith(BUDGET_RULE):
+            from scalekit.selection import parse_memory_budget
+
+            parse_memory_budget(rule.removeprefix(BUDGET_RULE))
+        elif rule not in SELECT_RULES and not STAGE_ID.fullmatch(rule):
+            raise ValueError(
+                f"{value!r} is not a selection rule; use best, knee, {BUDGET_RULE}24GB or a stage id such as "
+                "f1a2b3c4d-k5 (scalekit study show lists them)"
+            )
+        return value
+
 
 class FinishSection(_Model):
     """What a study writes once every chain has ended: the HTML report, and an export of the chosen stage."""
 
-    report: bool = True
+    report: Bool = True
     export: ExportSpec | None = None
 
 
@@ -286,6 +331,14 @@ class StudyConfig(_Model):
         raw = self.dataset.raw_dir or (Path(env_raw) if env_raw else self.output_dir / "nnunet" / "raw")
         return raw, self.dataset.preprocessed_dir or self.output_dir / "nnunet" / "preprocessed"
 
+    def raw_root_origin(self) -> str:
+        """Where :meth:`nnunet_roots`' raw root comes from, in words (for messages about a missing dataset)."""
+        if self.dataset.raw_dir is not None:
+            return "dataset.raw_dir"
+        if os.environ.get("nnUNet_raw"):
+            return "$nnUNet_raw"
+        return "the default <output_dir>/nnunet/raw: neither dataset.raw_dir nor $nnUNet_raw is set"
+
     def resolve_paths(self, base: Path) -> StudyConfig:
         """Relative paths (output, nnU-Net folders) made absolute against ``base`` (the current directory)."""
         def absolute(p: Path | None) -> Path | None:
@@ -300,17 +353,41 @@ class StudyConfig(_Model):
 _HINTS = {
     "missing": "this field is required",
     "extra_forbidden": "unknown field: check its spelling against the documented study format",
-    "literal_error": "",
-    "int_parsing": "give a whole number",
-    "float_parsing": "give a number",
+    "int_type": "a whole number such as 2, without quotes; true and false are not numbers",
+    "float_type": "a number such as 0.001, without quotes; true and false are not numbers",
+    "bool_type": "true or false",
+    "finite_number": ".inf and .nan are not allowed",
 }
+_SHOW_INPUT = {"int_type", "float_type", "bool_type", "string_type", "tuple_type", "finite_number", "literal_error"}
+_UNION_MEMBER = re.compile(r"(?:constrained-)?(?:int|float|str|bool)|[a-z]+\[.*\]")
+"""How pydantic names the members of a union (``int``, ``constrained-int``, ``literal['all']``) in a location."""
 
 
-def _format_error(error: dict[str, Any]) -> str:
-    path = ".".join(str(p) for p in error["loc"]) or "(top level)"
-    message = error["msg"].removeprefix("Value error, ")
-    hint = _HINTS.get(error["type"], "")
-    return f"{path}: {message}" + (f" ({hint})" if hint and hint not in message else "")
+def _field_path(loc: tuple[Any, ...]) -> str:
+    """The field a location points at, cut before the first union member."""
+    parts: list[str] = []
+    for part in loc:
+        if isinstance(part, str) and _UNION_MEMBER.fullmatch(part):
+            break
+        parts.append(str(part))
+    return ".".join(parts) or "(top level)"
+
+
+def _format_errors(errors: list[dict[str, Any]]) -> list[str]:
+    """One line per field: ``field.path: message, got value (hint)``; a union's failed members share a line."""
+    by_field: dict[str, list[dict[str, Any]]] = {}
+    for error in errors:
+        by_field.setdefault(_field_path(error["loc"]), []).append(error)
+    lines = []
+    for path, group in by_field.items():
+        first = group[0]
+        messages = list(dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in group))
+        message = " or ".join([messages[0], *(m.removeprefix("Input should be ") for m in messages[1:])])
+        if any(e["type"] in _SHOW_INPUT for e in group):
+            message += f", got {first['input']!r}"
+        hint = _HINTS.get(first["type"], "")
+        lines.append(f"{path}: {message}" + (f" ({hint})" if hint and hint not in message else ""))
+    return lines
 
 
 def study_problems(data: Any) -> list[str]:
@@ -320,17 +397,75 @@ def study_problems(data: Any) -> list[str]:
     try:
         StudyConfig.model_validate(data)
     except ValidationError as err:
-        return [_format_error(e) for e in err.errors()]
+        return _format_errors(err.errors())
     return []
 
 
+def format_problems(source: str | Path, problems: list[str]) -> str:
+    """The message of a :class:`StudyConfigError` listing ``problems`` of the study file ``source``."""
+    listing = "\n  ".join(problems)
+    return f"{source}: {len(problems)} problem(s):\n  {listing}"
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first_line: int) -> None:
+        super().__init__(f"line {line}: key {key!r} appears twice in one mapping (first on line {first_line}); "
+                         "keep one, a repeated key would silently replace the first")
+
+
+class _StudyLoader(yaml.SafeLoader):
+    """The safe loader, refusing repeated keys and reading ``1e-3`` as a number (YAML 1.2), not a string."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the safe loader reports it
+                continue
+            line = key_node.start_mark.line + 1
+            if duplicate:
+                raise _DuplicateKey(key, line, seen[key])
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+_StudyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+|[-+]?\.[0-9_]+[eE][-+]?[0-9]+"),
+    list("-+0123456789."),
+)
+
+
 def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file with the safe loader; errors name the file and line."""
+    """Parse a study file with the safe loader; every error names the file (and the line where there is one)."""
     path = Path(path)
-    if not path.is_file():
-        raise StudyConfigError(f"study file {path} does not exist")
+    if path.is_dir():
+        raise StudyConfigError(f"study file {path} is a directory; give the YAML file itself")
     try:
-        return yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise StudyConfigError(f"study file {path} does not exist") from None
+    except OSError as err:
+        raise StudyConfigError(f"study file {path} cannot be read: {err.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise StudyConfigError(f"{path}, line {line}: not UTF-8 text ({err.reason} {raw[err.start:err.end]!r}); "
+                               "save the file as UTF-8") from None
+    try:
+        return yaml.load(text, Loader=_StudyLoader)  # noqa: S506 - a subclass of the safe loader
+    except _DuplicateKey as err:
+        raise StudyConfigError(f"{path}, {err}") from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        context = f" ({err.context})" if err.context else ""
+        raise StudyConfigError(f"{path} is not valid YAML: {where}{err.problem}{context}") from None
     except yaml.YAMLError as err:
         raise StudyConfigError(f"{path} is not valid YAML: {err}") from None
 
@@ -340,7 +475,5 @@ def load_study_config(path: str | Path, base: Path | None = None) -> StudyConfig
     data = read_yaml(path)
     problems = study_problems(data)
     if problems:
-        listing = "\n  ".join(problems)
-        raise StudyConfigError(f"{path}: {len(problems)} problem(s):\n  {listing}")
+        raise StudyConfigError(format_problems(path, problems))
     return StudyConfig.model_validate(data).resolve_paths(base or Path.cwd())
-

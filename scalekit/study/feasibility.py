@@ -16,16 +16,46 @@ from .config import StudyConfig
 from .results import StageRecord
 
 
-def resolve_hardware(config: StudyConfig) -> tuple[float, str, str | None]:
-    """GPUs per trial, the trials' device and the AMP mode used to train and to profile."""
-    import torch
+class HardwareError(ValueError):
+    """The study asks for resources that the machine or the Ray cluster does not have."""
 
+
+def resolve_hardware(
+    config: StudyConfig, cluster: dict[str, float] | None = None
+) -> tuple[float, str, str | None]:
+    """GPUs per trial, the trials' device and the AMP mode used to train and to profile.
+
+    ``gpus_per_trial: auto`` and ``device: auto`` follow the Ray ``cluster``'s resources once connected (one
+    GPU per trial when it has GPUs, else the CPU), or this machine's CUDA without a cluster. A request that
+    no cluster node can satisfy raises :class:`HardwareError` before any trial starts (Ray would wait forever);
+    without a cluster (``study profile``) nothing is checked, so a GPU study can be profiled on a laptop.
+    """
+    if cluster is None:
+        import torch
+
+        cluster_gpus = float(torch.cuda.device_count())
+    else:
+        cluster_gpus = cluster.get("GPU", 0.0)
     gpus = config.ray.gpus_per_trial
     if gpus == "auto":
-        gpus = 1.0 if (torch.cuda.is_available() or config.ray.address) else 0.0
+        gpus = 1.0 if cluster_gpus > 0 and config.training.device != "cpu" else 0.0
     device = config.training.device
     if device == "auto":
         device = "cuda" if gpus > 0 else "cpu"
+    if cluster is not None and device == "cuda" and cluster_gpus == 0:
+        raise HardwareError(
+            "training.device is cuda but the Ray cluster has no GPU; use device: auto (runs on the CPU) "
+            "or a cluster with GPUs"
+        )
+    if cluster is not None and gpus > cluster_gpus:
+        raise HardwareError(
+            f"ray.gpus_per_trial={gpus:g} but the Ray cluster has {cluster_gpus:g} GPU(s); lower it or use auto"
+        )
+    if cluster is not None and config.ray.cpus_per_trial > cluster.get("CPU", 0.0):
+        raise HardwareError(
+            f"ray.cpus_per_trial={config.ray.cpus_per_trial:g} but the Ray cluster has "
+            f"{cluster.get('CPU', 0.0):g} CPU(s); lower it"
+        )
     amp = config.training.amp
     if amp == "auto":
         amp = "fp16" if device == "cuda" else "none"
@@ -42,15 +72,14 @@ class StagePlanning:
     checkpointing: bool | None
 
 
-def stage_planning(config: StudyConfig, in_channels: int, num_classes: int) -> StagePlanning:
+def stage_planning(config: StudyConfig, in_channels: int, num_classes: int, amp: str | None) -> StagePlanning:
     """The study's stage template (channels, classes, deep supervision, dim), profiler and constraints.
 
-    Stages are profiled at the study's patch and batch size, with the AMP mode its trials train with; the
+    Stages are profiled at the study's patch and batch size, with the AMP mode its trials train with (``amp``); the
     memory is predicted (``device="cpu"``) so the driver needs no GPU and never competes with the trials.
     """
     from scalekit.profiler import profile
 
-    _, _, amp = resolve_hardware(config)
     patch, batch = config.dataset.patch_size, config.dataset.batch_size
     template = MedNeXtConfig(
         in_channels=in_channels, num_classes=num_classes, deep_supervision=True, dim=len(patch)
@@ -71,7 +100,7 @@ def profile_study(config: StudyConfig, in_channels: int, num_classes: int) -> li
     """Every stage of every family in the study's space, profiled and checked against its constraints."""
     from .runner import build_space
 
-    planning = stage_planning(config, in_channels, num_classes)
+    planning = stage_planning(config, in_channels, num_classes, resolve_hardware(config)[2])
     space = build_space(config)
     records: list[StageRecord] = []
     for family in space.families:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scalekit.faults import fault_point
+
 RESULTS_FILE = "results.csv"
 
 STATUSES = ("pending", "running", "completed", "infeasible", "failed", "stopped")
@@ -26,6 +28,9 @@ its ``reason`` says which. ``infeasible``: profiled to break a constraint (or ra
 ``failed``: training broke (non-finite loss, an error); ``reason`` holds the message."""
 
 INITS = ("scratch", "upkern")
+
+TABLE_MODE = 0o644
+"""results.csv is readable by the group and others, like every other file a study writes (mkstemp makes 0600)."""
 
 
 @dataclass
@@ -67,6 +72,14 @@ class StageRecord:
     def peak_memory_gb(self) -> float | None:
         """Peak training-step memory in GB as GPU memory is quoted (2**30 bytes: a "24 GB" card)."""
         return None if self.peak_memory_bytes is None else self.peak_memory_bytes / 2**30
+
+    def checkpoint_path(self, study_dir: str | Path) -> Path | None:
+        """The stage's final weights: ``checkpoint`` is stored relative to the study directory (absolute in
+        studies written before 0.2), so a moved study directory keeps working."""
+        if not self.checkpoint:
+            return None
+        path = Path(self.checkpoint)
+        return path if path.is_absolute() else Path(study_dir) / path
 
     @property
     def is_valid(self) -> bool:
@@ -153,7 +166,8 @@ class ResultsTable:
 
 
 def write_results(study_dir: str | Path, records: Iterable[StageRecord]) -> Path:
-    """Atomically (re)write ``results.csv`` in ``study_dir``."""
+    """Atomically (re)write ``results.csv`` in ``study_dir`` (flushed to disk before it replaces the old)."""
+    records = list(records)
     path = Path(study_dir) / RESULTS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results-", suffix=".csv")
@@ -162,6 +176,11 @@ def write_results(study_dir: str | Path, records: Iterable[StageRecord]) -> Path
         writer.writeheader()
         for record in records:
             writer.writerow(record.to_row())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, TABLE_MODE)
+    if any(r.status == "completed" for r in records):
+        fault_point("results-write")
     os.replace(tmp, path)
     return path
 

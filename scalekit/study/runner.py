@@ -6,6 +6,7 @@ results table, the Optuna storage and the stage folders are the state.
 
 Study directory layout::
 
+    .scalekit.lock   held by the one process that runs the study (names its host and PID)
     study.yaml       the validated study file (a rerun must match it)
     prepared.json    the prepared nnU-Net dataset
     results.csv      one row per chain stage, rewritten as each stage changes
@@ -17,40 +18,60 @@ Study directory layout::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from scalekit._atomic import write_atomic
+from scalekit.faults import ENV_VARIABLES
 from scalekit.space import Family, SearchSpace
 
 from .chain import ChainPlanner
-from .config import StudyConfig, StudyConfigError, load_study_config
+from .checks import demo_folder, preflight
+from .config import StudyConfig, StudyConfigError, format_problems, load_study_config, read_yaml
 from .feasibility import resolve_hardware, stage_planning
+from .lock import StudyLock
 from .results import ResultsTable
 
 log = logging.getLogger(__name__)
 
 STUDY_FILE = "study.yaml"
 PREPARED_FILE = "prepared.json"
-RESULT_SECTIONS = ("dataset", "training", "space", "chain", "objectives", "constraints")
-"""Sections that change results: a rerun on the same directory must keep them."""
+STUDY_DIR_ENV = "SCALEKIT_STUDY_DIR"
+"""Set in every process a run starts (Ray's included), so that a test or a user can find them all."""
+IDENTITY_IGNORED = {"output_dir", "ray", "finish", "dataset.raw_dir", "dataset.preprocessed_dir"}
+"""What may change between two runs of one study directory: where it lives and runs, and what it writes at the
+end. Everything else (name, storage, search, space, dataset, training, chain, objectives, constraints) defines
+the study: a rerun with another value would mix results or fork the Optuna history."""
+FORWARDED_ENV = ("nnUNet_def_n_proc", "nnUNet_n_proc_DA", *ENV_VARIABLES)
 
 
 @dataclass(frozen=True)
 class StudySummary:
-    """What a run left: the study directory, stage counts, whether every chain has ended, and the outputs
-    written at the end (report, export folder) when the study finished."""
+    """What a run left: the study directory, stage counts, how it ended, and the outputs written at the end
+    (report, export folder) when the study finished.
+
+    ``state``: ``finished`` (every chain ended, some stage completed), ``none-completed`` (every chain ended
+    without a completed stage), ``interrupted`` (stopped before the end; rerun to resume).
+    """
 
     study_dir: Path
     counts: dict[str, int]
-    finished: bool
+    state: str
+    reasons: dict[str, int] = field(default_factory=dict)
     report: Path | None = None
     export_dir: Path | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "interrupted"
 
 
 def build_space(config: StudyConfig) -> SearchSpace:
@@ -63,17 +84,28 @@ def build_space(config: StudyConfig) -> SearchSpace:
     return SearchSpace.build(s.presets, families, scaling, s.kernels, s.preset_channels)
 
 
-def _check_same_study(config: StudyConfig, study_dir: Path) -> None:
+def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out = []
+        for key in sorted(set(saved) | set(current), key=str):
+            path = f"{prefix}{key}"
+            if path not in IDENTITY_IGNORED:
+                out += _differences(saved.get(key), current.get(key), f"{path}.")
+        return out
+    return [] if saved == current else [prefix.rstrip(".")]
+
+
+def check_same_study(config: StudyConfig, study_dir: Path) -> None:
+    """Refuse to run a study file in a directory that holds another study (any defining field changed)."""
     saved_path = study_dir / STUDY_FILE
     if not saved_path.exists():
         return
-    saved = yaml.safe_load(saved_path.read_text()) or {}
-    current = config.model_dump(mode="json")
-    changed = [s for s in RESULT_SECTIONS if saved.get(s) != current.get(s)]
+    saved = StudyConfig.model_validate(read_yaml(saved_path)).model_dump(mode="json")
+    changed = _differences(saved, config.model_dump(mode="json"))
     if changed:
         raise StudyConfigError(
-            f"{study_dir} holds a study whose {', '.join(changed)} section(s) differ from this study file; "
-            "results would mix. Restore those sections, or give the study a new output_dir."
+            f"{study_dir} holds a study whose {', '.join(changed)} differ(s) from this study file; results "
+            "would mix. Restore those fields, or give the study a new output_dir."
         )
 
 
@@ -85,12 +117,12 @@ def prepare_data(config: StudyConfig) -> Any:
     d = config.dataset
     dataset: Any = d.name if d.name is not None else d.id
     if d.demo is not None:
-        name = (d.name or "ScalekitDemo").split("_", 1)[-1]
-        folder = raw_root / f"Dataset{(d.id or 990):03d}_{name}"
+        folder = demo_folder(config)
         if not (folder / "dataset.json").exists():
             log.info("generating the demo dataset in %s", folder)
             nnunet.make_demo_dataset(
-                raw_root, cases=d.demo.cases, size=d.demo.size, seed=d.demo.seed, dataset_id=d.id or 990, name=name
+                raw_root, cases=d.demo.cases, size=d.demo.size, seed=d.demo.seed, dataset_id=d.id or 990,
+                name=folder.name.split("_", 1)[1],
             )
         dataset = folder
     return nnunet.prepare_dataset(
@@ -102,33 +134,48 @@ def prepare_data(config: StudyConfig) -> Any:
 def run_study(
     study_file: str | Path, address: str | None = None, show_progress: bool = True
 ) -> StudySummary:
-    """Run (or resume) the study described by ``study_file``; returns when every chain has ended or on Ctrl-C."""
-    from scalekit.upkern_chain import ChainSearcher, RaySettings, SearchSettings, open_optuna_study, run_chains
+    """Run (or resume) the study described by ``study_file``; returns when every chain has ended or when the
+    run is interrupted (Ctrl-C: the summary's state says so, and a rerun resumes).
+
+    Raises:
+        StudyConfigError: a bad study file, a study directory holding another study, or anything
+            :func:`~scalekit.study.checks.preflight` finds, before anything is written.
+        StudyLockedError: another process runs this study directory.
+    """
+    config = load_study_config(study_file)
+    if address is not None:
+        config = config.model_copy(update={"ray": config.ray.model_copy(update={"address": address})})
+    problems = preflight(config)
+    if problems:
+        raise StudyConfigError(format_problems(study_file, problems))
+    study_dir = config.output_dir
+    with StudyLock(study_dir):
+        check_same_study(config, study_dir)
+        write_atomic(study_dir / STUDY_FILE, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        try:
+            return _run_locked(config, show_progress)
+        except KeyboardInterrupt:  # before or after the chains (data, report): nothing is lost, rerun resumes
+            log.warning("interrupted")
+            table = ResultsTable(study_dir)
+            return StudySummary(study_dir, dict(Counter(r.status for r in table.records())), "interrupted")
+
+
+def _run_locked(config: StudyConfig, show_progress: bool) -> StudySummary:
+    from scalekit.upkern_chain import (
+        ChainSearcher,
+        RaySettings,
+        SearchSettings,
+        TrialResources,
+        open_optuna_study,
+        ray_cluster,
+        run_chains,
+    )
 
     from .progress import StudyProgress
     from .stage import stage_launcher
 
-    config = load_study_config(study_file)
-    if address is not None:
-        config = config.model_copy(update={"ray": config.ray.model_copy(update={"address": address})})
     study_dir = config.output_dir
-    _check_same_study(config, study_dir)
-    study_dir.mkdir(parents=True, exist_ok=True)
-    (study_dir / STUDY_FILE).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-
     space = build_space(config)
-    prepared = prepare_data(config)
-    (study_dir / PREPARED_FILE).write_text(json.dumps(prepared.to_dict(), indent=1))
-    gpus, device, amp = resolve_hardware(config)
-    planning = stage_planning(config, prepared.num_input_channels, prepared.num_classes)
-    table = ResultsTable(study_dir)
-    planner = ChainPlanner(
-        space, table, planning.template, planning.profile, planning.constraints,
-        study_dir / "stages", config.chain.min_improvement, planning.checkpointing,
-    )
-    interrupted = planner.recover_interrupted()
-    if interrupted:
-        log.info("resuming interrupted stages: %s", ", ".join(interrupted))
     settings = SearchSettings(
         sampler=config.search.sampler,
         families=config.search.families,
@@ -138,38 +185,56 @@ def run_study(
         storage=config.storage or f"sqlite:///{study_dir / 'optuna.db'}",
         study_name=config.name,
     )
-    progress = StudyProgress(table, f"study {config.name}")
-    searcher = ChainSearcher(
-        planner, open_optuna_study(settings, space), settings,
-        stage_launcher(config, prepared, device, amp), on_change=progress.refresh,
-    )
+    study = open_optuna_study(settings, space)
+    prepared = prepare_data(config)
+    write_atomic(study_dir / PREPARED_FILE, json.dumps(prepared.to_dict(), indent=1))
+    table = ResultsTable(study_dir)
     threads = str(max(1, int(config.ray.cpus_per_trial)))
-    env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
-    for key in ("nnUNet_def_n_proc", "nnUNet_n_proc_DA"):
-        if key in os.environ:
-            env[key] = os.environ[key]
-    ray_settings = RaySettings(config.ray.address, config.ray.cpus_per_trial, gpus, config.ray.max_concurrent, env)
-    if show_progress:
-        with progress.live():
-            run_chains(searcher, ray_settings, study_dir / "ray")
-    else:
-        run_chains(searcher, ray_settings, study_dir / "ray")
-    counts = planner.counts()
-    finished = not counts.get("pending") and not counts.get("running")
-    if not finished:
-        return StudySummary(study_dir, counts, finished)
-    return StudySummary(study_dir, counts, finished, *finish_study(config))
+    env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1",
+           STUDY_DIR_ENV: str(study_dir)}
+    env.update({key: os.environ[key] for key in FORWARDED_ENV if key in os.environ})
+    os.environ[STUDY_DIR_ENV] = str(study_dir)
+    with ray_cluster(RaySettings(config.ray.address, env)) as cluster:
+        gpus, device, amp = resolve_hardware(config, cluster)
+        planning = stage_planning(config, prepared.num_input_channels, prepared.num_classes, amp)
+        planner = ChainPlanner(
+            space, table, planning.template, planning.profile, planning.constraints,
+            study_dir / "stages", config.chain.min_improvement, planning.checkpointing,
+        )
+        for kind, stage_ids in planner.recover().items():
+            if stage_ids:
+                log.warning("%s stages: %s", kind, ", ".join(stage_ids))
+        progress = StudyProgress(table, f"study {config.name}")
+        searcher = ChainSearcher(
+            planner, study, settings, stage_launcher(config, prepared, device, amp), on_change=progress.refresh
+        )
+        resources = TrialResources(config.ray.cpus_per_trial, gpus, config.ray.max_concurrent)
+        try:
+            with progress.live() if show_progress else contextlib.nullcontext():
+                run_chains(searcher, resources, study_dir / "ray")
+        except KeyboardInterrupt:
+            log.warning("interrupted")
+        interrupted = planner.interrupt()
+    if interrupted or not searcher.finished:
+        return StudySummary(study_dir, planner.counts(), "interrupted")
+    records = table.records()
+    if not any(r.is_valid for r in records):
+        reasons = Counter(f"{r.status}: {r.reason}" for r in records if r.reason)
+        report, _ = finish_study(config, export=False)
+        return StudySummary(study_dir, planner.counts(), "none-completed", dict(reasons), report)
+    return StudySummary(study_dir, planner.counts(), "finished", {}, *finish_study(config))
 
 
-def finish_study(config: StudyConfig) -> tuple[Path | None, Path | None]:
-    """Write the report and the export that the study's ``finish`` section asks for."""
+def finish_study(config: StudyConfig, export: bool = True) -> tuple[Path | None, Path | None]:
+    """Write the report and the export that the study's ``finish`` section asks for (no export when
+    ``export`` is false: a study without a completed stage has nothing to export)."""
     report = export_dir = None
     if config.finish.report:
         from scalekit.report import write_report
 
         report = write_report(config.output_dir).html
     spec = config.finish.export
-    if spec is not None:
+    if spec is not None and export:
         from scalekit.selection import export_stage
 
         export_dir = config.output_dir / "export"

@@ -9,7 +9,12 @@ memory, with the memory figure). It never raises, so one bad stage never stops a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import multiprocessing
+import os
+import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -22,6 +27,7 @@ from .config import StudyConfig
 log = logging.getLogger(__name__)
 
 ERROR_LOG = "error.log"
+DRIVER_POLL_S = 0.5
 
 
 def stage_launcher(
@@ -49,6 +55,7 @@ def stage_launcher(
             "device": device,
             "seed": t.seed,
             "nsd_tolerance_mm": t.nsd_tolerance_mm,
+            "driver": {"host": socket.gethostname(), "pid": os.getpid()},
         }
 
     return launch
@@ -60,6 +67,36 @@ def _cuda_peak() -> int | None:
     return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def watch_driver(driver: dict[str, Any], interval_s: float = DRIVER_POLL_S) -> None:
+    """End this worker soon after the study driver that launched it dies (a SIGKILL, a lost terminal).
+
+    Ray itself reaps orphaned workers only after several seconds, during which a rerun of the study could
+    already be training the same stage. On another host than the driver's the check is left to Ray.
+    """
+    if driver.get("host") != socket.gethostname():
+        return
+
+    def watch() -> None:
+        while _alive(int(driver["pid"])):
+            time.sleep(interval_s)
+        log.warning("the study driver (PID %s) is gone: ending this stage worker", driver["pid"])
+        for child in multiprocessing.active_children():
+            child.kill()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="scalekit-driver-watch", daemon=True).start()
+
+
 def execute_stage(spec: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> None:
     """Train one stage (resuming from its folder's last checkpoint) and report how it ended."""
     import torch
@@ -67,6 +104,8 @@ def execute_stage(spec: dict[str, Any], report: Callable[[dict[str, Any]], None]
     from scalekit import nnunet
     from scalekit.mednext import MedNeXtConfig
 
+    if "driver" in spec:
+        watch_driver(spec["driver"])
     output_dir = Path(spec["output_dir"])
     output_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -88,7 +127,11 @@ def execute_stage(spec: dict[str, Any], report: Callable[[dict[str, Any]], None]
         batch_size=spec["batch_size"],
     )
     try:
-        outcome = nnunet.train_stage(request, on_epoch=report)
+        try:
+            outcome = nnunet.train_stage(request, on_epoch=report)
+        except nnunet.StageMismatchError as err:
+            log.warning("%s; starting the stage over", err)
+            outcome = nnunet.train_stage(dataclasses.replace(request, resume=False), on_epoch=report)
     except nnunet.NonFiniteLossError as err:
         report({"stage_status": "failed", "stage_reason": str(err)})
     except torch.OutOfMemoryError:
@@ -115,7 +158,7 @@ def execute_stage(spec: dict[str, Any], report: Callable[[dict[str, Any]], None]
             "per_class_nsd": list(outcome.per_class_nsd),
             "epochs": outcome.epochs_total,
             "wall_time_s": round(outcome.wall_time_s, 2),
-            "checkpoint": str(outcome.checkpoint),
+            "checkpoint": outcome.checkpoint.relative_to(output_dir.resolve()).as_posix(),
             **({"peak_memory_bytes": peak, "memory_method": "measured"} if (peak := _cuda_peak()) else {}),
         })
     log.info("stage %s ended after %.1f s", spec["stage_id"], time.monotonic() - started)

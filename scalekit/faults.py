@@ -1,0 +1,44 @@
+"""Named moments at which the fault-injection tests stop a study the way a crash would.
+
+With ``SCALEKIT_FAULT=<point>`` (or ``<point>:<text>``) and ``SCALEKIT_FAULT_MARKER=<file>`` in the environment, the process that
+reaches ``fault_point(<point>)`` writes the marker file and blocks there; the test then sends SIGKILL to the
+study's process group at exactly that moment and reruns the study. Without those variables (every real run)
+a fault point costs one environment lookup. Points are listed in :data:`POINTS` so a typo fails loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+POINTS = (
+    "demo-data",  # the demo dataset is half written
+    "prepare",  # nnU-Net preprocessing ran, scalekit's record of it is not written yet
+    "stage-request",  # a stage's request.json is written, its first checkpoint is not
+    "stage-epoch",  # a stage wrote an epoch checkpoint and has epochs left
+    "results-write",  # results.csv is being rewritten after a stage completed
+    "report",  # the report is being written
+)
+ENV_POINT = "SCALEKIT_FAULT"
+ENV_MARKER = "SCALEKIT_FAULT_MARKER"
+ENV_VARIABLES = (ENV_POINT, ENV_MARKER)
+BLOCK_SECONDS = 600
+
+
+def fault_point(name: str, where: str = "") -> None:
+    """Block here (after writing the marker) when the environment names this point; return otherwise.
+
+    ``SCALEKIT_FAULT=<point>:<text>`` narrows a point to the calls whose ``where`` (e.g. a stage id)
+    contains ``<text>``.
+    """
+    if name not in POINTS:
+        raise ValueError(f"unknown fault point {name!r}; known: {', '.join(POINTS)}")
+    point, _, text = os.environ.get(ENV_POINT, "").partition(":")
+    if point != name or text not in where:
+        return
+    marker = os.environ.get(ENV_MARKER)
+    if not marker or Path(marker).exists():  # only the first process to get here waits to be killed
+        return
+    Path(marker).write_text(f"{name} {os.getpid()}\n")
+    time.sleep(BLOCK_SECONDS)

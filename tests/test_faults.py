@@ -1,0 +1,167 @@
+"""Fault injection: a tiny study killed with SIGKILL at each risky moment, then rerun.
+
+After every rerun: each stage exactly once, no completed stage retrained (checkpoint bytes and recorded wall
+time unchanged), every stage's first-epoch training loss equal to the uninterrupted run's (CPU training is
+deterministic here, so a resumed UpKern stage that lost its UpKern start would show), the Optuna storage
+consistent with results.csv, and no process of the killed run left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from scalekit.study import read_results
+
+from .faultkit import (
+    ENV,
+    check_consistent,
+    command,
+    digest,
+    first_losses,
+    kill_at,
+    run,
+    snapshot,
+    study_file,
+    wait_for_no_processes,
+)
+
+pytestmark = pytest.mark.slow
+
+CHAIN = [3, 5]
+
+
+def dirs(root: Path) -> dict[str, str]:
+    return {"raw_dir": str(root / "raw"), "preprocessed_dir": str(root / "preprocessed")}
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """nnU-Net folders prepared once by the uninterrupted run."""
+    return dirs(tmp_path_factory.mktemp("nnunet"))
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory, shared: dict[str, str]) -> dict[int, float]:
+    """First-epoch losses of the uninterrupted k3 -> k5 chain."""
+    folder = tmp_path_factory.mktemp("baseline")
+    run(study_file(folder, shared, CHAIN, epochs=2))
+    check_consistent(folder / "study", CHAIN)
+    return first_losses(folder / "study")
+
+
+def _equal_losses(study_dir: Path, baseline: dict[int, float]) -> None:
+    losses = first_losses(study_dir)
+    assert losses == pytest.approx({k: baseline[k] for k in losses}, abs=1e-6), (losses, baseline)
+
+
+@pytest.mark.parametrize("point", ["demo-data", "prepare"])
+def test_kill_before_training(tmp_path: Path, baseline: dict[int, float], point: str) -> None:
+    """Killed while the demo data is written or while nnU-Net preprocesses it: the rerun redoes that step."""
+    path = study_file(tmp_path, dirs(tmp_path / "nnunet"), [3], epochs=1)
+    study_dir = tmp_path / "study"
+    kill_at(path, point, study_dir)
+    assert not (study_dir / "results.csv").exists()
+    run(path)
+    check_consistent(study_dir, [3])
+    _equal_losses(study_dir, baseline)
+
+
+@pytest.mark.parametrize("point", ["stage-request:-k5", "stage-epoch:-k5"])
+def test_kill_in_upkern_stage(tmp_path: Path, shared: dict, baseline: dict[int, float], point: str) -> None:
+    """Killed after the k5 stage's request was written (before its first checkpoint), or mid-stage after
+    an epoch checkpoint: the resumed k5 starts from UpKern of k3 (or its own checkpoint), k3 is untouched."""
+    path = study_file(tmp_path, shared, CHAIN, epochs=2)
+    study_dir = tmp_path / "study"
+    kill_at(path, point, study_dir)
+    before = snapshot(study_dir)
+    assert len(before) == 1, before  # k3 completed, k5 killed
+    run(path)
+    check_consistent(study_dir, CHAIN)
+    after = snapshot(study_dir)
+    assert {k: after[k] for k in before} == before
+    _equal_losses(study_dir, baseline)
+
+
+def test_kill_while_results_are_rewritten(tmp_path: Path, shared: dict, baseline: dict[int, float]) -> None:
+    """Killed while results.csv is rewritten after the stage completed: the table still says running; the
+    rerun takes the completed stage from its folder without training it again."""
+    path = study_file(tmp_path, shared, [3], epochs=1)
+    study_dir = tmp_path / "study"
+    kill_at(path, "results-write", study_dir)
+    (row,) = read_results(study_dir)
+    assert row.status == "running"
+    final = study_dir / "stages" / row.stage_id / "final.pt"
+    kept = digest(final), final.stat().st_mtime_ns
+    run(path)
+    check_consistent(study_dir, [3])
+    assert (digest(final), final.stat().st_mtime_ns) == kept
+    _equal_losses(study_dir, baseline)
+
+
+def test_kill_during_report(tmp_path: Path, shared: dict, baseline: dict[int, float]) -> None:
+    """Killed while the report is written: the rerun trains nothing and writes the whole report."""
+    path = study_file(tmp_path, shared, [3], epochs=1)
+    study_dir = tmp_path / "study"
+    kill_at(path, "report", study_dir)
+    before = snapshot(study_dir)
+    assert len(before) == 1
+    run(path)
+    check_consistent(study_dir, [3])
+    assert snapshot(study_dir) == before
+    assert "</html>" in (study_dir / "report.html").read_text()
+
+
+def test_second_writer_is_refused_and_other_studies_run(tmp_path: Path, shared: dict) -> None:
+    """While a study runs, a second `study run` of its directory exits 2 at once naming the holder; a
+    study in another directory runs to the end beside it."""
+    first = study_file(tmp_path / "one", shared, [3], epochs=1)
+    marker = tmp_path / "one" / "blocked"
+    env = {**ENV, "SCALEKIT_FAULT": "stage-request", "SCALEKIT_FAULT_MARKER": str(marker)}
+    holder = subprocess.Popen(command(first), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists():
+            assert holder.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        started = time.monotonic()
+        second = run(first, expect=2)
+        assert time.monotonic() - started < 10
+        (line,) = second.stderr.strip().splitlines()
+        assert f"PID {holder.pid}" in line and "in use" in line
+        other = study_file(tmp_path / "two", shared, [3], epochs=1)
+        run(other)
+        check_consistent(tmp_path / "two" / "study", [3])
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=60)
+    wait_for_no_processes(tmp_path / "one" / "study")
+
+
+def test_ctrl_c_interrupts_and_the_rerun_resumes(tmp_path: Path, shared: dict) -> None:
+    """Ctrl-C (SIGINT to the process group) mid-stage: exit 130, the stage back to pending, rerun finishes."""
+    path = study_file(tmp_path, shared, [3], epochs=2)
+    study_dir = tmp_path / "study"
+    marker = tmp_path / "at-epoch"
+    env = {**ENV, "SCALEKIT_FAULT": "stage-epoch", "SCALEKIT_FAULT_MARKER": str(marker)}
+    proc = subprocess.Popen(command(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            start_new_session=True, text=True)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err[-3000:]
+    assert "interrupted" in out and "Traceback" not in err
+    (row,) = read_results(study_dir)
+    assert row.status == "pending" and "interrupted" in row.reason
+    wait_for_no_processes(study_dir)
+    run(path)
+    check_consistent(study_dir, [3])
