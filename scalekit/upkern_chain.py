@@ -142,6 +142,7 @@ class ChainSearcher(Searcher):
         }
         self._exhausted = False
         self.finished = False
+        self.error: Exception | None = None
         self._recover_trials()
         self._tell_finished_families()
 
@@ -204,6 +205,15 @@ class ChainSearcher(Searcher):
     # ---- Ray Tune --------------------------------------------------------------------------------------------
 
     def suggest(self, trial_id: str) -> dict | str | None:
+        if self.error is not None:
+            return Searcher.FINISHED
+        try:
+            return self._suggest(trial_id)
+        except Exception as err:  # noqa: BLE001 - Tune would swallow it into a trial failure; run_study raises it
+            self._fail(err)
+            return Searcher.FINISHED
+
+    def _suggest(self, trial_id: str) -> dict | str | None:
         while True:
             runnable = self.planner.runnable()
             if runnable:
@@ -222,6 +232,13 @@ class ChainSearcher(Searcher):
             self.finished = True
             return Searcher.FINISHED
 
+    def _fail(self, err: Exception) -> None:
+        """Keep the first error of the driver's own work (writing results.csv, the Optuna storage): no new
+        stage starts, and :func:`run_chains` raises it once the running ones ended."""
+        log.debug("the study stops: %s", err, exc_info=True)
+        if self.error is None:
+            self.error = err
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self.on_change()
 
@@ -229,11 +246,17 @@ class ChainSearcher(Searcher):
         stage_id = self._trial_stage.pop(trial_id, None)
         if stage_id is None:
             return
+        try:
+            self._complete(stage_id, result, error)
+        except Exception as err:  # noqa: BLE001 - see suggest
+            self._fail(err)
+        self.on_change()
+
+    def _complete(self, stage_id: str, result: dict | None, error: bool) -> None:
         if error:
             self.planner.finish(stage_id, "failed", "the trial process died (see the Ray trial log)")
         elif not result or "stage_status" not in result:  # stopped by Tune before it ended (Ctrl-C)
             self.planner.interrupt([stage_id])
-            self.on_change()
             return
         else:
             measured = {k: result[k] for k in MEASURED_FIELDS if k in result}
@@ -243,7 +266,6 @@ class ChainSearcher(Searcher):
         family_id = self.planner.table[stage_id].family_id
         if self.planner.family_done(family_id):
             self._tell(family_id)
-        self.on_change()
 
     def _state_location(self) -> dict[str, str]:
         return {"results": str(self.planner.table.path), "optuna_storage": self.settings.storage}
@@ -316,7 +338,8 @@ def ray_cluster(settings: RaySettings) -> Iterator[dict[str, float]]:
 
 
 def run_chains(searcher: ChainSearcher, resources: TrialResources, experiment_dir: Path) -> None:
-    """Run every stage the searcher hands out as a Ray Tune trial, inside :func:`ray_cluster`."""
+    """Run every stage the searcher hands out as a Ray Tune trial, inside :func:`ray_cluster`; an error of the
+    searcher's own work (e.g. a full disk under results.csv) is raised after the running trials ended."""
     trainable = tune.with_resources(run_stage_trial, {"cpu": resources.cpus, "gpu": resources.gpus})
     run_name = time.strftime("run-%Y%m%d-%H%M%S")
     tuner = tune.Tuner(
@@ -336,3 +359,5 @@ def run_chains(searcher: ChainSearcher, resources: TrialResources, experiment_di
         ),
     )
     tuner.fit()
+    if searcher.error is not None:
+        raise searcher.error

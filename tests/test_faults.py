@@ -9,6 +9,7 @@ consistent with results.csv, and no process of the killed run left.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -28,6 +29,7 @@ from .faultkit import (
     run,
     snapshot,
     study_file,
+    study_processes,
     wait_for_no_processes,
 )
 
@@ -165,3 +167,100 @@ def test_ctrl_c_interrupts_and_the_rerun_resumes(tmp_path: Path, shared: dict) -
     wait_for_no_processes(study_dir)
     run(path)
     check_consistent(study_dir, [3])
+
+
+def test_orphaned_stage_worker_ends_with_its_driver(tmp_path: Path, shared: dict) -> None:
+    """Only the driver is killed (its terminal closed, say): the stage worker ends within seconds instead of
+    training on beside a rerun (Ray would reap it much later)."""
+    path = study_file(tmp_path, shared, [3], epochs=2)
+    study_dir = tmp_path / "study"
+    marker = tmp_path / "at-epoch"
+    env = {**ENV, "SCALEKIT_FAULT": "stage-epoch", "SCALEKIT_FAULT_MARKER": str(marker)}
+    proc = subprocess.Popen(command(path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    worker = int(marker.read_text().split()[1])
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    start = time.monotonic()
+    while Path(f"/proc/{worker}").exists() and "Z" not in Path(f"/proc/{worker}/stat").read_text().split()[2]:
+        assert time.monotonic() - start < 5, "the stage worker outlived its driver"
+        time.sleep(0.1)
+    for pid in study_processes(study_dir):  # Ray's own helpers end by themselves within a minute
+        os.kill(pid, signal.SIGKILL)
+    run(path)
+    check_consistent(study_dir, [3])
+
+
+def test_moved_study_resumes_and_deleted_weights_retrain(tmp_path: Path, shared: dict) -> None:
+    """Defect 5: checkpoint paths are relative, so a moved study directory still finishes; a completed stage
+    whose final.pt was deleted trains again instead of breaking the export."""
+    path = study_file(tmp_path, shared, CHAIN, epochs=1)
+    run(path)
+    moved = tmp_path / "moved"
+    shutil.move(tmp_path / "study", moved)
+    path = study_file(tmp_path, shared, CHAIN, epochs=1, output_dir=str(moved),
+                      finish={"report": True, "export": {"select": "best", "to": "config"}})
+    before = snapshot(moved)
+    run(path)
+    assert snapshot(moved) == before, "nothing retrained after the move"
+    k5 = next(r for r in read_results(moved) if r.kernel_size == 5)
+    k5.checkpoint_path(moved).unlink()
+    run(path)
+    check_consistent(moved, CHAIN)
+    after = snapshot(moved)
+    assert after[k5.stage_id][1] != before[k5.stage_id][1], "k5 trained again"
+    assert {k: v for k, v in after.items() if k != k5.stage_id} == {
+        k: v for k, v in before.items() if k != k5.stage_id}
+    assert (moved / "export" / "selection.json").is_file()
+
+
+def test_tampered_preprocessed_file_stops_the_run(tmp_path: Path, shared: dict, baseline: dict) -> None:
+    """Defect 14: a preprocessed pickle replaced after preparation is named, and nothing trains from it."""
+    own = dirs(tmp_path / "nnunet")
+    shutil.copytree(shared["raw_dir"], own["raw_dir"], symlinks=True)
+    shutil.copytree(shared["preprocessed_dir"], own["preprocessed_dir"], symlinks=True)
+    pickle_file = next(Path(own["preprocessed_dir"]).rglob("*.pkl"))
+    pickle_file.write_bytes(pickle_file.read_bytes() + b"\0")
+    result = run(study_file(tmp_path, own, [3], epochs=1), expect=2)
+    (line,) = result.stderr.strip().splitlines()
+    assert pickle_file.name in line and "changed" in line
+    assert not (tmp_path / "study" / "stages").exists()
+
+
+READ_ONLY = """
+import errno, sys
+import scalekit.study.results as results
+original = results.write_results
+def read_only(study_dir, records):
+    records = list(records)
+    if any(r.status == "completed" for r in records):
+        raise OSError(errno.EROFS, "Read-only file system", str(results.Path(study_dir) / "results.csv"))
+    return original(study_dir, records)
+results.write_results = read_only
+if __name__ == "__main__":
+    from scalekit.cli import main
+    main()
+"""
+
+
+def test_read_only_study_directory_mid_run(tmp_path: Path, shared: dict, baseline: dict) -> None:
+    """Defect 7: the disk turning read-only while a stage's result is written is one line and exit 2, and
+    the rerun (writable again) finishes without training the stage again."""
+    path = study_file(tmp_path, shared, [3], epochs=1)
+    script = tmp_path / "read_only.py"
+    script.write_text(READ_ONLY)
+    result = subprocess.run([*command(path)[:1], str(script), *command(path)[3:]], capture_output=True,
+                            text=True, timeout=900, env=ENV)
+    assert result.returncode == 2, result.stderr[-3000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: cannot access ") and "results.csv: Read-only file system" in line
+    wait_for_no_processes(tmp_path / "study")
+    final = next((tmp_path / "study" / "stages").glob("*/final.pt"))
+    kept = digest(final)
+    run(path)
+    check_consistent(tmp_path / "study", [3])
+    assert digest(final) == kept

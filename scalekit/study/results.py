@@ -150,19 +150,19 @@ class ResultsTable:
     def upsert(self, record: StageRecord) -> None:
         """Insert or replace a stage and rewrite the table."""
         with self._lock:
-            self._rows[record.stage_id] = record
-            self._write()
+            self._commit(record)
 
     def update(self, stage_id: str, **changes: Any) -> StageRecord:
         """Change some fields of a stage and rewrite the table."""
         with self._lock:
-            record = dataclasses.replace(self._rows[stage_id], **changes)
-            self._rows[stage_id] = record
-            self._write()
-            return record
+            return self._commit(dataclasses.replace(self._rows[stage_id], **changes))
 
-    def _write(self) -> None:
-        write_results(self.path.parent, self._rows.values())
+    def _commit(self, record: StageRecord) -> StageRecord:
+        """Write the table with ``record``, then hold it: a failed write (a full disk) changes nothing."""
+        rows = {**self._rows, record.stage_id: record}
+        write_results(self.path.parent, rows.values())
+        self._rows = rows
+        return record
 
 
 def write_results(study_dir: str | Path, records: Iterable[StageRecord]) -> Path:
