@@ -75,7 +75,7 @@ def study_processes(study_dir: Path) -> list[int]:
     return found
 
 
-def wait_for_no_processes(study_dir: Path, timeout_s: float = 20.0) -> float:
+def wait_for_no_processes(study_dir: Path, timeout_s: float = 10.0) -> float:
     """Seconds until no process of the study is left; fails the test after ``timeout_s``."""
     start = time.monotonic()
     while study_processes(study_dir):

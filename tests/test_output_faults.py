@@ -18,13 +18,14 @@ from typing import NoReturn
 import pytest
 import torch
 
-from .fixtures.study_fixture import make_study
 from scalekit import report
 from scalekit._atomic import atomic_path, staged_dir, write_atomic
 from scalekit.mednext import MedNeXt, MedNeXtConfig, save_checkpoint
 from scalekit.nnunet import PreparedDataset
 from scalekit.selection import export_stage
 from scalekit.study.results import read_results, write_results
+
+from .fixtures.study_fixture import make_study
 
 PLANS = {"plans_name": "nnUNetPlans", "configurations": {"3d_fullres": {"patch_size": [32, 32, 32]}}}
 TARGETS = ("config", "nnunet")

@@ -11,7 +11,7 @@ import yaml
 
 from scalekit.space import Family, SearchSpace, scale_family
 from scalekit.study import StudyConfigError, build_space, load_study_config
-from scalekit.study.config import read_yaml
+from scalekit.study.studyfile import read_yaml
 
 VALID = {
     "name": "tiny",

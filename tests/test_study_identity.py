@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scalekit.study import StudyConfigError, StudyConfig, write_results
+from scalekit.study import StudyConfig, StudyConfigError, write_results
 from scalekit.study.feasibility import HardwareError, resolve_hardware
 from scalekit.study.lock import StudyLock, StudyLockedError
 from scalekit.study.runner import STUDY_FILE, check_same_study

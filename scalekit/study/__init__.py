@@ -6,9 +6,10 @@
 """
 
 from .chain import ChainPlanner, Constraints
-from .config import StudyConfig, StudyConfigError, load_study_config, study_problems
+from .config import StudyConfig, StudyConfigError
 from .results import ResultsTable, StageRecord, read_results, write_results
 from .runner import StudySummary, build_space, run_study
+from .studyfile import load_study_config, study_problems
 
 __all__ = [
     "ChainPlanner",
