@@ -170,7 +170,11 @@ class ChainSearcher(Searcher):
                 self._tell(family_id)
 
     def _tell(self, family_id: str) -> None:
+        """Tell Optuna a family's result, once: a family told before (a stage retrained after its weights
+        were deleted) keeps the value it was told."""
         number = self._family_trial[family_id]
+        if self.study.trials[number].state.is_finished():
+            return
         best = self.planner.best_stage(family_id)
         if best.status in ("completed", "infeasible"):
             self.study.tell(number, objective_values(best, self.settings.metrics))

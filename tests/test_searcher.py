@@ -113,3 +113,23 @@ def test_completed_stage_without_weights_retrains(tmp_path: Path) -> None:
     assert s.planner.recover() == {"interrupted": [], "missing": [first]}
     row = s.planner.table[first]
     assert row.status == "pending" and row.mean_dice is None and not row.checkpoint and "missing" in row.reason
+
+
+def test_family_told_once_when_a_stage_retrains(tmp_path: Path) -> None:
+    s = searcher(tmp_path, families=1)
+    run_all(s)
+    trial = s.study.trials[0]
+    k5 = next(r for r in s.planner.table.records() if r.kernel_size == 5)
+    (tmp_path / "stages" / k5.stage_id).mkdir(parents=True)
+    for r in s.planner.table.records():
+        path = r.checkpoint_path(tmp_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if r.stage_id != k5.stage_id:
+            path.write_bytes(b"x")
+    again = searcher(tmp_path, families=1)
+    assert again.planner.recover()["missing"] == [k5.stage_id]
+    assert again.suggest("x")["stage_id"] == k5.stage_id
+    again.on_trial_complete("x", completed(0.9))
+    assert again.error is None
+    assert again.suggest("y") == ChainSearcher.FINISHED
+    assert again.study.trials[0].values == trial.values
