@@ -12,7 +12,6 @@ The objectives and constraints of a study are read from its ``study.yaml`` (keys
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,48 +20,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from scalekit.study.results import StageRecord, read_results
+from scalekit.records import Objective, StageRecord, read_results
 
 log = logging.getLogger(__name__)
 
 STUDY_FILE = "study.yaml"
-DIRECTIONS = ("maximize", "minimize")
-METRICS = tuple(
-    f.name for f in dataclasses.fields(StageRecord) if str(f.type).startswith(("int |", "float |"))
-) + ("peak_memory_gb",)
-"""Numeric stage values an objective may name: the measured fields of a stage plus ``peak_memory_gb``."""
-MAXIMIZED = ("mean_dice", "mean_nsd")
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One objective of a study: a stage metric (one of ``METRICS``) and whether larger or smaller is better."""
-
-    metric: str
-    direction: str = ""
-    """``maximize`` or ``minimize``; empty: the metric's natural direction (maximise Dice and NSD, minimise
-    the rest)."""
-
-    def __post_init__(self) -> None:
-        if not self.direction:
-            object.__setattr__(self, "direction", "maximize" if self.metric in MAXIMIZED else "minimize")
-        if self.metric not in METRICS:
-            raise ValueError(f"objective metric {self.metric!r} is unknown; use one of {', '.join(METRICS)}")
-        if self.direction not in DIRECTIONS:
-            raise ValueError(
-                f"objective {self.metric!r}: direction {self.direction!r} is unknown; use 'maximize' or 'minimize'"
-            )
-
-    @property
-    def maximize(self) -> bool:
-        return self.direction == "maximize"
-
-    def value(self, record: StageRecord) -> float | None:
-        """The stage's value of this metric, or None where it was not measured."""
-        value = getattr(record, self.metric)
-        return None if value is None else float(value)
-
-
 DEFAULT_OBJECTIVES = (Objective("mean_dice", "maximize"), Objective("peak_memory_gb", "minimize"))
 
 

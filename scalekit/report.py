@@ -20,9 +20,9 @@ import plotly.graph_objects as go
 
 from scalekit._atomic import atomic_path, write_atomic
 from scalekit.faults import fault_point
-from scalekit.pareto import Objective, StudyGoals, pareto_front, study_front
+from scalekit.pareto import StudyGoals, pareto_front, study_front
 from scalekit.selection import rule_choices
-from scalekit.study.results import StageRecord
+from scalekit.records import Objective, StageRecord
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from scalekit._atomic import Staging, staged_dir
-from scalekit.pareto import Objective, pareto_front
-from scalekit.study.results import StageRecord, read_results
+from scalekit.pareto import pareto_front
+from scalekit.records import Objective, StageRecord, read_results
 
 if TYPE_CHECKING:
     from scalekit.mednext import MedNeXtConfig

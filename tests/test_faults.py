@@ -233,7 +233,7 @@ def test_tampered_preprocessed_file_stops_the_run(tmp_path: Path, shared: dict, 
 
 READ_ONLY = """
 import errno, sys
-import scalekit.study.results as results
+import scalekit.records as results
 original = results.write_results
 def read_only(study_dir, records):
     records = list(records)

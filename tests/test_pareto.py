@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from .fixtures.study_fixture import STUDY_FRONT, make_study
-from scalekit.pareto import Objective, StudyGoals, pareto_front, pareto_mask, read_goals, study_front
-from scalekit.study.results import StageRecord
+from scalekit.pareto import StudyGoals, pareto_front, pareto_mask, read_goals, study_front
+from scalekit.records import Objective, StageRecord
 
 
 def _stage(stage_id: str, status: str = "completed", **values) -> StageRecord:

@@ -12,7 +12,7 @@ import pytest
 
 from .fixtures.study_fixture import DICE_MEMORY_FRONT, STAGES, STUDY_FRONT, make_study
 from scalekit.report import build_figures, build_report_data, write_report
-from scalekit.study.results import read_results, write_results
+from scalekit.records import read_results, write_results
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 ALL_IDS = [s[0] for s in STAGES]

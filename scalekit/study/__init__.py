@@ -7,7 +7,7 @@
 
 from .chain import ChainPlanner, Constraints
 from .config import StudyConfig, StudyConfigError
-from .results import ResultsTable, StageRecord, read_results, write_results
+from scalekit.records import ResultsTable, StageRecord, read_results, write_results
 from .runner import StudySummary, build_space, run_study
 from .studyfile import load_study_config, study_problems
 

@@ -19,7 +19,7 @@ from typing import Any
 from scalekit.mednext.config import MedNeXtConfig
 from scalekit.space import Family, SearchSpace
 
-from .results import ResultsTable, StageRecord
+from scalekit.records import ResultsTable, StageRecord
 
 log = logging.getLogger(__name__)
 

@@ -22,16 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field
 
 from scalekit.mednext.config import DIVISOR, NUM_STAGES
 from scalekit.mednext.presets import PRESETS
+from scalekit.records import OBJECTIVES, Objective
 
-OBJECTIVE_METRICS = {
-    "mean_dice": "maximize",
-    "mean_nsd": "maximize",
-    "peak_memory_gb": "minimize",
-    "gflops_train": "minimize",
-    "gflops_fvcore": "minimize",
-    "params": "minimize",
-}
-"""Metrics a study can optimise, with their natural direction."""
 
 SELECT_RULES = ("best", "knee")
 BUDGET_RULE = "max-dice-under="
@@ -213,20 +205,25 @@ class ChainSection(_Model):
     )
 
 
-class Objective(_Model):
+class ObjectiveSpec(_Model):
+    """One objective of the study file; see :class:`scalekit.records.Objective`."""
+
     metric: str
     direction: Literal["maximize", "minimize"] | None = None
 
     @field_validator("metric")
     @classmethod
     def _metric(cls, value: str) -> str:
-        if value not in OBJECTIVE_METRICS:
-            raise ValueError(f"unknown metric {value!r}; choose from {', '.join(OBJECTIVE_METRICS)}")
+        if value not in OBJECTIVES:
+            raise ValueError(f"unknown metric {value!r}; choose from {', '.join(OBJECTIVES)}")
         return value
+
+    def goal(self) -> Objective:
+        return Objective(self.metric, self.direction or "")
 
     @property
     def resolved_direction(self) -> str:
-        return self.direction or OBJECTIVE_METRICS[self.metric]
+        return self.goal().direction
 
 
 class ConstraintsSection(_Model):
@@ -285,7 +282,7 @@ class StudyConfig(_Model):
     training: TrainingSection = TrainingSection()
     space: SpaceSection
     chain: ChainSection = ChainSection()
-    objectives: tuple[Objective, ...] = (Objective(metric="mean_dice"), Objective(metric="peak_memory_gb"))
+    objectives: tuple[ObjectiveSpec, ...] = (ObjectiveSpec(metric="mean_dice"), ObjectiveSpec(metric="peak_memory_gb"))
     constraints: ConstraintsSection = ConstraintsSection()
     search: SearchSection = SearchSection()
     ray: RaySection = RaySection()
@@ -301,7 +298,7 @@ class StudyConfig(_Model):
 
     @field_validator("objectives")
     @classmethod
-    def _objectives(cls, value: tuple[Objective, ...]) -> tuple[Objective, ...]:
+    def _objectives(cls, value: tuple[ObjectiveSpec, ...]) -> tuple[ObjectiveSpec, ...]:
         metrics = [o.metric for o in value]
         if not value:
             raise ValueError("give at least one objective, e.g. [{metric: mean_dice}]")

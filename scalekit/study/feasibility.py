@@ -13,7 +13,7 @@ from scalekit.mednext.config import MedNeXtConfig
 
 from .chain import Constraints, ProfileFn, plan_family
 from .config import StudyConfig
-from .results import StageRecord
+from scalekit.records import StageRecord
 
 
 class HardwareError(ValueError):

@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .results import ResultsTable
+from scalekit.records import ResultsTable
 
 _ORDER = ("completed", "running", "pending", "infeasible", "failed", "stopped")
 _STYLE = {"completed": "green", "running": "cyan", "pending": "white", "infeasible": "yellow",

@@ -38,7 +38,7 @@ from .checks import demo_folder, preflight
 from .config import StudyConfig, StudyConfigError
 from .feasibility import resolve_hardware, stage_planning
 from .lock import StudyLock
-from .results import ResultsTable
+from scalekit.records import ResultsTable
 from .studyfile import format_problems, load_study_config, read_yaml
 
 log = logging.getLogger(__name__)

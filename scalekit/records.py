@@ -1,4 +1,6 @@
-"""The results table of a study: one row per chain stage, rewritten atomically as each stage changes.
+"""The results contract of a study: the stage record, the objectives it can be ranked by, and the results
+table (one row per chain stage, rewritten atomically as each stage changes). The ground floor of scalekit:
+it imports nothing of scalekit but the fault points.
 
 The table (``results.csv`` in the study directory) is the contract between the study engine, the report, the
 terminal view and the export. List-valued columns (block counts, ratios, per-class scores) and the full
@@ -120,6 +122,48 @@ class StageRecord:
 
 
 COLUMNS = [f.name for f in dataclasses.fields(StageRecord)]
+
+
+OBJECTIVES = {
+    "mean_dice": "maximize",
+    "mean_nsd": "maximize",
+    "peak_memory_gb": "minimize",
+    "gflops_train": "minimize",
+    "gflops_fvcore": "minimize",
+    "params": "minimize",
+    "wall_time_s": "minimize",
+}
+"""The stage metrics a study may optimise, each with its natural direction: the one registry that the study
+file, the Pareto fronts, the report and the Optuna storage read."""
+DIRECTIONS = ("maximize", "minimize")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One objective: a stage metric (a key of :data:`OBJECTIVES`) and whether larger or smaller is better."""
+
+    metric: str
+    direction: str = ""
+    """``maximize`` or ``minimize``; empty: the metric's natural direction (:data:`OBJECTIVES`)."""
+
+    def __post_init__(self) -> None:
+        if self.metric not in OBJECTIVES:
+            raise ValueError(f"objective metric {self.metric!r} is unknown; use one of {', '.join(OBJECTIVES)}")
+        if not self.direction:
+            object.__setattr__(self, "direction", OBJECTIVES[self.metric])
+        if self.direction not in DIRECTIONS:
+            raise ValueError(
+                f"objective {self.metric!r}: direction {self.direction!r} is unknown; use 'maximize' or 'minimize'"
+            )
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "maximize"
+
+    def value(self, record: StageRecord) -> float | None:
+        """The stage's value of this metric, or None where it was not measured."""
+        value = getattr(record, self.metric)
+        return None if value is None else float(value)
 
 
 class ResultsTable:
