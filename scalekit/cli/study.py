@@ -44,7 +44,7 @@ def profile(
 
     from scalekit.study import StudyConfigError, load_study_config
     from scalekit.study.checks import inspect_dataset
-    from scalekit.study.feasibility import dataset_channels, profile_study
+    from scalekit.study.planning import dataset_channels, profile_study
 
     config = load_study_config(study_file)
     found = dataset_channels(config)

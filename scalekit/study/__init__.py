@@ -8,7 +8,8 @@
 from .chain import ChainPlanner, Constraints
 from .config import StudyConfig, StudyConfigError
 from scalekit.records import ResultsTable, StageRecord, read_results, write_results
-from .runner import StudySummary, build_space, run_study
+from .planning import build_space
+from .runner import StudySummary, run_study
 from .studyfile import load_study_config, study_problems
 
 __all__ = [

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import STAGE_ID, StudyConfig
+from .planning import build_space
 
 SIMPLEITK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".bmp", ".tif", ".tiff")
 """Image formats whose header SimpleITK reads without the pixels; other formats skip the dimension check."""
@@ -288,8 +289,6 @@ def _selection_problems(config: StudyConfig) -> list[str]:
     rule = export.select.strip() if export is not None else ""
     if not STAGE_ID.fullmatch(rule):
         return []
-    from .runner import build_space
-
     space = build_space(config)
     stages = [family.stage_id(kernel) for family in space.families for kernel in space.kernels]
     if rule in stages:

@@ -31,12 +31,11 @@ import yaml
 
 from scalekit._atomic import write_atomic
 from scalekit.faults import ENV_VARIABLES
-from scalekit.space import Family, SearchSpace
 
 from .chain import ChainPlanner
 from .checks import demo_folder, preflight
 from .config import StudyConfig, StudyConfigError
-from .feasibility import resolve_hardware, stage_planning
+from .planning import build_space, resolve_hardware, stage_planning
 from .lock import StudyLock
 from scalekit.records import ResultsTable
 from .studyfile import format_problems, load_study_config, read_yaml
@@ -73,16 +72,6 @@ class StudySummary:
     @property
     def finished(self) -> bool:
         return self.state != "interrupted"
-
-
-def build_space(config: StudyConfig) -> SearchSpace:
-    """The study's search space (presets, explicit families, compound-scaling range)."""
-    s = config.space
-    families = [Family(f.n_channels, f.block_counts, f.exp_r, f.label) for f in s.families]
-    scaling = None
-    if s.scaling is not None:
-        scaling = (s.scaling.base, s.scaling.depth, s.scaling.expansion, s.scaling.n_channels)
-    return SearchSpace.build(s.presets, families, scaling, s.kernels, s.preset_channels)
 
 
 def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:

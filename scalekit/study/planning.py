@@ -1,4 +1,5 @@
-"""What a study's stages cost before anything trains: the profile of every stage and the constraints it breaks.
+"""Planning a study before anything trains: its search space, the hardware its trials get, and what each stage
+costs (its profile and the constraints it breaks).
 
 Shared by the study run (every stage is profiled before it is scheduled) and ``scalekit study profile``
 (every family of a study's space at its patch, batch, AMP and checkpointing, against its budget, no GPU needed).
@@ -10,10 +11,21 @@ import json
 from dataclasses import dataclass
 
 from scalekit.mednext.config import MedNeXtConfig
+from scalekit.space import Family, SearchSpace
 
 from .chain import Constraints, ProfileFn, plan_family
 from .config import StudyConfig
 from scalekit.records import StageRecord
+
+
+def build_space(config: StudyConfig) -> SearchSpace:
+    """The study's search space (presets, explicit families, compound-scaling range)."""
+    s = config.space
+    families = [Family(f.n_channels, f.block_counts, f.exp_r, f.label) for f in s.families]
+    scaling = None
+    if s.scaling is not None:
+        scaling = (s.scaling.base, s.scaling.depth, s.scaling.expansion, s.scaling.n_channels)
+    return SearchSpace.build(s.presets, families, scaling, s.kernels, s.preset_channels)
 
 
 class HardwareError(ValueError):
@@ -98,8 +110,6 @@ def stage_planning(config: StudyConfig, in_channels: int, num_classes: int, amp:
 
 def profile_study(config: StudyConfig, in_channels: int, num_classes: int) -> list[StageRecord]:
     """Every stage of every family in the study's space, profiled and checked against its constraints."""
-    from .runner import build_space
-
     planning = stage_planning(config, in_channels, num_classes, resolve_hardware(config)[2])
     space = build_space(config)
     records: list[StageRecord] = []
