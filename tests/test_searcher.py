@@ -1,5 +1,5 @@
-"""The chain searcher without a Ray cluster: Optuna bookkeeping across crashes, the grid sampler with queued
-families, Ctrl-C versus a dead trial, and relative checkpoints."""
+"""The search logic with an Optuna study and no Ray: repeated asks, the family budget, telling finished chains,
+crash recovery, the grid sampler with queued families, Ctrl-C versus a dead trial, relative checkpoints."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from scalekit.mednext import MedNeXtConfig
 from scalekit.space import Family, SearchSpace
 from scalekit.study import ChainPlanner, Constraints, ResultsTable, read_results
-from scalekit.upkern_chain import FAMILY_ATTR, ChainSearcher, SearchSettings, open_optuna_study
+from scalekit.study.search import FAMILY_ATTR, FINISHED, ChainSearch, SearchSettings, open_optuna_study
 
 from .test_chain import profile_by_width
 
@@ -25,28 +25,28 @@ def settings(tmp_path: Path, sampler: str = "grid", families: int = 2) -> Search
                           study_name="t")
 
 
-def searcher(tmp_path: Path, sampler: str = "grid", families: int = 2) -> ChainSearcher:
+def searcher(tmp_path: Path, sampler: str = "grid", families: int = 2) -> ChainSearch:
     planner = ChainPlanner(SPACE, ResultsTable(tmp_path), MedNeXtConfig(num_classes=3, deep_supervision=True),
                            profile_by_width, Constraints(), tmp_path / "stages", None)
     s = settings(tmp_path, sampler, families)
-    return ChainSearcher(planner, open_optuna_study(s, SPACE), s, lambda p, stage_id: {"stage_id": stage_id})
+    return ChainSearch(planner, open_optuna_study(s, SPACE), s)
 
 
 def completed(dice: float) -> dict:
     return {"stage_status": "completed", "mean_dice": dice, "checkpoint": "final.pt", "wall_time_s": 1.0}
 
 
-def run_all(s: ChainSearcher) -> list[str]:
-    """Drive the searcher as Tune would, one trial at a time, every stage completing."""
+def run_all(s: ChainSearch) -> list[str]:
+    """Drive the search as Tune would, one stage at a time, every stage completing."""
     order = []
-    for number in range(20):
-        config = s.suggest(f"t{number}")
-        if config == ChainSearcher.FINISHED:
+    for _ in range(20):
+        stage_id = s.next_stage()
+        if stage_id == FINISHED:
             return order
-        assert config is not None
-        order.append(config["stage_id"])
-        s.on_trial_complete(f"t{number}", completed(0.1 * len(order)))
-    raise AssertionError("the searcher never finished")
+        assert stage_id is not None
+        order.append(stage_id)
+        s.stage_ended(stage_id, completed(0.1 * len(order)))
+    raise AssertionError("the search never finished")
 
 
 @pytest.mark.parametrize("sampler", ["grid", "nsga2", "tpe", "random"])
@@ -63,12 +63,12 @@ def test_every_sampler_runs_the_chains_to_the_end(tmp_path: Path, sampler: str) 
 
 def test_relative_checkpoints_and_upkern_source(tmp_path: Path) -> None:
     s = searcher(tmp_path, families=1)
-    first = s.suggest("a")
-    s.on_trial_complete("a", completed(0.5))
-    row = s.planner.table[first["stage_id"]]
-    assert row.checkpoint == f"stages/{first['stage_id']}/final.pt"
-    child = s.planner.table[s.suggest("b")["stage_id"]]
-    assert s.planner.parent_checkpoint(child) == tmp_path / "stages" / first["stage_id"] / "final.pt"
+    first = s.next_stage()
+    s.stage_ended(first, completed(0.5))
+    row = s.planner.table[first]
+    assert row.checkpoint == f"stages/{first}/final.pt"
+    child = s.planner.table[s.next_stage()]
+    assert s.planner.parent_checkpoint(child) == tmp_path / "stages" / first / "final.pt"
 
 
 def test_family_asked_before_a_crash_gets_its_stages(tmp_path: Path) -> None:
@@ -92,19 +92,19 @@ def test_family_asked_before_a_crash_gets_its_stages(tmp_path: Path) -> None:
 def test_stopped_trial_goes_back_to_pending_and_dead_trial_fails(tmp_path: Path) -> None:
     """Defect 10: a trial Tune stops on Ctrl-C (no stage status) is interrupted, not failed."""
     s = searcher(tmp_path, families=1)
-    first = s.suggest("a")["stage_id"]
-    s.on_trial_complete("a", {"epoch": 0})  # Tune's last result of a stopped trial
+    first = s.next_stage()
+    s.stage_ended(first, {"epoch": 0})  # Tune's last result of a stopped trial
     assert s.planner.table[first].status == "pending" and "interrupted" in s.planner.table[first].reason
-    assert s.suggest("b")["stage_id"] == first
-    s.on_trial_complete("b", None, error=True)
+    assert s.next_stage() == first
+    s.stage_ended(first, None, error=True)
     assert s.planner.table[first].status == "failed"
 
 
 def test_completed_stage_without_weights_retrains(tmp_path: Path) -> None:
     """Defect 5: a completed stage whose final.pt was deleted goes back to pending, with its scores cleared."""
     s = searcher(tmp_path, families=1)
-    first = s.suggest("a")["stage_id"]
-    s.on_trial_complete("a", completed(0.5))
+    first = s.next_stage()
+    s.stage_ended(first, completed(0.5))
     weights = tmp_path / "stages" / first / "final.pt"
     weights.parent.mkdir(parents=True)
     weights.write_bytes(b"x")
@@ -128,8 +128,43 @@ def test_family_told_once_when_a_stage_retrains(tmp_path: Path) -> None:
             path.write_bytes(b"x")
     again = searcher(tmp_path, families=1)
     assert again.planner.recover()["missing"] == [k5.stage_id]
-    assert again.suggest("x")["stage_id"] == k5.stage_id
-    again.on_trial_complete("x", completed(0.9))
-    assert again.error is None
-    assert again.suggest("y") == ChainSearcher.FINISHED
+    assert again.next_stage() == k5.stage_id
+    again.stage_ended(k5.stage_id, completed(0.9))
+    assert again.next_stage() == FINISHED
     assert again.study.trials[0].values == trial.values
+
+
+def test_family_budget_and_repeated_asks(tmp_path: Path) -> None:
+    """The budget caps the families opened; an ask that repeats a known family is told its known result
+    and never opens the family twice."""
+    s = searcher(tmp_path, sampler="random", families=1)
+    order = run_all(s)
+    assert len({stage.rsplit("-", 1)[0] for stage in order}) == 1 and len(order) == 2
+    known = s.study.trials[0]
+    for _ in range(6):  # a random sampler over two families repeats the known one soon
+        trial = s.study.ask(SPACE.optuna_distributions())
+        if trial.params["family"] == known.user_attrs[FAMILY_ATTR]:
+            break
+    else:
+        raise AssertionError("no repeat asked")
+    assert s._adopt(trial) is False
+    assert s.study.trials[trial.number].values == known.values
+    assert len(read_results(tmp_path)) == 2
+
+
+def test_tune_adapter_keeps_the_drivers_errors(tmp_path: Path) -> None:
+    """The Ray searcher forwards to the search; an error of the driver's own work stops new stages and is
+    kept for run_chains to raise (Tune would swallow it into a trial failure)."""
+    from scalekit.study.tune import ChainSearcher
+
+    search = searcher(tmp_path, families=1)
+    adapter = ChainSearcher(search, lambda planner, stage_id: {"stage_id": stage_id})
+    assert adapter.suggest("t0") == {"stage_id": f"{SPACE.seeds[0]}-k3"}
+    full = OSError(28, "No space left on device")
+
+    def broken(*args, **kwargs):
+        raise full
+
+    search.planner.finish = broken
+    adapter.on_trial_complete("t0", completed(0.5))
+    assert adapter.error is full and adapter.suggest("t1") == ChainSearcher.FINISHED

@@ -151,18 +151,10 @@ def run_study(
 
 
 def _run_locked(config: StudyConfig, show_progress: bool) -> StudySummary:
-    from scalekit.upkern_chain import (
-        ChainSearcher,
-        RaySettings,
-        SearchSettings,
-        TrialResources,
-        open_optuna_study,
-        ray_cluster,
-        run_chains,
-    )
-
     from .progress import StudyProgress
+    from .search import ChainSearch, SearchSettings, open_optuna_study
     from .stage import stage_launcher
+    from .tune import ChainSearcher, RaySettings, TrialResources, ray_cluster, run_chains
 
     study_dir = config.output_dir
     space = build_space(config)
@@ -195,9 +187,8 @@ def _run_locked(config: StudyConfig, show_progress: bool) -> StudySummary:
             if stage_ids:
                 log.warning("%s stages: %s", kind, ", ".join(stage_ids))
         progress = StudyProgress(table, f"study {config.name}")
-        searcher = ChainSearcher(
-            planner, study, settings, stage_launcher(config, prepared, device, amp), on_change=progress.refresh
-        )
+        search = ChainSearch(planner, study, settings, on_change=progress.refresh)
+        searcher = ChainSearcher(search, stage_launcher(config, prepared, device, amp))
         resources = TrialResources(config.ray.cpus_per_trial, gpus, config.ray.max_concurrent)
         try:
             with progress.live() if show_progress else contextlib.nullcontext():
@@ -205,7 +196,7 @@ def _run_locked(config: StudyConfig, show_progress: bool) -> StudySummary:
         except KeyboardInterrupt:
             log.warning("interrupted")
         interrupted = planner.interrupt()
-    if interrupted or not searcher.finished:
+    if interrupted or not search.finished:
         return StudySummary(study_dir, planner.counts(), "interrupted")
     records = table.records()
     if not any(r.is_valid for r in records):
