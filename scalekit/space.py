@@ -123,12 +123,6 @@ class SearchSpace:
     def ids(self) -> list[str]:
         return [f.family_id for f in self.families]
 
-    def optuna_distributions(self) -> dict[str, object]:
-        """One categorical parameter ``family`` over the family ids (imported lazily: Optuna is optional here)."""
-        from optuna.distributions import CategoricalDistribution
-
-        return {"family": CategoricalDistribution(self.ids())}
-
     @classmethod
     def build(
         cls,

@@ -11,7 +11,14 @@ import pytest
 from scalekit.mednext import MedNeXtConfig
 from scalekit.space import Family, SearchSpace
 from scalekit.study import ChainPlanner, Constraints, ResultsTable, read_results
-from scalekit.study.search import FAMILY_ATTR, FINISHED, ChainSearch, SearchSettings, open_optuna_study
+from scalekit.study.search import (
+    FAMILY_ATTR,
+    FINISHED,
+    ChainSearch,
+    SearchSettings,
+    family_distributions,
+    open_optuna_study,
+)
 
 from .test_chain import profile_by_width
 
@@ -75,9 +82,9 @@ def test_family_asked_before_a_crash_gets_its_stages(tmp_path: Path) -> None:
     """Defect 2: killed after Optuna gave the trial its family but before results.csv had its stages."""
     s = settings(tmp_path)
     study = open_optuna_study(s, SPACE)
-    trial = study.ask(SPACE.optuna_distributions())
+    trial = study.ask(family_distributions(SPACE))
     trial.set_user_attr(FAMILY_ATTR, trial.params["family"])
-    orphan = study.ask(SPACE.optuna_distributions())  # asked, killed before it was given its family
+    orphan = study.ask(family_distributions(SPACE))  # asked, killed before it was given its family
     again = searcher(tmp_path)
     for asked in (trial, orphan):
         assert again.planner.stages(asked.params["family"]), "the family's stages were written"
@@ -142,7 +149,7 @@ def test_family_budget_and_repeated_asks(tmp_path: Path) -> None:
     assert len({stage.rsplit("-", 1)[0] for stage in order}) == 1 and len(order) == 2
     known = s.study.trials[0]
     for _ in range(6):  # a random sampler over two families repeats the known one soon
-        trial = s.study.ask(SPACE.optuna_distributions())
+        trial = s.study.ask(family_distributions(SPACE))
         if trial.params["family"] == known.user_attrs[FAMILY_ATTR]:
             break
     else:

@@ -11,6 +11,7 @@ import yaml
 
 from scalekit.space import Family, SearchSpace, scale_family
 from scalekit.study import StudyConfigError, build_space, load_study_config
+from scalekit.study.search import family_distributions
 from scalekit.study.studyfile import read_yaml
 
 VALID = {
@@ -99,7 +100,7 @@ def test_compound_scaling_and_presets() -> None:
 
     net = Family.from_preset("S").build(3, MedNeXtConfig(in_channels=1, num_classes=14, deep_supervision=True))
     assert count_parameters(net) == 5_564_806  # the published MedNeXt-S k3, minus the reference's dummy
-    assert set(space.optuna_distributions()["family"].choices) == set(space.ids())
+    assert set(family_distributions(space)["family"].choices) == set(space.ids())
 
 
 def test_build_space_from_study(tmp_path: Path) -> None:

@@ -47,6 +47,11 @@ class SearchSettings:
     study_name: str
 
 
+def family_distributions(space: SearchSpace) -> dict[str, optuna.distributions.BaseDistribution]:
+    """The search space as Optuna sees it: one categorical parameter ``family`` over the family ids."""
+    return {"family": optuna.distributions.CategoricalDistribution(space.ids())}
+
+
 def _constraints(trial: optuna.trial.FrozenTrial) -> tuple[float]:
     return (trial.user_attrs.get(CONSTRAINT_ATTR, -1.0),)
 
@@ -229,5 +234,5 @@ class ChainSearch:
 
     def _new_family(self) -> bool:
         """Ask Optuna for a family not seen yet and open it; False when the space is exhausted."""
-        distributions = self.planner.space.optuna_distributions()
+        distributions = family_distributions(self.planner.space)
         return any(self._adopt(self.study.ask(distributions)) for _ in range(MAX_DUPLICATE_ASKS))
