@@ -12,7 +12,6 @@ import tempfile
 import time
 
 from benchmarks._doc import machine_line, write_section
-
 from scalekit.mednext.presets import preset_config
 from scalekit.profiler import profile
 

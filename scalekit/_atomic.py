@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from scalekit.errors import ScalekitError
+
 
 def _sibling(path: Path) -> Path:
     """A fresh hidden name beside ``path`` that keeps its suffix (kaleido picks the image format by it)."""
@@ -115,7 +117,7 @@ def staged_dir(final: str | Path, marker: str) -> Iterator[Staging]:
     """
     final = Path(final)
     if final.exists() and not _replaceable(final, marker):
-        raise ValueError(
+        raise ScalekitError(
             f"{final} exists and is not an earlier export (it has no {marker}); choose a new or an empty folder"
         )
     final.parent.mkdir(parents=True, exist_ok=True)

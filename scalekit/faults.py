@@ -12,6 +12,8 @@ import os
 import time
 from pathlib import Path
 
+from scalekit.errors import ScalekitError
+
 POINTS = (
     "demo-data",  # the demo dataset is half written
     "prepare",  # nnU-Net preprocessing ran, scalekit's record of it is not written yet
@@ -33,7 +35,7 @@ def fault_point(name: str, where: str = "") -> None:
     contains ``<text>``.
     """
     if name not in POINTS:
-        raise ValueError(f"unknown fault point {name!r}; known: {', '.join(POINTS)}")
+        raise ScalekitError(f"unknown fault point {name!r}; known: {', '.join(POINTS)}")
     point, _, text = os.environ.get(ENV_POINT, "").partition(":")
     if point != name or text not in where:
         return

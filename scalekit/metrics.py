@@ -20,10 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from scalekit.errors import ScalekitError
+
 
 def _check_pair(prediction: np.ndarray, reference: np.ndarray) -> None:
     if prediction.shape != reference.shape:
-        raise ValueError(
+        raise ScalekitError(
             f"prediction shape {prediction.shape} differs from reference shape {reference.shape}; "
             "both must be label maps on the same voxel grid"
         )
@@ -60,9 +62,9 @@ def surface_dice(
     """
     _check_pair(prediction, reference)
     if len(spacing) != prediction.ndim:
-        raise ValueError(f"spacing {tuple(spacing)} has {len(spacing)} entries for a {prediction.ndim}-D mask")
+        raise ScalekitError(f"spacing {tuple(spacing)} has {len(spacing)} entries for a {prediction.ndim}-D mask")
     if tolerance_mm < 0:
-        raise ValueError(f"tolerance_mm must be >= 0, got {tolerance_mm}")
+        raise ScalekitError(f"tolerance_mm must be >= 0, got {tolerance_mm}")
     bp, bg = border(prediction), border(reference)
     n_p, n_g = int(bp.sum()), int(bg.sum())
     if n_p + n_g == 0:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from scalekit.errors import ScalekitError
 from scalekit.records import Objective, StageRecord, read_results
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def _number_or_none(path: Path, key: str, value: object) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{path}: constraints.{key} must be a positive number or null, got {value!r}")
+        raise ScalekitError(f"{path}: constraints.{key} must be a positive number or null, got {value!r}")
     return float(value)
 
 
@@ -57,17 +58,17 @@ def read_goals(study_dir: str | Path) -> StudyGoals:
     with path.open() as handle:
         data = yaml.safe_load(handle) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping with 'objectives' and 'constraints'")
+        raise ScalekitError(f"{path} must hold a mapping with 'objectives' and 'constraints'")
     raw_objectives = data.get("objectives") or [o.__dict__ for o in DEFAULT_OBJECTIVES]
     if not isinstance(raw_objectives, list) or not all(isinstance(o, dict) for o in raw_objectives):
-        raise ValueError(f"{path}: 'objectives' must be a list of {{metric: ..., direction: ...}} entries")
+        raise ScalekitError(f"{path}: 'objectives' must be a list of {{metric: ..., direction: ...}} entries")
     try:
         objectives = tuple(Objective(str(o.get("metric")), o.get("direction") or "") for o in raw_objectives)
     except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
+        raise ScalekitError(f"{path}: {err}") from None
     constraints = data.get("constraints") or {}
     if not isinstance(constraints, dict):
-        raise ValueError(f"{path}: 'constraints' must be a mapping like {{max_memory_gb: 24, max_gflops: null}}")
+        raise ScalekitError(f"{path}: 'constraints' must be a mapping like {{max_memory_gb: 24, max_gflops: null}}")
     return StudyGoals(
         objectives=objectives,
         max_memory_gb=_number_or_none(path, "max_memory_gb", constraints.get("max_memory_gb")),
@@ -84,7 +85,7 @@ def pareto_mask(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
     """
     values = np.asarray(values, dtype=float)
     if values.ndim != 2 or values.shape[1] != len(maximize):
-        raise ValueError(
+        raise ScalekitError(
             f"values must have shape (points, {len(maximize)} objectives), got {values.shape}"
         )
     if values.shape[0] == 0:
@@ -108,7 +109,7 @@ def pareto_front(records: Sequence[StageRecord], objectives: Sequence[Objective]
     A valid stage without a value for one of the objectives cannot be compared and is left out.
     """
     if not objectives:
-        raise ValueError("a Pareto front needs at least one objective")
+        raise ScalekitError("a Pareto front needs at least one objective")
     candidates = [r for r in records if r.is_valid]
     values = np.array(
         [[np.nan if (v := o.value(r)) is None else v for o in objectives] for r in candidates],
@@ -135,7 +136,7 @@ def study_front(study_dir: str | Path) -> StudyFront:
     """Read a study directory (possibly partial, while it runs) and compute its Pareto front."""
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
-        raise ValueError(f"study directory {study_dir} does not exist; pass the folder of a `scalekit study run`")
+        raise ScalekitError(f"study directory {study_dir} does not exist; pass the folder of a `scalekit study run`")
     records = read_results(study_dir)
     goals = read_goals(study_dir)
     front = pareto_front(records, goals.objectives)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scalekit.errors import ScalekitError
 from scalekit.faults import fault_point
 
 RESULTS_FILE = "results.csv"
@@ -66,9 +67,9 @@ class StageRecord:
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
-            raise ValueError(f"stage {self.stage_id}: status {self.status!r} is not one of {STATUSES}")
+            raise ScalekitError(f"stage {self.stage_id}: status {self.status!r} is not one of {STATUSES}")
         if self.init not in INITS:
-            raise ValueError(f"stage {self.stage_id}: init {self.init!r} is not one of {INITS}")
+            raise ScalekitError(f"stage {self.stage_id}: init {self.init!r} is not one of {INITS}")
 
     @property
     def peak_memory_gb(self) -> float | None:
@@ -109,7 +110,7 @@ class StageRecord:
             if raw == "":
                 if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
                     continue
-                raise ValueError(f"results row without {f.name!r}: {row}")
+                raise ScalekitError(f"results row without {f.name!r}: {row}")
             if kind.startswith(("list", "dict")):
                 values[f.name] = json.loads(raw)
             elif kind.startswith("int"):
@@ -148,11 +149,11 @@ class Objective:
 
     def __post_init__(self) -> None:
         if self.metric not in OBJECTIVES:
-            raise ValueError(f"objective metric {self.metric!r} is unknown; use one of {', '.join(OBJECTIVES)}")
+            raise ScalekitError(f"objective metric {self.metric!r} is unknown; use one of {', '.join(OBJECTIVES)}")
         if not self.direction:
             object.__setattr__(self, "direction", OBJECTIVES[self.metric])
         if self.direction not in DIRECTIONS:
-            raise ValueError(
+            raise ScalekitError(
                 f"objective {self.metric!r}: direction {self.direction!r} is unknown; use 'maximize' or 'minimize'"
             )
 
@@ -241,5 +242,5 @@ def read_results(study_dir: str | Path) -> list[StageRecord]:
         try:
             records.append(StageRecord.from_row(row))
         except (ValueError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}, line {line}: {err}") from None
+            raise ScalekitError(f"{path}, line {line}: {err}") from None
     return records

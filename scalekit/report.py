@@ -21,8 +21,8 @@ import plotly.graph_objects as go
 from scalekit._atomic import atomic_path, write_atomic
 from scalekit.faults import fault_point
 from scalekit.pareto import StudyGoals, pareto_front, study_front
-from scalekit.selection import rule_choices
 from scalekit.records import Objective, StageRecord
+from scalekit.selection import rule_choices
 
 log = logging.getLogger(__name__)
 

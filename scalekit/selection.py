@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from scalekit._atomic import Staging, staged_dir
+from scalekit.errors import ScalekitError
 from scalekit.pareto import pareto_front
 from scalekit.records import Objective, StageRecord, read_results
 
@@ -80,10 +81,10 @@ def parse_memory_budget(text: str) -> float:
     match = _BUDGET.match(text)
     unit = match.group(2).lower() if match else ""
     if not match or (unit and unit not in _UNITS):
-        raise ValueError(f"memory budget {text!r} is not understood; write e.g. 24GB, 22.5GiB or 800MB")
+        raise ScalekitError(f"memory budget {text!r} is not understood; write e.g. 24GB, 22.5GiB or 800MB")
     value = float(match.group(1)) * _UNITS[unit or "gb"]
     if value <= 0:
-        raise ValueError(f"memory budget {text!r} must be positive")
+        raise ScalekitError(f"memory budget {text!r} must be positive")
     return value
 
 
@@ -99,7 +100,7 @@ def _valid(records: list[StageRecord]) -> list[StageRecord]:
     valid = [r for r in records if r.is_valid]
     if not valid:
         counts = {s: sum(r.status == s for r in records) for s in sorted({r.status for r in records})}
-        raise ValueError(
+        raise ScalekitError(
             f"no completed stage to select from (stages by status: {counts or 'none'}); "
             "wait for the study to finish a stage"
         )
@@ -111,7 +112,7 @@ def knee_stage(records: list[StageRecord]) -> StageRecord:
     valid = _valid(records)
     front = pareto_front(valid, DICE_MEMORY)
     if not front:
-        raise ValueError("no valid stage has both a mean Dice and a peak memory: the knee is undefined")
+        raise ScalekitError("no valid stage has both a mean Dice and a peak memory: the knee is undefined")
     memory = np.array([r.peak_memory_gb for r in front], dtype=float)
     dice = np.array([r.mean_dice for r in front], dtype=float)
     x = (memory - memory.min()) / (np.ptp(memory) or 1.0)
@@ -147,7 +148,7 @@ def select_stage(records: list[StageRecord], rule: str) -> Selection:
         if not fitting:
             measured = [r.peak_memory_gb for r in valid if r.peak_memory_gb is not None]
             smallest = f"{min(measured):.2f} GB" if measured else "none measured"
-            raise ValueError(
+            raise ScalekitError(
                 f"no valid stage fits {rule.split('=', 1)[1]} ({budget / 2**30:.2f} GB); "
                 f"the smallest peak memory is {smallest}: raise the budget"
             )
@@ -156,14 +157,14 @@ def select_stage(records: list[StageRecord], rule: str) -> Selection:
     elif rule in by_id:
         stage = by_id[rule]
         if not stage.is_valid:
-            raise ValueError(
+            raise ScalekitError(
                 f"stage {rule} is {stage.status}{': ' + stage.reason if stage.reason else ''}; "
                 "only completed stages with a Dice can be selected"
             )
         why = "chosen by stage id"
     else:
         known = ", ".join(sorted(by_id)[:8]) + (", ..." if len(by_id) > 8 else "")
-        raise ValueError(
+        raise ScalekitError(
             f"--select {rule!r} is neither a rule (best, knee, max-dice-under=24GB) nor a stage id of this "
             f"study ({known or 'no stages yet'})"
         )
@@ -185,9 +186,9 @@ def _checkpoint_path(study_dir: Path, stage: StageRecord) -> Path:
     """The stage's checkpoint file: relative paths in results.csv are relative to the study directory."""
     path = stage.checkpoint_path(study_dir)
     if path is None:
-        raise ValueError(f"stage {stage.stage_id} has no checkpoint in results.csv; it cannot be exported")
+        raise ScalekitError(f"stage {stage.stage_id} has no checkpoint in results.csv; it cannot be exported")
     if not path.is_file():
-        raise ValueError(
+        raise ScalekitError(
             f"stage {stage.stage_id}: checkpoint {path} does not exist; rerun `scalekit study run` on the study "
             f"file (its copy is {study_dir / 'study.yaml'}) to retrain the stage"
         )
@@ -231,9 +232,9 @@ def _config_export(study_dir: Path, stage: StageRecord) -> _ConfigExport:
     checkpoint = _checkpoint_path(study_dir, stage)
     _, stored, kind = load_state(checkpoint)
     if kind != "scalekit":
-        raise ValueError(f"stage {stage.stage_id}: {checkpoint} is a {kind} checkpoint, not a scalekit one")
+        raise ScalekitError(f"stage {stage.stage_id}: {checkpoint} is a {kind} checkpoint, not a scalekit one")
     if stage.config and MedNeXtConfig.from_dict(stage.config) != stored:
-        raise ValueError(
+        raise ScalekitError(
             f"stage {stage.stage_id}: the checkpoint {checkpoint} holds another architecture than results.csv "
             f"records ({stored.to_dict()} vs {stage.config}); the study directory is inconsistent"
         )
@@ -251,9 +252,9 @@ def _nnunet_export(study_dir: Path, stage: StageRecord, out_dir: Path) -> Nnunet
 
     prepared_file = study_dir / "prepared.json"
     if not prepared_file.is_file():
-        raise ValueError(f"{prepared_file} is missing: the study never prepared its nnU-Net dataset; use --to config")
+        raise ScalekitError(f"{prepared_file} is missing: the study never prepared its nnU-Net dataset; use --to config")
     if not stage.config:
-        raise ValueError(f"stage {stage.stage_id}: results.csv records no architecture; it cannot be exported")
+        raise ScalekitError(f"stage {stage.stage_id}: results.csv records no architecture; it cannot be exported")
     prepared = PreparedDataset.from_dict(json.loads(prepared_file.read_text()))
     study = yaml.safe_load((study_dir / "study.yaml").read_text()) if (study_dir / "study.yaml").is_file() else {}
     batch_size = (study.get("dataset") or {}).get("batch_size")
@@ -277,10 +278,10 @@ def export_stage(study_dir: str | Path, rule: str, to: str, out_dir: str | Path)
     last, atomically.
     """
     if to not in TARGETS:
-        raise ValueError(f"--to {to!r} is unknown; use one of {', '.join(TARGETS)}")
+        raise ScalekitError(f"--to {to!r} is unknown; use one of {', '.join(TARGETS)}")
     study_dir, out_dir = Path(study_dir), Path(out_dir)
     if not study_dir.is_dir():
-        raise ValueError(f"study directory {study_dir} does not exist")
+        raise ScalekitError(f"study directory {study_dir} does not exist")
     selection = select_stage(read_results(study_dir), rule)
     export: _Export = (_config_export(study_dir, selection.stage) if to == "config"
                        else _nnunet_export(study_dir, selection.stage, out_dir))

@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from scalekit.errors import ScalekitError
 from scalekit.mednext.config import NUM_STAGES, MedNeXtConfig
 from scalekit.mednext.model import MedNeXt
 from scalekit.mednext.presets import PRESETS
@@ -103,13 +104,13 @@ class SearchSpace:
 
     def __post_init__(self) -> None:
         if not self.families:
-            raise ValueError("a search space needs at least one family")
+            raise ScalekitError("a search space needs at least one family")
         unique: dict[str, Family] = {}
         for fam in self.families:
             unique.setdefault(fam.family_id, fam)
         object.__setattr__(self, "families", tuple(unique.values()))
         if any(k % 2 == 0 or k < 1 for k in self.kernels):
-            raise ValueError(f"kernel chain {list(self.kernels)} must hold odd kernel sizes")
+            raise ScalekitError(f"kernel chain {list(self.kernels)} must hold odd kernel sizes")
 
     def __len__(self) -> int:
         return len(self.families)

@@ -22,8 +22,8 @@ from scalekit import report
 from scalekit._atomic import atomic_path, staged_dir, write_atomic
 from scalekit.mednext import MedNeXt, MedNeXtConfig, save_checkpoint
 from scalekit.nnunet import PreparedDataset
-from scalekit.selection import export_stage
 from scalekit.records import read_results, write_results
+from scalekit.selection import export_stage
 
 from .fixtures.study_fixture import make_study
 

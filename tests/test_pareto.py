@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import yaml
 
-from .fixtures.study_fixture import STUDY_FRONT, make_study
 from scalekit.pareto import StudyGoals, pareto_front, pareto_mask, read_goals, study_front
 from scalekit.records import Objective, StageRecord
+
+from .fixtures.study_fixture import STUDY_FRONT, make_study
 
 
 def _stage(stage_id: str, status: str = "completed", **values) -> StageRecord:

@@ -22,8 +22,15 @@ from scalekit.profiler.allocator import CachingAllocatorModel, round_size, segme
 from scalekit.profiler.counting import CostCounter, count
 from scalekit.profiler.cuda_policy import cuda_autocast_policy
 from scalekit.profiler.predict import replay_exact, trace_step
-from scalekit.profiler.step import (autocast_context, deep_supervision_weights, fill_optimizer_state,
-                                    make_batch, make_optimizer, training_step, ScalerStandIn)
+from scalekit.profiler.step import (
+    ScalerStandIn,
+    autocast_context,
+    deep_supervision_weights,
+    fill_optimizer_state,
+    make_batch,
+    make_optimizer,
+    training_step,
+)
 
 MIB = 1 << 20
 

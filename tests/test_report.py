@@ -10,9 +10,10 @@ import subprocess
 
 import pytest
 
-from .fixtures.study_fixture import DICE_MEMORY_FRONT, STAGES, STUDY_FRONT, make_study
-from scalekit.report import build_figures, build_report_data, write_report
 from scalekit.records import read_results, write_results
+from scalekit.report import build_figures, build_report_data, write_report
+
+from .fixtures.study_fixture import DICE_MEMORY_FRONT, STAGES, STUDY_FRONT, make_study
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 ALL_IDS = [s[0] for s in STAGES]

@@ -11,11 +11,12 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from .fixtures.study_fixture import make_study
 from scalekit.cli.study_results import export_command, show_command
 from scalekit.mednext import MedNeXt, MedNeXtConfig, count_parameters, load_mednext, read_checkpoint
-from scalekit.selection import export_stage, knee_stage, parse_memory_budget, select_stage
 from scalekit.records import StageRecord, read_results, write_results
+from scalekit.selection import export_stage, knee_stage, parse_memory_budget, select_stage
+
+from .fixtures.study_fixture import make_study
 
 GIB = 2**30
 

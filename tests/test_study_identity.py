@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from scalekit.study import StudyConfig, StudyConfigError, write_results
-from scalekit.study.planning import HardwareError, resolve_hardware
 from scalekit.study.lock import StudyLock, StudyLockedError
+from scalekit.study.planning import HardwareError, resolve_hardware
 from scalekit.study.runner import STUDY_FILE, check_same_study
 
 BASE = {

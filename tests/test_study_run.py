@@ -126,9 +126,9 @@ def test_sigkill_during_second_stage_then_resume(tmp_path: Path, nnunet_dirs: di
 
 
 def test_memory_constraint_excludes_a_family(tmp_path: Path, nnunet_dirs: dict) -> None:
+    from scalekit.mednext import MedNeXtConfig
     from scalekit.profiler import profile
     from scalekit.space import Family
-    from scalekit.mednext import MedNeXtConfig
 
     small = Family(4, 1, 2)
     big = Family(16, 1, 4, "big")

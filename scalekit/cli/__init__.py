@@ -1,7 +1,7 @@
 """The ``scalekit`` command line: thin typer commands over the library API.
 
 Each command group lives in its own module and imports heavy dependencies inside its commands, so that
-``scalekit --help`` stays fast. User errors (``ValueError`` and subclasses) and operating-system errors
+``scalekit --help`` stays fast. User errors (:class:`~scalekit.errors.ScalekitError`) and operating-system errors
 (``OSError``: a read-only or full disk, a missing permission) end as one line on stderr and exit status 2,
 never as a traceback; any other exception is a bug and keeps its traceback.
 """
@@ -13,6 +13,8 @@ import os
 import sys
 
 import typer
+
+from scalekit.errors import ScalekitError
 
 from . import data, model, profile, study, train
 
@@ -55,7 +57,7 @@ def main() -> None:
     """Console entry point."""
     try:
         app()
-    except ValueError as err:
+    except ScalekitError as err:
         message = str(err).strip() or type(err).__name__
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None

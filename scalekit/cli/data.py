@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from scalekit.errors import ScalekitError
+
 app = typer.Typer(help="Create and prepare nnU-Net v2 datasets.", no_args_is_help=True)
 
 
@@ -19,7 +21,7 @@ def _sizes(option: str, text: str | None, cast: type, dims: int) -> list | None:
     try:
         values = [cast(p) for p in parts if p.strip()]
     except ValueError:
-        raise ValueError(f"--{option} {text!r} must be numbers joined by 'x' or ',' (e.g. 128x128x128)") from None
+        raise ScalekitError(f"--{option} {text!r} must be numbers joined by 'x' or ',' (e.g. 128x128x128)") from None
     return values * dims if len(values) == 1 else values
 
 
@@ -59,7 +61,7 @@ def prepare(
 
     root = preprocessed or (Path(os.environ["nnUNet_preprocessed"]) if os.environ.get("nnUNet_preprocessed") else None)
     if root is None:
-        raise ValueError("no preprocessed folder: pass --preprocessed DIR or set nnUNet_preprocessed")
+        raise ScalekitError("no preprocessed folder: pass --preprocessed DIR or set nnUNet_preprocessed")
     dims = 2 if configuration == "2d" else 3
     patch_size = _sizes("patch", patch, int, dims)
     target = _sizes("spacing", spacing, float, 3)

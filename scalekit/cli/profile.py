@@ -7,13 +7,15 @@ from typing import Annotated
 
 import typer
 
+from scalekit.errors import ScalekitError
+
 GIB = 1024**3
 
 
 def _split(option: str, text: str) -> list[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
-        raise ValueError(f"--{option} {text!r} is empty; give a value or a comma-separated list")
+        raise ScalekitError(f"--{option} {text!r} is empty; give a value or a comma-separated list")
     return items
 
 
@@ -23,7 +25,7 @@ def _ints(option: str, text: str) -> list[int]:
         try:
             values.append(int(item))
         except ValueError:
-            raise ValueError(f"--{option} {item!r} is not an integer") from None
+            raise ScalekitError(f"--{option} {item!r} is not an integer") from None
     return values
 
 
@@ -53,7 +55,7 @@ def profile_command(
     sizes = _ints("patch", patch.replace("x", ","))
     patch_size = sizes[0] if len(sizes) == 1 else tuple(sizes)
     if batch < 1:
-        raise ValueError(f"--batch {batch} is not allowed; use a batch size >= 1")
+        raise ScalekitError(f"--batch {batch} is not allowed; use a batch size >= 1")
     amp_value = None if amp.lower() in ("none", "fp32", "off") else amp.lower()
     configs = [
         (p, k, preset_config(p, in_channels, num_classes, k, deep_supervision, dim)) for p in presets for k in kernels

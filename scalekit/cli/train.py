@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from scalekit.errors import ScalekitError
+
 nnunet_app = typer.Typer(help="Export MedNeXt networks to nnU-Net v2 training.", no_args_is_help=True)
 
 
@@ -16,7 +18,7 @@ def _folder(option: Path | None, variable: str, flag: str) -> Path:
         return option
     if os.environ.get(variable):
         return Path(os.environ[variable])
-    raise ValueError(f"no {variable} folder: pass {flag} DIR or set {variable}")
+    raise ScalekitError(f"no {variable} folder: pass {flag} DIR or set {variable}")
 
 
 def train_command(

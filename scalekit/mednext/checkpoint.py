@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from scalekit.errors import ScalekitError
+
 from .config import NUM_LEVELS, MedNeXtConfig
 from .model import MedNeXt
 
@@ -30,7 +32,7 @@ _PICKLE_PROTOCOL = b"\x80"
 """How a pickle of protocol 2 or later starts (torch's legacy format, nnU-Net v1's ``*.model`` files)."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ScalekitError):
     """A checkpoint file cannot be read or does not describe a MedNeXt."""
 
 

@@ -11,6 +11,8 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from scalekit.errors import ScalekitError
+
 NUM_STAGES = 9
 """Entries of ``exp_r`` and ``block_counts``: enc0, enc1, enc2, enc3, bottleneck, dec3, dec2, dec1, dec0."""
 NUM_LEVELS = 5
@@ -22,25 +24,25 @@ STAGE_NAMES = ("enc0", "enc1", "enc2", "enc3", "bottleneck", "dec3", "dec2", "de
 
 def _nine(name: str, value: int | Sequence[int]) -> tuple[int, ...]:
     if isinstance(value, bool):
-        raise ValueError(f"{name} must be an int or a list of {NUM_STAGES} ints, got {value!r}")
+        raise ScalekitError(f"{name} must be an int or a list of {NUM_STAGES} ints, got {value!r}")
     if isinstance(value, int):
         values: tuple[int, ...] = (value,) * NUM_STAGES
     else:
         values = tuple(value)
         if len(values) != NUM_STAGES:
-            raise ValueError(
+            raise ScalekitError(
                 f"{name} must have {NUM_STAGES} entries ({', '.join(STAGE_NAMES)}), "
                 f"got {len(values)}: {list(values)}"
             )
     for v in values:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} entries must be integers >= 1, got {list(values)}")
+            raise ScalekitError(f"{name} entries must be integers >= 1, got {list(values)}")
     return values
 
 
 def _check_kernel(name: str, k: int) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
-        raise ValueError(
+        raise ScalekitError(
             f"{name}={k!r} is not allowed: MedNeXt kernel sizes must be odd integers >= 1 (3, 5, 7, ...), "
             "because an even kernel changes the spatial size and the skip connections no longer fit"
         )
@@ -91,21 +93,21 @@ class MedNeXtConfig:
         for name in ("in_channels", "num_classes", "n_channels"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+                raise ScalekitError(f"{name} must be an integer >= 1, got {value!r}")
         _check_kernel("enc_kernel_size", self.enc_kernel_size)
         _check_kernel("dec_kernel_size", self.dec_kernel_size)
         if self.norm_type not in ("group", "layer"):
-            raise ValueError(f"norm_type={self.norm_type!r} is unknown; use 'group' or 'layer'")
+            raise ScalekitError(f"norm_type={self.norm_type!r} is unknown; use 'group' or 'layer'")
         if self.dim not in (2, 3):
-            raise ValueError(f"dim={self.dim!r} is not supported; use 2 or 3 spatial dimensions")
+            raise ScalekitError(f"dim={self.dim!r} is not supported; use 2 or 3 spatial dimensions")
         if self.up_alignment not in ("reference", "aligned"):
-            raise ValueError(f"up_alignment={self.up_alignment!r} is unknown; use 'reference' or 'aligned'")
+            raise ScalekitError(f"up_alignment={self.up_alignment!r} is unknown; use 'reference' or 'aligned'")
 
     @property
     def kernel_size(self) -> int:
         """The kernel size when encoder and decoder agree; raises otherwise."""
         if self.enc_kernel_size != self.dec_kernel_size:
-            raise ValueError(
+            raise ScalekitError(
                 f"encoder and decoder kernels differ ({self.enc_kernel_size} vs {self.dec_kernel_size})"
             )
         return self.enc_kernel_size
@@ -131,25 +133,25 @@ class MedNeXtConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown MedNeXt config field(s) {unknown}; known fields: {sorted(known)}")
+            raise ScalekitError(f"unknown MedNeXt config field(s) {unknown}; known fields: {sorted(known)}")
         return cls(**dict(data))
 
     def check_input_shape(self, spatial: Sequence[int]) -> None:
         """Raise a ValueError if a batch with these spatial sizes cannot pass through the network."""
         if len(spatial) != self.dim:
-            raise ValueError(
+            raise ScalekitError(
                 f"expected an input of shape (N, {self.in_channels}, {', '.join('S' * self.dim)}) for a "
                 f"{self.dim}-D MedNeXt, got {len(spatial)} spatial dims {tuple(spatial)}"
             )
         bad = [s for s in spatial if s % DIVISOR]
         if bad:
-            raise ValueError(
+            raise ScalekitError(
                 f"spatial size {tuple(spatial)} is not allowed: every spatial size must be divisible by "
                 f"{DIVISOR} (MedNeXt has four stride-2 levels); pad or crop to e.g. "
                 f"{tuple(max(DIVISOR, round(s / DIVISOR) * DIVISOR) for s in spatial)}"
             )
         if self.norm_type == "group" and all(s == DIVISOR for s in spatial):
-            raise ValueError(
+            raise ScalekitError(
                 f"spatial size {tuple(spatial)} gives a bottleneck of one voxel, where GroupNorm with one "
                 "group per channel normalises a single value (its output is always zero, and torch refuses it "
                 f"in training mode); use a patch of at least {2 * DIVISOR} along one axis"

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from scalekit.errors import ScalekitError
+
 from . import speed
 from .blocks import MedNeXtBlock, MedNeXtDownBlock, MedNeXtUpBlock, OutBlock, conv_cls
 from .config import NUM_LEVELS, MedNeXtConfig
@@ -40,7 +42,7 @@ class MedNeXt(nn.Module):
         if config is None:
             config = MedNeXtConfig().replace(**kwargs)
         elif kwargs:
-            raise ValueError("pass either a MedNeXtConfig or keyword arguments, not both")
+            raise ScalekitError("pass either a MedNeXtConfig or keyword arguments, not both")
         self.config = config
         c = config
         ch = [c.n_channels * 2**level for level in range(NUM_LEVELS)]
@@ -91,7 +93,7 @@ class MedNeXt(nn.Module):
     @deep_supervision.setter
     def deep_supervision(self, enabled: bool) -> None:
         if enabled and not self.config.deep_supervision:
-            raise ValueError(
+            raise ScalekitError(
                 "this MedNeXt was built without deep-supervision heads; build it with deep_supervision=True"
             )
         self._deep_supervision = bool(enabled)
@@ -120,7 +122,7 @@ class MedNeXt(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if x.ndim != self.config.dim + 2 or x.shape[1] != self.config.in_channels:
-            raise ValueError(
+            raise ScalekitError(
                 f"input tensor of shape {tuple(x.shape)} does not fit this MedNeXt: expected "
                 f"(N, {self.config.in_channels}, {', '.join('S' * self.config.dim)})"
             )

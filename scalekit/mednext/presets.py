@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from scalekit.errors import ScalekitError
+
 from .config import MedNeXtConfig
 from .model import MedNeXt
 
@@ -43,7 +45,7 @@ def preset_config(
     """The :class:`MedNeXtConfig` of a named preset; ``overrides`` replace any config field."""
     key = name.upper() if isinstance(name, str) else name
     if key not in PRESETS:
-        raise ValueError(f"unknown MedNeXt preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise ScalekitError(f"unknown MedNeXt preset {name!r}; choose one of {', '.join(PRESETS)}")
     p = PRESETS[key]
     fields: dict[str, Any] = dict(
         in_channels=in_channels,

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scalekit.errors import ScalekitError
+
 from .checkpoint import translate_reference_state_dict
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,7 @@ log = logging.getLogger(__name__)
 _MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
-class UpKernError(ValueError):
+class UpKernError(ScalekitError):
     """Source and target networks do not correspond tensor by tensor."""
 
 

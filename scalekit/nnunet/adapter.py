@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from scalekit.errors import ScalekitError
 from scalekit.mednext import MedNeXt, MedNeXtConfig
 from scalekit.mednext.config import NUM_LEVELS
 
@@ -47,7 +48,7 @@ class MedNeXtNetwork(MedNeXt):
              "deep_supervision": bool(deep_supervision)}
         )
         if strides is not None and [list(s) for s in strides] != mednext_strides(config.dim):
-            raise ValueError(
+            raise ScalekitError(
                 f"strides {strides} do not describe a MedNeXt; it always uses {mednext_strides(config.dim)}"
             )
         super().__init__(config)

@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from scalekit._atomic import write_atomic
+from scalekit.errors import ScalekitError
 from scalekit.faults import fault_point
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def _blob(
 def make_case(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic case: ``(image float32 (S, S, S), labels uint8 (S, S, S))`` for ``size`` S >= 16."""
     if size < 16:
-        raise ValueError(f"demo case size must be at least 16 voxels, got {size}")
+        raise ScalekitError(f"demo case size must be at least 16 voxels, got {size}")
     grid = np.stack(np.meshgrid(*(np.arange(size, dtype=np.float32),) * 3, indexing="ij"))
     centre = (size - 1) / 2
     scale = size / 64 * rng.uniform(0.85, 1.15)
@@ -116,11 +117,11 @@ def make_demo_dataset(
     import SimpleITK as sitk
 
     if cases < 2:
-        raise ValueError(f"cases={cases}: nnU-Net needs at least 2 training cases")
+        raise ScalekitError(f"cases={cases}: nnU-Net needs at least 2 training cases")
     if not 1 <= dataset_id <= 999:
-        raise ValueError(f"dataset_id={dataset_id} must be between 1 and 999 (nnU-Net uses three digits)")
+        raise ScalekitError(f"dataset_id={dataset_id} must be between 1 and 999 (nnU-Net uses three digits)")
     if not name or not name.replace("_", "").isalnum():
-        raise ValueError(f"dataset name {name!r} must be letters, digits and underscores")
+        raise ScalekitError(f"dataset name {name!r} must be letters, digits and underscores")
     folder = Path(out_dir) / f"Dataset{dataset_id:03d}_{name}"
     (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
     (folder / "labelsTr").mkdir(parents=True, exist_ok=True)

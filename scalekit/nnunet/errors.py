@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from scalekit.errors import ScalekitError
 
-class NonFiniteLossError(FloatingPointError):
+
+class NonFiniteLossError(ScalekitError, FloatingPointError):
     """The training loss became NaN or infinite; training stops at the first such batch."""
 
     def __init__(self, epoch: int, loss: float) -> None:

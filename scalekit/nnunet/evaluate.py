@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from scalekit.errors import ScalekitError
 from scalekit.mednext import MedNeXt
 from scalekit.metrics import case_metrics, mean_over_cases
 
@@ -43,7 +44,7 @@ def validation_cases(prepared: PreparedDataset, fold: int) -> list[str]:
     """The validation case ids of ``fold`` from the dataset's ``splits_final.json``."""
     splits = json.loads((prepared.preprocessed_dir / "splits_final.json").read_text())
     if not 0 <= fold < len(splits):
-        raise ValueError(f"fold {fold} does not exist; {prepared.dataset_name} has folds 0..{len(splits) - 1}")
+        raise ScalekitError(f"fold {fold} does not exist; {prepared.dataset_name} has folds 0..{len(splits) - 1}")
     return sorted(splits[fold]["val"])
 
 

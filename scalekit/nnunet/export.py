@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from scalekit._atomic import Staging, staged_dir, write_atomic
+from scalekit.errors import ScalekitError
 from scalekit.mednext import MedNeXt, MedNeXtConfig, count_parameters, load_state, upkern
 
 from . import _env
@@ -150,7 +151,7 @@ def build_nnunet_export(
     plans_file = prepared.preprocessed_dir / f"{plans_name}.json"
     base_file = plans_file if plans_file.is_file() else prepared.plans_file
     if not base_file.is_file():
-        raise ValueError(f"{base_file} does not exist: dataset {prepared.dataset_name} is not preprocessed; "
+        raise ScalekitError(f"{base_file} does not exist: dataset {prepared.dataset_name} is not preprocessed; "
                          "run `scalekit data prepare` first")
     plans = plans_with(prepared, configurations, plans_name=plans_name, base=json.loads(base_file.read_text()))
     names = list(configurations)
@@ -261,7 +262,7 @@ def run_exported_training(
     Returns the fold's output folder.
     """
     if pretrained_weights is not None and continue_training:
-        raise ValueError("pretrained weights only start a new training; drop them to continue one")
+        raise ScalekitError("pretrained weights only start a new training; drop them to continue one")
     torch_device = resolve_device(device)
     _env.configure(preprocessed=preprocessed_root, results=results_root)
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
@@ -272,10 +273,10 @@ def run_exported_training(
     folder = Path(preprocessed_root) / dataset_name
     plans_file = folder / f"{plans_identifier}.json"
     if not plans_file.is_file():
-        raise ValueError(f"plans file {plans_file} does not exist; run `scalekit nnunet export` first")
+        raise ScalekitError(f"plans file {plans_file} does not exist; run `scalekit nnunet export` first")
     plans = json.loads(plans_file.read_text())
     if configuration not in plans["configurations"]:
-        raise ValueError(f"configuration {configuration!r} is not in {plans_file}; "
+        raise ScalekitError(f"configuration {configuration!r} is not in {plans_file}; "
                          f"available: {sorted(plans['configurations'])}")
     fold_value: int | str = fold if str(fold) == "all" else int(fold)
     with _env.nnunet_output_to_log():

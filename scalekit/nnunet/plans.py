@@ -7,6 +7,7 @@ import copy
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from scalekit.errors import ScalekitError
 from scalekit.mednext import MedNeXtConfig
 
 from .adapter import architecture_entry
@@ -45,11 +46,11 @@ class TrainerSettings:
         for name in ("num_epochs", "iterations_per_epoch", "val_iterations", "checkpoint_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"trainer setting {name} must be an integer >= 1, got {value!r}")
+                raise ScalekitError(f"trainer setting {name} must be an integer >= 1, got {value!r}")
         if not (isinstance(self.initial_lr, (int, float)) and self.initial_lr > 0):
-            raise ValueError(f"initial_lr must be a positive number, got {self.initial_lr!r}")
+            raise ScalekitError(f"initial_lr must be a positive number, got {self.initial_lr!r}")
         if self.amp not in AMP_CHOICES:
-            raise ValueError(f"amp={self.amp!r} is unknown; use one of {AMP_CHOICES}")
+            raise ScalekitError(f"amp={self.amp!r} is unknown; use one of {AMP_CHOICES}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,7 +60,7 @@ class TrainerSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown {SETTINGS_KEY} setting(s) {unknown}; known: {sorted(known)}")
+            raise ScalekitError(f"unknown {SETTINGS_KEY} setting(s) {unknown}; known: {sorted(known)}")
         return cls(**data)
 
 
@@ -76,7 +77,7 @@ def check_architecture(prepared: PreparedDataset, arch: MedNeXtConfig) -> None:
     if arch.dim != len(prepared.patch_size):
         problems.append(f"dim={arch.dim} but the patch {list(prepared.patch_size)} has {len(prepared.patch_size)} axes")
     if problems:
-        raise ValueError(f"architecture does not fit dataset {prepared.dataset_name}: " + "; ".join(problems))
+        raise ScalekitError(f"architecture does not fit dataset {prepared.dataset_name}: " + "; ".join(problems))
     arch.check_input_shape(prepared.patch_size)
 
 
@@ -89,7 +90,7 @@ def mednext_configuration(
     """
     check_architecture(prepared, arch)
     if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise ScalekitError(f"batch_size must be >= 1, got {batch_size}")
     configuration = {
         "inherits_from": prepared.configuration,
         "patch_size": list(prepared.patch_size),
@@ -109,7 +110,7 @@ def plans_with(
     plans = copy.deepcopy(base) if base is not None else prepared.load_plans()
     clash = sorted(set(configurations) & {prepared.configuration})
     if clash:
-        raise ValueError(f"configuration name(s) {clash} would replace nnU-Net's own; choose another name")
+        raise ScalekitError(f"configuration name(s) {clash} would replace nnU-Net's own; choose another name")
     plans["configurations"].update(configurations)
     if plans_name is not None:
         plans["plans_name"] = plans_name

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from scalekit._atomic import write_atomic
+from scalekit.errors import ScalekitError
 from scalekit.faults import fault_point
 from scalekit.mednext.config import DIVISOR
 
@@ -41,7 +42,7 @@ HASH_CHUNK_BYTES = 1 << 20
 RE_PREPARE = "delete the folder and rerun to prepare again"
 
 
-class PreparedDataChangedError(ValueError):
+class PreparedDataChangedError(ScalekitError):
     """Preprocessed files differ from those scalekit prepared; ``changes`` lists ``"<file> (changed|missing|added)"``
     by path relative to ``preprocessed_dir``."""
 
@@ -180,7 +181,7 @@ class PreparedDataset:
         """Read the record that :func:`prepare_dataset` left in ``preprocessed_root/Dataset...``."""
         path = Path(preprocessed_dir) / RECORD
         if not path.is_file():
-            raise ValueError(f"{preprocessed_dir} was not prepared by scalekit ({RECORD} missing); "
+            raise ScalekitError(f"{preprocessed_dir} was not prepared by scalekit ({RECORD} missing); "
                              "run `scalekit data prepare` first")
         return cls.from_dict(json.loads(path.read_text())["prepared"])
 
@@ -195,7 +196,7 @@ def resolve_raw_dataset(dataset: Path | str | int, raw_root: Path | None = None)
     root = raw_root or (Path(os.environ["nnUNet_raw"]) if os.environ.get("nnUNet_raw") else None)
     text = str(dataset)
     if root is None or not root.is_dir():
-        raise ValueError(
+        raise ScalekitError(
             f"dataset {text!r} is not a folder, and no raw root to look it up in: pass the dataset folder, "
             "or set nnUNet_raw / --raw-root"
         )
@@ -205,7 +206,7 @@ def resolve_raw_dataset(dataset: Path | str | int, raw_root: Path | None = None)
         matches = [root / text] if (root / text).is_dir() else []
     if len(matches) != 1:
         known = sorted(p.name for p in root.iterdir() if DATASET_FOLDER.match(p.name))
-        raise ValueError(f"dataset {text!r} {'is ambiguous' if matches else 'not found'} in {root}; known: {known}")
+        raise ScalekitError(f"dataset {text!r} {'is ambiguous' if matches else 'not found'} in {root}; known: {known}")
     return matches[0].resolve()
 
 
@@ -235,15 +236,15 @@ def _check_overrides(configuration: str, patch_size: Sequence[int] | None, spaci
     dims = 2 if configuration == "2d" else 3
     if patch_size is not None:
         if len(patch_size) != dims or any(int(p) % DIVISOR or int(p) < DIVISOR for p in patch_size):
-            raise ValueError(
+            raise ScalekitError(
                 f"patch_size {list(patch_size)} must be {dims} multiples of {DIVISOR} for configuration "
                 f"{configuration!r} (MedNeXt halves every axis four times), e.g. {[128] * dims}"
             )
     if spacing is not None:
         if configuration != "3d_fullres":
-            raise ValueError(f"a target spacing can only be set for 3d_fullres, not {configuration!r}")
+            raise ScalekitError(f"a target spacing can only be set for 3d_fullres, not {configuration!r}")
         if len(spacing) != 3 or any(float(s) <= 0 for s in spacing):
-            raise ValueError(f"spacing {list(spacing)} must be three positive numbers in mm, e.g. [1, 1, 1]")
+            raise ScalekitError(f"spacing {list(spacing)} must be three positive numbers in mm, e.g. [1, 1, 1]")
 
 
 @contextlib.contextmanager
@@ -304,14 +305,14 @@ def prepare_dataset(
         ValueError: bad overrides or an unknown dataset.
     """
     if configuration not in ("3d_fullres", "2d"):
-        raise ValueError(f"configuration {configuration!r} is not supported; use '3d_fullres' or '2d'")
+        raise ScalekitError(f"configuration {configuration!r} is not supported; use '3d_fullres' or '2d'")
     _check_overrides(configuration, patch_size, spacing)
     raw_dir = resolve_raw_dataset(dataset, raw_root)
     preprocessed_root = Path(preprocessed_root).resolve()
     workers = num_processes or _env.default_workers()
     raw = validate_raw_dataset(raw_dir, num_workers=workers)
     if any(isinstance(v, list) for v in raw.labels.values()):
-        raise ValueError(f"{raw_dir}: region-based labels (lists in dataset.json 'labels') are not supported")
+        raise ScalekitError(f"{raw_dir}: region-based labels (lists in dataset.json 'labels') are not supported")
     settings = {
         "configuration": configuration,
         "patch_size": list(patch_size) if patch_size else None,
@@ -356,7 +357,7 @@ def _run_nnunet(
         target = tuple(float(s) for s in spacing) if spacing else None
         plans, identifier = plan_experiment_dataset(raw.dataset_id, overwrite_target_spacing=target)
         if configuration not in plans["configurations"]:
-            raise ValueError(f"nnU-Net planned no {configuration!r} configuration for {raw.dataset_name}; "
+            raise ScalekitError(f"nnU-Net planned no {configuration!r} configuration for {raw.dataset_name}; "
                              f"planned: {sorted(plans['configurations'])}")
         preprocess_dataset(raw.dataset_id, identifier, configurations=[configuration], num_processes=[workers],
                            verbose=False, show_progress_bar=False)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from scalekit._atomic import write_atomic
+from scalekit.errors import ScalekitError
 from scalekit.faults import fault_point
 from scalekit.mednext import MedNeXtConfig, load_state, save_checkpoint, upkern
 
@@ -130,7 +131,7 @@ class StageOutcome:
         return cls(**{**data, "checkpoint": Path(data["checkpoint"])})
 
 
-class StageMismatchError(ValueError):
+class StageMismatchError(ScalekitError):
     """A stage folder holds a stage that was started with a different request."""
 
 
@@ -148,23 +149,23 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device not in ("cpu", "cuda"):
-        raise ValueError(f"device={device!r} is unknown; use 'auto', 'cpu' or 'cuda'")
+        raise ScalekitError(f"device={device!r} is unknown; use 'auto', 'cpu' or 'cuda'")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but torch sees no CUDA device; use 'cpu' or 'auto'")
+        raise ScalekitError("device='cuda' was asked for but torch sees no CUDA device; use 'cpu' or 'auto'")
     return torch.device(device)
 
 
 def _check_request(request: StageRequest) -> torch.device:
     if request.amp not in AMP_CHOICES:
-        raise ValueError(f"amp={request.amp!r} is unknown; use one of {AMP_CHOICES}")
+        raise ScalekitError(f"amp={request.amp!r} is unknown; use one of {AMP_CHOICES}")
     request.settings()  # validates the schedule
     device = resolve_device(request.device)
     if request.amp == "fp16" and device.type != "cuda":
-        raise ValueError("amp='fp16' needs CUDA; use amp=None or 'bf16' on the CPU")
+        raise ScalekitError("amp='fp16' needs CUDA; use amp=None or 'bf16' on the CPU")
     if request.init_from is not None and not Path(request.init_from).is_file():
-        raise ValueError(f"init_from checkpoint {request.init_from} does not exist")
+        raise ScalekitError(f"init_from checkpoint {request.init_from} does not exist")
     if request.nsd_tolerance_mm < 0:
-        raise ValueError(f"nsd_tolerance_mm must be >= 0, got {request.nsd_tolerance_mm}")
+        raise ScalekitError(f"nsd_tolerance_mm must be >= 0, got {request.nsd_tolerance_mm}")
     return device
 
 

@@ -27,6 +27,7 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch._dynamo import OptimizedModule
 
+from scalekit.errors import ScalekitError
 from scalekit.mednext.config import NUM_LEVELS
 
 from .checkpoints import read_nnunet_checkpoint
@@ -47,7 +48,7 @@ def resolve_amp(amp: str | None, device: torch.device) -> torch.dtype | None:
     if amp == "auto":
         return torch.float16 if device.type == "cuda" else None
     if amp == "fp16" and device.type != "cuda":
-        raise ValueError("amp='fp16' needs a CUDA device; use amp='bf16' or None on the CPU")
+        raise ScalekitError("amp='fp16' needs a CUDA device; use amp='bf16' or None on the CPU")
     return torch.float16 if amp == "fp16" else torch.bfloat16
 
 
@@ -92,7 +93,7 @@ class ScalekitMedNeXtTrainer(nnUNetTrainer):
 
     def _build_loss(self):
         if self.label_manager.has_regions:
-            raise ValueError("ScalekitMedNeXtTrainer trains label maps; region-based datasets are not supported")
+            raise ScalekitError("ScalekitMedNeXtTrainer trains label maps; region-based datasets are not supported")
         loss = DC_and_CE_loss(
             {"batch_dice": self.configuration_manager.batch_dice, "smooth": 1e-5, "do_bg": False, "ddp": self.is_ddp},
             {}, weight_ce=1, weight_dice=1, ignore_label=self.label_manager.ignore_label,

@@ -27,6 +27,8 @@ import nibabel
 import numpy as np
 from nibabel.spatialimages import HeaderDataError
 
+from scalekit.errors import ScalekitError
+
 from . import _env
 
 DATASET_FOLDER = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_\-]+)$")
@@ -36,7 +38,7 @@ NIFTI_ENDINGS = (".nii", ".nii.gz")
 MAX_LISTED_VALUES = 5
 
 
-class DatasetValidationError(ValueError):
+class DatasetValidationError(ScalekitError):
     """The raw dataset has problems; ``problems`` lists one line per problem, each naming its case or file."""
 
     def __init__(self, dataset_dir: Path, problems: list[str]) -> None:
@@ -68,7 +70,7 @@ def parse_dataset_folder(folder: Path) -> tuple[int, str]:
     """``(id, folder name)`` of a raw dataset folder named ``Dataset{ID:03d}_{Name}``."""
     match = DATASET_FOLDER.match(folder.name)
     if not match:
-        raise ValueError(
+        raise ScalekitError(
             f"raw dataset folder {folder} must be named Dataset<3-digit id>_<Name>, e.g. Dataset042_Liver "
             "(nnU-Net finds datasets by that name); rename or symlink it"
         )
@@ -302,7 +304,7 @@ def validate_raw_dataset(folder: Path, num_workers: int | None = None) -> RawDat
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"raw dataset folder {folder} does not exist")
+        raise ScalekitError(f"raw dataset folder {folder} does not exist")
     dataset_id, dataset_name = parse_dataset_folder(folder)
     content = _read_dataset_json(folder)
     _env.configure()

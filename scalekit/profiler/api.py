@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import torch
 
+from scalekit.errors import ScalekitError
 from scalekit.mednext.config import MedNeXtConfig
 
 from . import cache as _cache
@@ -25,10 +26,10 @@ PREDICTED_DEVICE = "predicted (CUDA)"
 def normalise_patch(arch: MedNeXtConfig, patch_size: int | Sequence[int]) -> tuple[int, ...]:
     """An int becomes a cube (square in 2-D); the result is checked against the architecture."""
     if isinstance(patch_size, bool):
-        raise ValueError(f"patch_size={patch_size!r} is not a size; give an int or {arch.dim} ints")
+        raise ScalekitError(f"patch_size={patch_size!r} is not a size; give an int or {arch.dim} ints")
     patch = (patch_size,) * arch.dim if isinstance(patch_size, int) else tuple(patch_size)
     if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in patch):
-        raise ValueError(f"patch_size={patch_size!r} must be positive integers")
+        raise ScalekitError(f"patch_size={patch_size!r} must be positive integers")
     arch.check_input_shape(patch)
     return patch
 
@@ -68,16 +69,16 @@ def profile(
         ValueError: bad patch, batch, amp or device, before any work.
     """
     if not isinstance(arch, MedNeXtConfig):
-        raise ValueError(f"arch must be a MedNeXtConfig, got {type(arch).__name__}")
+        raise ScalekitError(f"arch must be a MedNeXtConfig, got {type(arch).__name__}")
     patch = normalise_patch(arch, patch_size)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} is not allowed; use an integer >= 1")
+        raise ScalekitError(f"batch_size={batch_size!r} is not allowed; use an integer >= 1")
     if amp not in AMP_CHOICES:
-        raise ValueError(f"amp={amp!r} is unknown; use 'fp16', 'bf16' or None")
+        raise ScalekitError(f"amp={amp!r} is unknown; use 'fp16', 'bf16' or None")
     if device not in DEVICE_CHOICES:
-        raise ValueError(f"device={device!r} is unknown; use 'auto', 'cpu' or 'cuda'")
+        raise ScalekitError(f"device={device!r} is unknown; use 'auto', 'cpu' or 'cuda'")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but no CUDA GPU is available; use device='cpu' to predict")
+        raise ScalekitError("device='cuda' but no CUDA GPU is available; use device='cpu' to predict")
     ckpt = arch.checkpointing if checkpointing is None else bool(checkpointing)
     measured = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     device_name = torch.cuda.get_device_name() if measured else PREDICTED_DEVICE

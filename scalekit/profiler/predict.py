@@ -27,8 +27,7 @@ from scalekit.mednext.model import MedNeXt
 
 from .allocator import CachingAllocatorModel
 from .cuda_policy import cuda_autocast_policy
-from .step import (ScalerStandIn, autocast_context, fill_optimizer_state, make_batch, make_optimizer,
-                   training_step)
+from .step import ScalerStandIn, autocast_context, fill_optimizer_state, make_batch, make_optimizer, training_step
 
 CUDNN_WORKSPACE_BYTES = 64 << 20
 """Allowance for cuDNN's convolution workspace at the peak (an assumption: cuDNN chooses it at run time)."""

@@ -5,9 +5,10 @@
     rows = read_results(summary.study_dir)
 """
 
+from scalekit.records import ResultsTable, StageRecord, read_results, write_results
+
 from .chain import ChainPlanner, Constraints
 from .config import StudyConfig, StudyConfigError
-from scalekit.records import ResultsTable, StageRecord, read_results, write_results
 from .planning import build_space
 from .runner import StudySummary, run_study
 from .studyfile import load_study_config, study_problems

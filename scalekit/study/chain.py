@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from scalekit.mednext.config import MedNeXtConfig
-from scalekit.space import Family, SearchSpace
-
 from scalekit.records import ResultsTable, StageRecord
+from scalekit.space import Family, SearchSpace
 
 log = logging.getLogger(__name__)
 

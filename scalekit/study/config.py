@@ -20,10 +20,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator, model_validator
 
+from scalekit.errors import ScalekitError
 from scalekit.mednext.config import DIVISOR, NUM_STAGES
 from scalekit.mednext.presets import PRESETS
 from scalekit.records import OBJECTIVES, Objective
-
 
 SELECT_RULES = ("best", "knee")
 BUDGET_RULE = "max-dice-under="
@@ -38,7 +38,7 @@ Float = Annotated[float, Strict()]
 Bool = Annotated[bool, Strict()]
 
 
-class StudyConfigError(ValueError):
+class StudyConfigError(ScalekitError):
     """A study file is missing, unreadable or invalid; the message lists every problem."""
 
 
@@ -76,11 +76,11 @@ class DatasetSection(_Model):
         if configuration is not None and len(value) != dims:
             example = [value[0] if value else 128] * dims
             other = "" if dims == 2 else "; or set configuration: 2d"
-            raise ValueError(f"{list(value)} has {len(value)} size(s) but configuration {configuration!r} needs "
+            raise ScalekitError(f"{list(value)} has {len(value)} size(s) but configuration {configuration!r} needs "
                              f"{dims}, e.g. {example}{other}")
         bad = [s for s in value if s < DIVISOR or s % DIVISOR]
         if bad:
-            raise ValueError(f"{list(value)}: every size must be a multiple of {DIVISOR} (MedNeXt has 4 levels)")
+            raise ScalekitError(f"{list(value)}: every size must be a multiple of {DIVISOR} (MedNeXt has 4 levels)")
         return value
 
     @field_validator("spacing")
@@ -89,15 +89,15 @@ class DatasetSection(_Model):
         if value is None:
             return value
         if info.data.get("configuration") == "2d":
-            raise ValueError("a target spacing can only be set for configuration 3d_fullres; remove it")
+            raise ScalekitError("a target spacing can only be set for configuration 3d_fullres; remove it")
         if len(value) != 3 or min(value) <= 0:
-            raise ValueError(f"{list(value)}: give 3 positive spacings in mm, e.g. [1.0, 1.0, 1.0]")
+            raise ScalekitError(f"{list(value)}: give 3 positive spacings in mm, e.g. [1.0, 1.0, 1.0]")
         return value
 
     @model_validator(mode="after")
     def _named(self) -> DatasetSection:
         if self.name is None and self.id is None:
-            raise ValueError("give the dataset's nnU-Net name or id (dataset.name or dataset.id)")
+            raise ScalekitError("give the dataset's nnU-Net name or id (dataset.name or dataset.id)")
         return self
 
 
@@ -130,9 +130,9 @@ class FamilySpec(_Model):
     def _nine(cls, value: int | tuple[int, ...]) -> int | tuple[int, ...]:
         values = (value,) if isinstance(value, int) else value
         if not isinstance(value, int) and len(value) != NUM_STAGES:
-            raise ValueError(f"needs one int or {NUM_STAGES} ints (enc0..enc3, bottleneck, dec3..dec0), got {len(value)}")
+            raise ScalekitError(f"needs one int or {NUM_STAGES} ints (enc0..enc3, bottleneck, dec3..dec0), got {len(value)}")
         if min(values) < 1:
-            raise ValueError(f"{list(values)}: entries must be >= 1")
+            raise ScalekitError(f"{list(values)}: entries must be >= 1")
         return value
 
 
@@ -148,14 +148,14 @@ class ScalingSpec(_Model):
     @classmethod
     def _base(cls, value: str) -> str:
         if value.upper() not in PRESETS:
-            raise ValueError(f"unknown preset {value!r}; choose one of {', '.join(PRESETS)}")
+            raise ScalekitError(f"unknown preset {value!r}; choose one of {', '.join(PRESETS)}")
         return value.upper()
 
     @field_validator("depth", "expansion")
     @classmethod
     def _positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         if not value or min(value) <= 0:
-            raise ValueError(f"{list(value)}: give at least one positive multiplier")
+            raise ScalekitError(f"{list(value)}: give at least one positive multiplier")
         return value
 
 
@@ -173,19 +173,19 @@ class SpaceSection(_Model):
     def _presets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         unknown = [p for p in value if p.upper() not in PRESETS]
         if unknown:
-            raise ValueError(f"unknown preset(s) {unknown}; choose from {', '.join(PRESETS)}")
+            raise ScalekitError(f"unknown preset(s) {unknown}; choose from {', '.join(PRESETS)}")
         return tuple(p.upper() for p in value)
 
     @field_validator("kernels")
     @classmethod
     def _kernels(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         if not value:
-            raise ValueError("give at least one kernel size, e.g. [3, 5, 7]")
+            raise ScalekitError("give at least one kernel size, e.g. [3, 5, 7]")
         bad = [k for k in value if k < 1 or k % 2 == 0]
         if bad:
-            raise ValueError(f"{list(value)}: kernel sizes must be odd (3, 5, 7, ...)")
+            raise ScalekitError(f"{list(value)}: kernel sizes must be odd (3, 5, 7, ...)")
         if any(later <= earlier for earlier, later in zip(value, value[1:])):
-            raise ValueError(
+            raise ScalekitError(
                 f"{list(value)}: must increase, e.g. [3, 5, 7] (each UpKern stage starts from the previous kernel)"
             )
         return value
@@ -193,7 +193,7 @@ class SpaceSection(_Model):
     @model_validator(mode="after")
     def _not_empty(self) -> SpaceSection:
         if not (self.presets or self.families or self.scaling):
-            raise ValueError("the space is empty: give presets, families or a scaling range")
+            raise ScalekitError("the space is empty: give presets, families or a scaling range")
         return self
 
 
@@ -215,7 +215,7 @@ class ObjectiveSpec(_Model):
     @classmethod
     def _metric(cls, value: str) -> str:
         if value not in OBJECTIVES:
-            raise ValueError(f"unknown metric {value!r}; choose from {', '.join(OBJECTIVES)}")
+            raise ScalekitError(f"unknown metric {value!r}; choose from {', '.join(OBJECTIVES)}")
         return value
 
     def goal(self) -> Objective:
@@ -259,7 +259,7 @@ class ExportSpec(_Model):
 
             parse_memory_budget(rule.removeprefix(BUDGET_RULE))
         elif rule not in SELECT_RULES and not STAGE_ID.fullmatch(rule):
-            raise ValueError(
+            raise ScalekitError(
                 f"{value!r} is not a selection rule; use best, knee, {BUDGET_RULE}24GB or a stage id such as "
                 "f1a2b3c4d-k5 (scalekit study show lists them)"
             )
@@ -293,7 +293,7 @@ class StudyConfig(_Model):
     @classmethod
     def _name(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
-            raise ValueError(f"{value!r}: use letters, digits, '_', '-' and '.' only")
+            raise ScalekitError(f"{value!r}: use letters, digits, '_', '-' and '.' only")
         return value
 
     @field_validator("objectives")
@@ -301,9 +301,9 @@ class StudyConfig(_Model):
     def _objectives(cls, value: tuple[ObjectiveSpec, ...]) -> tuple[ObjectiveSpec, ...]:
         metrics = [o.metric for o in value]
         if not value:
-            raise ValueError("give at least one objective, e.g. [{metric: mean_dice}]")
+            raise ScalekitError("give at least one objective, e.g. [{metric: mean_dice}]")
         if len(set(metrics)) != len(metrics):
-            raise ValueError(f"{metrics}: an objective is listed twice")
+            raise ScalekitError(f"{metrics}: an objective is listed twice")
         return value
 
     @model_validator(mode="after")
@@ -311,7 +311,7 @@ class StudyConfig(_Model):
         if self.search.sampler == "grid" and self.space.scaling is None and len(self.space.presets) + len(
             self.space.families
         ) < self.search.families:
-            raise ValueError(
+            raise ScalekitError(
                 f"search.families={self.search.families} is more than the space's families; lower it or widen the space"
             )
         return self

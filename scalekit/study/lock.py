@@ -19,10 +19,12 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from scalekit.errors import ScalekitError
+
 LOCK_FILE = ".scalekit.lock"
 
 
-class StudyLockedError(ValueError):
+class StudyLockedError(ScalekitError):
     """Another process holds the study directory."""
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from scalekit.errors import ScalekitError
 from scalekit.mednext.config import MedNeXtConfig
+from scalekit.records import StageRecord
 from scalekit.space import Family, SearchSpace
 
 from .chain import Constraints, ProfileFn, plan_family
 from .config import StudyConfig
-from scalekit.records import StageRecord
 
 
 def build_space(config: StudyConfig) -> SearchSpace:
@@ -28,7 +29,7 @@ def build_space(config: StudyConfig) -> SearchSpace:
     return SearchSpace.build(s.presets, families, scaling, s.kernels, s.preset_channels)
 
 
-class HardwareError(ValueError):
+class HardwareError(ScalekitError):
     """The study asks for resources that the machine or the Ray cluster does not have."""
 
 

@@ -31,13 +31,13 @@ import yaml
 
 from scalekit._atomic import write_atomic
 from scalekit.faults import ENV_VARIABLES
+from scalekit.records import ResultsTable
 
 from .chain import ChainPlanner
 from .checks import demo_folder, preflight
 from .config import StudyConfig, StudyConfigError
-from .planning import build_space, resolve_hardware, stage_planning
 from .lock import StudyLock
-from scalekit.records import ResultsTable
+from .planning import build_space, resolve_hardware, stage_planning
 from .studyfile import format_problems, load_study_config, read_yaml
 
 log = logging.getLogger(__name__)

@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
+from scalekit.errors import ScalekitError
 from scalekit.space import SearchSpace
 
 from .chain import ChainPlanner, objective_values
@@ -86,7 +87,7 @@ def planned_families(settings: SearchSettings, space: SearchSpace) -> list[str]:
     return queued[: settings.families]
 
 
-class StorageError(ValueError):
+class StorageError(ScalekitError):
     """The Optuna storage cannot be opened."""
 
 
