@@ -17,6 +17,7 @@ from torch.profiler import profile as torch_profile
 
 from scalekit.mednext import MedNeXt, preset_config
 from scalekit.profiler import ProfileResult, profile
+from scalekit.mednext.recipe import deep_supervision_weights
 from scalekit.profiler import api as profiler_api
 from scalekit.profiler.allocator import CachingAllocatorModel, round_size, segment_size
 from scalekit.profiler.counting import CostCounter, count
@@ -25,7 +26,6 @@ from scalekit.profiler.predict import replay_exact, trace_step
 from scalekit.profiler.step import (
     ScalerStandIn,
     autocast_context,
-    deep_supervision_weights,
     fill_optimizer_state,
     make_batch,
     make_optimizer,
@@ -197,7 +197,7 @@ def test_cuda_policy_is_installed_only_inside_the_block() -> None:
 
 
 def test_deep_supervision_weights() -> None:
-    assert deep_supervision_weights(5) == pytest.approx([16 / 31, 8 / 31, 4 / 31, 2 / 31, 1 / 31])
+    assert list(deep_supervision_weights(5)) == pytest.approx([16 / 31, 8 / 31, 4 / 31, 2 / 31, 1 / 31])
 
 
 def test_profile_predicts_caches_and_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

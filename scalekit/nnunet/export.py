@@ -22,13 +22,12 @@ import torch
 
 from scalekit._atomic import Staging, staged_dir, write_atomic
 from scalekit.errors import ScalekitError
-from scalekit.mednext import MedNeXt, MedNeXtConfig, count_parameters, load_state, upkern
+from scalekit.mednext import MedNeXt, MedNeXtConfig, count_parameters, load_state, recipe, upkern
 
 from . import _env
 from .checkpoints import read_nnunet_checkpoint, write_starting_weights
 from .plans import TRAINER_NAME, TrainerSettings, mednext_configuration, plans_with
 from .prepare import PreparedDataset
-from .stage import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +262,7 @@ def run_exported_training(
     """
     if pretrained_weights is not None and continue_training:
         raise ScalekitError("pretrained weights only start a new training; drop them to continue one")
-    torch_device = resolve_device(device)
+    torch_device = recipe.resolve_device(device)
     _env.configure(preprocessed=preprocessed_root, results=results_root)
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from scalekit.errors import ScalekitError
-from scalekit.mednext import MedNeXtConfig
+from scalekit.mednext import MedNeXtConfig, recipe
 
 from .adapter import architecture_entry
 from .prepare import PreparedDataset
@@ -16,7 +16,6 @@ from .prepare import PreparedDataset
 SETTINGS_KEY = "scalekit_trainer"
 """Key of the trainer settings inside a plans configuration (nnU-Net keeps unknown keys)."""
 TRAINER_NAME = "ScalekitMedNeXtTrainer"
-AMP_CHOICES = (None, "none", "auto", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -49,8 +48,8 @@ class TrainerSettings:
                 raise ScalekitError(f"trainer setting {name} must be an integer >= 1, got {value!r}")
         if not (isinstance(self.initial_lr, (int, float)) and self.initial_lr > 0):
             raise ScalekitError(f"initial_lr must be a positive number, got {self.initial_lr!r}")
-        if self.amp not in AMP_CHOICES:
-            raise ScalekitError(f"amp={self.amp!r} is unknown; use one of {AMP_CHOICES}")
+        if self.amp not in recipe.AMP_SETTINGS:
+            raise ScalekitError(f"amp={self.amp!r} is unknown; use one of {recipe.AMP_SETTINGS}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -32,11 +32,11 @@ import torch
 from scalekit._atomic import write_atomic
 from scalekit.errors import ScalekitError
 from scalekit.faults import fault_point
-from scalekit.mednext import MedNeXtConfig, load_state, save_checkpoint, upkern
+from scalekit.mednext import MedNeXtConfig, load_state, recipe, save_checkpoint, upkern
 
 from . import _env
 from .evaluate import evaluate_fold
-from .plans import AMP_CHOICES, TrainerSettings, mednext_configuration, plans_with
+from .plans import TrainerSettings, mednext_configuration, plans_with
 from .prepare import PreparedDataset
 
 log = logging.getLogger(__name__)
@@ -144,22 +144,10 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"auto"``, ``"cpu"`` or ``"cuda"`` as a torch device; CUDA must exist when asked for."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda"):
-        raise ScalekitError(f"device={device!r} is unknown; use 'auto', 'cpu' or 'cuda'")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ScalekitError("device='cuda' was asked for but torch sees no CUDA device; use 'cpu' or 'auto'")
-    return torch.device(device)
-
-
 def _check_request(request: StageRequest) -> torch.device:
-    if request.amp not in AMP_CHOICES:
-        raise ScalekitError(f"amp={request.amp!r} is unknown; use one of {AMP_CHOICES}")
     request.settings()  # validates the schedule
-    device = resolve_device(request.device)
+    device = recipe.resolve_device(request.device)
+    recipe.resolve_amp(request.amp, device)
     if request.amp == "fp16" and device.type != "cuda":
         raise ScalekitError("amp='fp16' needs CUDA; use amp=None or 'bf16' on the CPU")
     if request.init_from is not None and not Path(request.init_from).is_file():

@@ -28,29 +28,12 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch._dynamo import OptimizedModule
 
 from scalekit.errors import ScalekitError
+from scalekit.mednext import recipe
 from scalekit.mednext.config import NUM_LEVELS
 
 from .checkpoints import read_nnunet_checkpoint
 from .errors import NonFiniteLossError
 from .plans import SETTINGS_KEY, TrainerSettings
-
-DEEP_SUPERVISION_WEIGHTS = tuple(w / 31 for w in (16, 8, 4, 2, 1))
-"""Loss weights of the outputs [S, S/2, S/4, S/8, S/16] (the reference MedNeXt trainer's 1/2^i, normalised)."""
-WEIGHT_DECAY = 3e-5
-ADAM_EPS = 1e-4
-GRAD_CLIP = 12.0
-
-
-def resolve_amp(amp: str | None, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a setting on a device: ``None`` means fp32."""
-    if amp in (None, "none"):
-        return None
-    if amp == "auto":
-        return torch.float16 if device.type == "cuda" else None
-    if amp == "fp16" and device.type != "cuda":
-        raise ScalekitError("amp='fp16' needs a CUDA device; use amp='bf16' or None on the CPU")
-    return torch.float16 if amp == "fp16" else torch.bfloat16
-
 
 class ScalekitMedNeXtTrainer(nnUNetTrainer):
     """nnU-Net v2 trainer for scalekit MedNeXt networks (see the module docstring for the recipe).
@@ -66,9 +49,9 @@ class ScalekitMedNeXtTrainer(nnUNetTrainer):
         self.num_iterations_per_epoch = self.settings.iterations_per_epoch
         self.num_val_iterations_per_epoch = self.settings.val_iterations
         self.initial_lr = self.settings.initial_lr
-        self.weight_decay = WEIGHT_DECAY
+        self.weight_decay = recipe.WEIGHT_DECAY
         self.save_every = self.settings.checkpoint_every
-        self.amp_dtype = resolve_amp(self.settings.amp, self.device)
+        self.amp_dtype = recipe.resolve_amp(self.settings.amp, self.device)
         if self.amp_dtype != torch.float16:
             self.grad_scaler = None
         if not self.settings.plot_progress:
@@ -81,8 +64,7 @@ class ScalekitMedNeXtTrainer(nnUNetTrainer):
         return module._orig_mod if isinstance(module, OptimizedModule) else module
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr,
-                                      weight_decay=self.weight_decay, eps=ADAM_EPS)
+        optimizer = recipe.make_optimizer(self.network.parameters(), lr=self.initial_lr)
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
     def _get_deep_supervision_scales(self):
@@ -99,7 +81,7 @@ class ScalekitMedNeXtTrainer(nnUNetTrainer):
             {}, weight_ce=1, weight_dice=1, ignore_label=self.label_manager.ignore_label,
             dice_class=MemoryEfficientSoftDiceLoss,
         )
-        return DeepSupervisionWrapper(loss, DEEP_SUPERVISION_WEIGHTS) if self.enable_deep_supervision else loss
+        return DeepSupervisionWrapper(loss, recipe.deep_supervision_weights(NUM_LEVELS)) if self.enable_deep_supervision else loss
 
     def set_deep_supervision_enabled(self, enabled: bool) -> None:
         self.bare_network().deep_supervision = enabled
@@ -125,12 +107,12 @@ class ScalekitMedNeXtTrainer(nnUNetTrainer):
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), GRAD_CLIP)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), recipe.GRAD_CLIP)
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
         else:
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), GRAD_CLIP)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), recipe.GRAD_CLIP)
             self.optimizer.step()
         return {"loss": np.array(value)}
 

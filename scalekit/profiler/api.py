@@ -10,6 +10,7 @@ from dataclasses import replace
 import torch
 
 from scalekit.errors import ScalekitError
+from scalekit.mednext import recipe
 from scalekit.mednext.config import MedNeXtConfig
 
 from . import cache as _cache
@@ -18,7 +19,8 @@ from .result import ProfileResult
 
 logger = logging.getLogger(__name__)
 
-AMP_CHOICES = ("fp16", "bf16", None)
+AMP_CHOICES = (*recipe.AMP_DTYPES, None)
+"""The profiler takes an explicit autocast dtype or None (fp32); ``auto`` is resolved by the caller."""
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 PREDICTED_DEVICE = "predicted (CUDA)"
 

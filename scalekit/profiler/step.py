@@ -20,18 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scalekit.mednext import recipe
 from scalekit.mednext.config import NUM_LEVELS, MedNeXtConfig
-
-CLIP_NORM = 12.0
-DICE_SMOOTH = 1e-5
-AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def deep_supervision_weights(n_outputs: int) -> list[float]:
-    """Weights of the outputs [full, 1/2, ...]: 2^-i normalised to sum 1 (16:8:4:2:1 / 31 for five)."""
-    raw = [2.0 ** -i for i in range(n_outputs)]
-    return [w / sum(raw) for w in raw]
-
 
 def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy + (1 - soft Dice) of one output, as nnU-Net's ``DC_and_CE_loss`` (weights 1:1).
@@ -50,14 +40,14 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     axes = tuple(range(2, logits.ndim))
     intersect = (probs * onehot).sum(axes)
     denominator = probs.sum(axes) + onehot.sum(axes)
-    dice = (2 * intersect + DICE_SMOOTH) / (denominator + DICE_SMOOTH).clamp_min(1e-8)
+    dice = (2 * intersect + recipe.DICE_SMOOTH) / (denominator + recipe.DICE_SMOOTH).clamp_min(1e-8)
     return ce + 1 - dice[:, 1:].mean()
 
 
 def deep_supervision_loss(outputs: torch.Tensor | Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> torch.Tensor:
     """Weighted sum of :func:`dice_ce_loss` over the outputs (one target per output, same resolution)."""
     outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
-    weights = deep_supervision_weights(len(outputs))
+    weights = recipe.deep_supervision_weights(len(outputs))
     return sum(w * dice_ce_loss(o, t) for w, o, t in zip(weights, outputs, targets))
 
 
@@ -74,8 +64,8 @@ def make_batch(arch: MedNeXtConfig, patch: tuple[int, ...], batch_size: int,
 
 
 def make_optimizer(model: nn.Module) -> torch.optim.AdamW:
-    """The reference recipe's AdamW (foreach, see the module docstring)."""
-    return torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=3e-5, eps=1e-4, foreach=True)
+    """The recipe's AdamW with ``foreach`` (what torch picks for CUDA parameters; see the module docstring)."""
+    return recipe.make_optimizer(model.parameters(), foreach=True)
 
 
 def fill_optimizer_state(optimizer: torch.optim.AdamW) -> None:
@@ -126,7 +116,7 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.T
     scaler.scale(loss).backward()
     del loss
     scaler.unscale_(optimizer)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM, foreach=True)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.GRAD_CLIP, foreach=True)
     scaler.step(optimizer)
     scaler.update()
 
@@ -135,4 +125,4 @@ def autocast_context(device_type: str, amp: str | None) -> Any:
     """``torch.autocast`` for ``amp`` ("fp16", "bf16") or a null context for ``None``."""
     if amp is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type, dtype=AMP_DTYPES[amp])
+    return torch.autocast(device_type, dtype=recipe.AMP_DTYPES[amp])
