@@ -23,10 +23,10 @@ from scalekit.faults import fault_point
 from scalekit.pareto import StudyGoals, pareto_front, study_front
 from scalekit.records import Objective, StageRecord
 from scalekit.selection import rule_choices
+from scalekit.tables import Table, fmt, stage_tables
 
 log = logging.getLogger(__name__)
 
-NOT_TRAINED = ("infeasible", "failed", "stopped")
 IMAGE_FORMATS = ("png", "svg")
 KERNEL_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 INIT_SYMBOLS = {"scratch": "circle", "upkern": "diamond"}
@@ -94,21 +94,15 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
-def _fmt(value: float | int | None, digits: int = 4) -> str:
-    if value is None:
-        return "—"
-    return f"{value:,}" if isinstance(value, int) else f"{value:,.{digits}f}"
-
-
 def hover_text(record: StageRecord) -> str:
     """Plotly hover (``<br>`` lines): the stage, its measurements and its whole MedNeXt configuration."""
     lines = [
         f"<b>{html.escape(record.stage_id)}</b> {html.escape(record.family_label or record.family_id)}",
         f"status: {record.status}" + (f" ({html.escape(record.reason)})" if record.reason else ""),
         f"init: {record.init}" + (f" from {html.escape(record.parent_stage)}" if record.parent_stage else ""),
-        f"mean Dice {_fmt(record.mean_dice)}, NSD {_fmt(record.mean_nsd)}",
-        f"peak memory {_fmt(record.peak_memory_gb, 2)} GB ({record.memory_method or 'n/a'})",
-        f"GFLOPs train {_fmt(record.gflops_train, 1)}, params {_fmt(record.params)}",
+        f"mean Dice {fmt(record.mean_dice)}, NSD {fmt(record.mean_nsd)}",
+        f"peak memory {fmt(record.peak_memory_gb, 2)} GB ({record.memory_method or 'n/a'})",
+        f"GFLOPs train {fmt(record.gflops_train, 1)}, params {fmt(record.params)}",
     ]
     lines += [f"{key}: {html.escape(str(value))}" for key, value in record.config.items()]
     return "<br>".join(lines)
@@ -251,15 +245,6 @@ def write_images(figures: dict[str, go.Figure], folder: Path) -> tuple[list[Path
     return [path for _, path, _ in targets], None
 
 
-@dataclass(frozen=True)
-class Table:
-    """A titled table of preformatted cells."""
-
-    title: str
-    headers: list[str]
-    rows: list[list[str]]
-
-
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], css: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join(
@@ -268,29 +253,10 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], css: str = "")
     return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def stage_tables(records: Sequence[StageRecord], front_ids: frozenset[str]) -> list[Table]:
-    """The stage tables of the report and of ``scalekit study show``: trained or in progress, then not trained."""
-    trained = [
-        [r.stage_id, r.family_label or r.family_id, f"k{r.kernel_size}", r.init, r.parent_stage, r.status,
-         _fmt(r.mean_dice), _fmt(r.mean_nsd), _fmt(r.peak_memory_gb, 2), _fmt(r.gflops_train, 1), _fmt(r.params),
-         _fmt(r.epochs), "✓" if r.stage_id in front_ids else "", r.reason]
-        for r in records if r.status not in NOT_TRAINED
-    ]
-    headers = ["stage", "family", "kernel", "init", "parent", "status", "mean Dice", "NSD", "peak GB",
-               "GFLOPs train", "params", "epochs", "study front", "note"]
-    failed = [[r.stage_id, r.family_label or r.family_id, f"k{r.kernel_size}", r.status, r.reason or "—"]
-              for r in records if r.status in NOT_TRAINED]
-    return [
-        Table("All trained or scheduled stages", headers, trained),
-        Table("Not trained (infeasible, failed or stopped)", ["stage", "family", "kernel", "status", "reason"],
-              failed),
-    ]
-
-
 def _tables(data: ReportData) -> str:
     steps = [[s.family, f"{s.parent_id} → {s.stage_id}", f"k{s.from_kernel} → k{s.to_kernel}",
-              "—" if s.dice_delta is None else f"{s.dice_delta:+.4f}", _fmt(s.memory_ratio, 2),
-              _fmt(s.flops_ratio, 2)] for s in data.steps]
+              "—" if s.dice_delta is None else f"{s.dice_delta:+.4f}", fmt(s.memory_ratio, 2),
+              fmt(s.flops_ratio, 2)] for s in data.steps]
     tables = [Table("UpKern steps: each UpKern-initialised stage against its parent",
                     ["family", "stages", "kernel", "ΔDice", "memory ratio", "GFLOPs ratio"], steps)]
     return "".join(

@@ -136,3 +136,17 @@ def test_cli_show_and_export(study, tmp_path) -> None:
     assert exported.exit_code == 0, exported.output
     assert "selected (A-k7): A-k7: chosen by stage id" in exported.output
     assert json.loads((tmp_path / "selection.json").read_text())["stage_id"] == "A-k7"
+
+
+def test_study_show_does_not_import_plotly(tmp_path: Path) -> None:
+    """`scalekit study show` prints the tables without the report's plotly (a fast start, fewer dependencies)."""
+    import subprocess
+    import sys
+
+    make_study(tmp_path / "study")
+    code = ("import sys; from scalekit.cli import main; sys.argv = ['scalekit', 'study', 'show', sys.argv[1]]\n"
+            "try:\n    main()\nfinally:\n    assert 'plotly' not in sys.modules, 'plotly was imported'")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "study")], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "A-k3" in result.stdout

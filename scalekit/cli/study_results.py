@@ -1,7 +1,4 @@
-"""``scalekit study report | show | export``: look at a study's results and take the chosen network away.
-
-The lead mounts these functions under the ``study`` group, e.g. ``study_app.command("report")(report_command)``.
-"""
+"""``scalekit study report | show | export``: look at a study's results and take the chosen network away."""
 
 from __future__ import annotations
 
@@ -36,7 +33,7 @@ def show_command(study_dir: StudyDir) -> None:
     from rich.table import Table
 
     from scalekit.pareto import study_front
-    from scalekit.report import stage_tables
+    from scalekit.tables import stage_tables
     from scalekit.selection import rule_choices
 
     study = study_front(study_dir)
