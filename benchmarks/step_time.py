@@ -35,7 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._doc import machine_line, write_section  # noqa: E402
 from scalekit.mednext import MedNeXt, preset_config  # noqa: E402
-from scalekit.mednext.speed import compile_mednext  # noqa: E402
 
 AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 MIB = 2**20
@@ -155,7 +154,7 @@ def run_case(case: Case, repeats: int, with_compile: bool) -> list[Row]:
     """Time the variants of one case, interleaved; return one row per variant."""
     models, x = _build(case)
     if with_compile:
-        models["compiled"] = compile_mednext(copy.deepcopy(models["fast"]))
+        models["compiled"] = torch.compile(copy.deepcopy(models["fast"]))
     steppers = {name: _Stepper(model, case) for name, model in models.items()}
     warm = {name: step(x) for name, step in steppers.items()}
     reference = warm["plain"][2]

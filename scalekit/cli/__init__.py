@@ -16,7 +16,7 @@ import typer
 
 from scalekit.errors import ScalekitError
 
-from . import data, model, profile, study, train
+from . import data, model, nnunet, profile, study, train
 
 app = typer.Typer(
     name="scalekit",
@@ -31,7 +31,7 @@ app.add_typer(study.app, name="study")
 app.command("profile")(profile.profile_command)
 app.add_typer(data.app, name="data")
 app.command("train")(train.train_command)
-app.add_typer(train.nnunet_app, name="nnunet")
+app.add_typer(nnunet.app, name="nnunet")
 
 
 def _os_error_message(err: OSError) -> str:

@@ -27,8 +27,8 @@ rounding; the fast path differs only in how the work reaches the kernels:
 - **cuDNN autotuning.** On the first CUDA forward the fast path sets ``torch.backends.cudnn.benchmark = True``
   (MedNeXt trains on fixed patch sizes, where autotuning pays off); see :func:`prepare_device`.
 
-``MedNeXt.fast_path = False`` selects the plain path (the baseline of ``benchmarks/step_time.py``).
-:func:`compile_mednext` wraps a model with ``torch.compile`` (opt-in: compilation takes minutes).
+``MedNeXt.fast_path = False`` selects the plain path (the baseline of ``benchmarks/step_time.py``); either
+path works under ``torch.compile`` (opt-in: compilation takes minutes).
 """
 
 from __future__ import annotations
@@ -174,11 +174,3 @@ def strided_pointwise(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
 def transposed_pointwise(x: torch.Tensor, conv: nn.Module, bias: bool = True) -> torch.Tensor:
     """A kernel-1 transposed convolution (weight (in, out, 1...)) at stride 1, as a 1x1 convolution."""
     return _CONV[x.ndim - 2](x, conv.weight.transpose(0, 1), conv.bias if bias else None)
-
-
-def compile_mednext(model: nn.Module, **options) -> nn.Module:
-    """``torch.compile(model, **options)``: opt-in, for long trainings on fixed patch sizes (CUDA above all).
-
-    The first steps compile (minutes for the large presets); on CPU it needs a C++ compiler.
-    """
-    return torch.compile(model, **options)
