@@ -13,6 +13,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterable
@@ -31,6 +32,15 @@ its ``reason`` says which. ``infeasible``: profiled to break a constraint (or ra
 ``failed``: training broke (non-finite loss, an error); ``reason`` holds the message."""
 
 INITS = ("scratch", "upkern")
+
+
+STAGE_ID = re.compile(r"f[0-9a-f]{8}-k\d+")
+"""The form of a stage id: the family id (``f`` and 8 hex digits, a hash of C, B and R) and the kernel."""
+
+
+def make_stage_id(family_id: str, kernel: int) -> str:
+    """The id of a family's chain stage with kernel size ``kernel``: ``<family id>-k<kernel>``."""
+    return f"{family_id}-k{kernel}"
 
 TABLE_MODE = 0o644
 """results.csv is readable by the group and others, like every other file a study writes (mkstemp makes 0600)."""

@@ -15,13 +15,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from scalekit.errors import ScalekitError
-from scalekit.mednext.config import NUM_STAGES, MedNeXtConfig
+from scalekit.mednext.config import MedNeXtConfig, per_stage
 from scalekit.mednext.model import MedNeXt
 from scalekit.mednext.presets import PRESETS
-
-
-def _nine(value: int | Sequence[int]) -> tuple[int, ...]:
-    return (value,) * NUM_STAGES if isinstance(value, int) else tuple(value)
+from scalekit.records import make_stage_id
 
 
 @dataclass(frozen=True)
@@ -35,8 +32,8 @@ class Family:
     checkpointing: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "block_counts", _nine(self.block_counts))
-        object.__setattr__(self, "exp_r", _nine(self.exp_r))
+        object.__setattr__(self, "block_counts", per_stage("block_counts", self.block_counts))
+        object.__setattr__(self, "exp_r", per_stage("exp_r", self.exp_r))
         MedNeXtConfig(n_channels=self.n_channels, block_counts=self.block_counts, exp_r=self.exp_r)
 
     @property
@@ -56,7 +53,7 @@ class Family:
         return f"C{self.n_channels}-B{compact(self.block_counts)}-R{compact(self.exp_r)}"
 
     def stage_id(self, kernel: int) -> str:
-        return f"{self.family_id}-k{kernel}"
+        return make_stage_id(self.family_id, kernel)
 
     def config(self, kernel: int, template: MedNeXtConfig) -> MedNeXtConfig:
         """This family at one kernel size; the template gives channels, classes, dim and other options."""

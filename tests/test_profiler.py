@@ -16,8 +16,8 @@ from torch.profiler import ProfilerActivity
 from torch.profiler import profile as torch_profile
 
 from scalekit.mednext import MedNeXt, preset_config
-from scalekit.profiler import ProfileResult, profile
 from scalekit.mednext.recipe import deep_supervision_weights
+from scalekit.profiler import ProfileResult, profile
 from scalekit.profiler import api as profiler_api
 from scalekit.profiler.allocator import CachingAllocatorModel, round_size, segment_size
 from scalekit.profiler.counting import CostCounter, count

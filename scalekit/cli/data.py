@@ -55,11 +55,10 @@ def prepare(
     as_json: Annotated[bool, typer.Option("--json", help="Print the prepared dataset as JSON.")] = False,
 ) -> None:
     """Validate a raw dataset (all bad cases in one error), then fingerprint, plan and preprocess it."""
-    import os
-
+    from scalekit import paths
     from scalekit.nnunet import prepare_dataset
 
-    root = preprocessed or (Path(os.environ["nnUNet_preprocessed"]) if os.environ.get("nnUNet_preprocessed") else None)
+    root = paths.nnunet_folder(paths.PREPROCESSED, preprocessed)
     if root is None:
         raise ScalekitError("no preprocessed folder: pass --preprocessed DIR or set nnUNet_preprocessed")
     dims = 2 if configuration == "2d" else 3

@@ -33,8 +33,8 @@ def show_command(study_dir: StudyDir) -> None:
     from rich.table import Table
 
     from scalekit.pareto import study_front
-    from scalekit.tables import stage_tables
     from scalekit.selection import rule_choices
+    from scalekit.tables import stage_tables
 
     study = study_front(study_dir)
     console = Console()

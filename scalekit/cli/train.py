@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from scalekit import paths
 from scalekit.errors import ScalekitError
+from scalekit.paths import nnunet_folder
+
 
 def _folder(option: Path | None, variable: str, flag: str) -> Path:
-    if option is not None:
-        return option
-    if os.environ.get(variable):
-        return Path(os.environ[variable])
-    raise ScalekitError(f"no {variable} folder: pass {flag} DIR or set {variable}")
+    folder = nnunet_folder(variable, option)
+    if folder is None:
+        raise ScalekitError(f"no {variable} folder: pass {flag} DIR or set {variable}")
+    return folder
 
 
 def train_command(
@@ -34,8 +35,8 @@ def train_command(
     from scalekit.nnunet import run_exported_training
 
     output = run_exported_training(
-        dataset, configuration, fold, plans, _folder(preprocessed, "nnUNet_preprocessed", "--preprocessed"),
-        _folder(results, "nnUNet_results", "--results"), pretrained_weights=pretrained_weights,
+        dataset, configuration, fold, plans, _folder(preprocessed, paths.PREPROCESSED, "--preprocessed"),
+        _folder(results, paths.RESULTS, "--results"), pretrained_weights=pretrained_weights,
         continue_training=continue_training, validate=validate, device=device,
     )
     print(output)

@@ -22,7 +22,8 @@ DIVISOR = 2 ** (NUM_LEVELS - 1)
 STAGE_NAMES = ("enc0", "enc1", "enc2", "enc3", "bottleneck", "dec3", "dec2", "dec1", "dec0")
 
 
-def _nine(name: str, value: int | Sequence[int]) -> tuple[int, ...]:
+def per_stage(name: str, value: int | Sequence[int]) -> tuple[int, ...]:
+    """``value`` for each of the nine stages (one int for all, or nine ints), checked: ints >= 1."""
     if isinstance(value, bool):
         raise ScalekitError(f"{name} must be an int or a list of {NUM_STAGES} ints, got {value!r}")
     if isinstance(value, int):
@@ -88,8 +89,8 @@ class MedNeXtConfig:
     up_alignment: str = "reference"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "exp_r", _nine("exp_r", self.exp_r))
-        object.__setattr__(self, "block_counts", _nine("block_counts", self.block_counts))
+        object.__setattr__(self, "exp_r", per_stage("exp_r", self.exp_r))
+        object.__setattr__(self, "block_counts", per_stage("block_counts", self.block_counts))
         for name in ("in_channels", "num_classes", "n_channels"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -31,6 +31,7 @@ from scalekit._atomic import write_atomic
 from scalekit.errors import ScalekitError
 from scalekit.faults import fault_point
 from scalekit.mednext.config import DIVISOR
+from scalekit.paths import RAW, nnunet_folder
 
 from . import _env
 from .validate import DATASET_FOLDER, RawDataset, validate_raw_dataset
@@ -193,7 +194,7 @@ def resolve_raw_dataset(dataset: Path | str | int, raw_root: Path | None = None)
     """
     if isinstance(dataset, (str, os.PathLike)) and Path(dataset).is_dir():
         return Path(dataset).resolve()
-    root = raw_root or (Path(os.environ["nnUNet_raw"]) if os.environ.get("nnUNet_raw") else None)
+    root = nnunet_folder(RAW, raw_root)
     text = str(dataset)
     if root is None or not root.is_dir():
         raise ScalekitError(

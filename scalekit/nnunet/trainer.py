@@ -35,6 +35,7 @@ from .checkpoints import read_nnunet_checkpoint
 from .errors import NonFiniteLossError
 from .plans import SETTINGS_KEY, TrainerSettings
 
+
 class ScalekitMedNeXtTrainer(nnUNetTrainer):
     """nnU-Net v2 trainer for scalekit MedNeXt networks (see the module docstring for the recipe).
 

@@ -23,6 +23,7 @@ from torch import nn
 from scalekit.mednext import recipe
 from scalekit.mednext.config import NUM_LEVELS, MedNeXtConfig
 
+
 def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy + (1 - soft Dice) of one output, as nnU-Net's ``DC_and_CE_loss`` (weights 1:1).
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from scalekit.mednext.config import MedNeXtConfig
-from scalekit.records import ResultsTable, StageRecord
+from scalekit.records import ResultsTable, StageRecord, make_stage_id
 from scalekit.space import Family, SearchSpace
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class ChainPlanner:
 
     @staticmethod
     def stage_of(family_id: str, kernel: int) -> str:
-        return f"{family_id}-k{kernel}"
+        return make_stage_id(family_id, kernel)
 
     def open_family(self, family: Family) -> list[StageRecord]:
         """Profile every stage of a new family and write its rows (pending, or infeasible with the reason)."""

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import STAGE_ID, StudyConfig
+from scalekit.records import STAGE_ID
+
+from .config import StudyConfig
 from .planning import build_space
 
 SIMPLEITK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".bmp", ".tif", ".tiff")

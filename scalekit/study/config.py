@@ -13,21 +13,21 @@ everywhere. What only the file system, the dataset or the storage can show is ch
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator, model_validator
 
+from scalekit import paths
 from scalekit.errors import ScalekitError
-from scalekit.mednext.config import DIVISOR, NUM_STAGES
+from scalekit.mednext.config import DIVISOR, per_stage
 from scalekit.mednext.presets import PRESETS
-from scalekit.records import OBJECTIVES, Objective
+from scalekit.paths import nnunet_folder
+from scalekit.records import OBJECTIVES, STAGE_ID, Objective
 
 SELECT_RULES = ("best", "knee")
 BUDGET_RULE = "max-dice-under="
-STAGE_ID = re.compile(r"f[0-9a-f]{8}-k\d+")
 """The rules of :func:`scalekit.selection.select_stage`: a named rule, a memory budget or a stage id (a family
 hash and a kernel, as :meth:`scalekit.space.Family.stage_id` writes them)."""
 
@@ -127,12 +127,8 @@ class FamilySpec(_Model):
 
     @field_validator("block_counts", "exp_r")
     @classmethod
-    def _nine(cls, value: int | tuple[int, ...]) -> int | tuple[int, ...]:
-        values = (value,) if isinstance(value, int) else value
-        if not isinstance(value, int) and len(value) != NUM_STAGES:
-            raise ScalekitError(f"needs one int or {NUM_STAGES} ints (enc0..enc3, bottleneck, dec3..dec0), got {len(value)}")
-        if min(values) < 1:
-            raise ScalekitError(f"{list(values)}: entries must be >= 1")
+    def _per_stage(cls, value: int | tuple[int, ...], info: ValidationInfo) -> int | tuple[int, ...]:
+        per_stage(info.field_name, value)
         return value
 
 
@@ -322,16 +318,15 @@ class StudyConfig(_Model):
 
     def nnunet_roots(self) -> tuple[Path, Path]:
         """nnU-Net raw and preprocessed roots: the study's, else $nnUNet_raw, else under the output directory."""
-        env_raw = os.environ.get("nnUNet_raw")
-        raw = self.dataset.raw_dir or (Path(env_raw) if env_raw else self.output_dir / "nnunet" / "raw")
+        raw = nnunet_folder(paths.RAW, self.dataset.raw_dir) or self.output_dir / "nnunet" / "raw"
         return raw, self.dataset.preprocessed_dir or self.output_dir / "nnunet" / "preprocessed"
 
     def raw_root_origin(self) -> str:
         """Where :meth:`nnunet_roots`' raw root comes from, in words (for messages about a missing dataset)."""
         if self.dataset.raw_dir is not None:
             return "dataset.raw_dir"
-        if os.environ.get("nnUNet_raw"):
-            return "$nnUNet_raw"
+        if nnunet_folder(paths.RAW) is not None:
+            return f"${paths.RAW}"
         return "the default <output_dir>/nnunet/raw: neither dataset.raw_dir nor $nnUNet_raw is set"
 
     def resolve_paths(self, base: Path) -> StudyConfig:
