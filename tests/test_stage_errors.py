@@ -9,6 +9,7 @@ import torch
 
 from scalekit import nnunet
 from scalekit.mednext import preset_config
+from scalekit.study.messages import StageReport, StageSpec
 from scalekit.study.stage import ERROR_LOG, execute_stage
 
 PREPARED = {
@@ -19,13 +20,13 @@ PREPARED = {
 }
 
 
-def spec(tmp_path: Path) -> dict:
-    return {
+def spec(tmp_path: Path) -> StageSpec:
+    return StageSpec.from_dict({
         "stage_id": "fabc-k3", "output_dir": str(tmp_path / "stage"), "arch": preset_config("T", 1, 2).to_dict(),
         "init_from": None, "prepared": PREPARED, "fold": 0, "batch_size": 2, "epochs": 1,
         "iterations_per_epoch": 1, "val_iterations": 1, "initial_lr": 1e-3, "amp": None, "device": "cpu",
         "seed": 0, "nsd_tolerance_mm": 1.0,
-    }
+    })
 
 
 @pytest.mark.parametrize(
@@ -51,3 +52,15 @@ def test_errors_become_reported_statuses(tmp_path: Path, monkeypatch, error, sta
         assert "Traceback" in traceback_file.read_text() and str(traceback_file) in reports[-1]["stage_reason"]
     else:
         assert not traceback_file.exists()
+
+
+def test_messages_round_trip_through_plain_dicts(tmp_path: Path) -> None:
+    """Ray carries dicts: the spec and the report survive the trip, and a trial's epoch report is no report."""
+    assert StageSpec.from_dict(spec(tmp_path).to_dict()) == spec(tmp_path)
+    report = StageReport("completed", mean_dice=0.5, per_class_dice=[0.4, 0.6], checkpoint="final.pt")
+    assert StageReport.from_dict({**report.to_dict(), "epoch": 3}) == report
+    assert StageReport.from_dict({"epoch": 3, "train_loss": 1.0}) is None
+    with pytest.raises(ValueError, match="not a stage spec"):
+        StageSpec.from_dict({"stage_id": "x"})
+    with pytest.raises(ValueError, match="status"):
+        StageReport("running")

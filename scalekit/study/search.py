@@ -25,6 +25,7 @@ from scalekit.errors import ScalekitError
 from scalekit.space import SearchSpace
 
 from .chain import ChainPlanner, objective_values
+from .messages import StageReport
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +111,6 @@ def open_optuna_study(settings: SearchSettings, space: SearchSpace) -> optuna.St
     return study
 
 
-MEASURED_FIELDS = (
-    "mean_dice", "per_class_dice", "mean_nsd", "per_class_nsd", "wall_time_s", "epochs", "checkpoint",
-    "peak_memory_bytes", "memory_method",
-)
-"""What a stage's final report may set in its results row."""
-
-
 class ChainSearch:
     """Opens families asked from Optuna, hands out runnable stages, records how they ended, tells Optuna."""
 
@@ -164,17 +158,18 @@ class ChainSearch:
         """Record how a stage's trial ended: ``error`` (the process died), a ``result`` without
         ``stage_status`` (stopped before it ended, e.g. Ctrl-C: back to pending), or the stage's report; tell
         Optuna when that ended the family's chain."""
+        report = None if error or not result else StageReport.from_dict(result)
         if error:
             self.planner.finish(stage_id, "failed", "the trial process died (see the Ray trial log)")
-        elif not result or "stage_status" not in result:  # stopped by Tune before it ended (Ctrl-C)
+        elif report is None:  # stopped by Tune before it ended (Ctrl-C)
             self.planner.interrupt([stage_id])
             self.on_change()
             return
         else:
-            measured = {k: result[k] for k in MEASURED_FIELDS if k in result}
+            measured = report.measured()
             if "checkpoint" in measured:  # reported relative to the stage folder
                 measured["checkpoint"] = str(self.planner.stage_dir(stage_id) / measured["checkpoint"])
-            self.planner.finish(stage_id, result["stage_status"], result.get("stage_reason", ""), **measured)
+            self.planner.finish(stage_id, report.status, report.reason, **measured)
         family_id = self.planner.table[stage_id].family_id
         if self.planner.family_done(family_id):
             self._tell(family_id)

@@ -1,10 +1,11 @@
 """One chain stage as a unit of work: the spec the driver hands to Ray, and its execution in a worker.
 
-``stage_launcher`` turns a planned stage into a plain, picklable spec (architecture, parent checkpoint for
-UpKern, training budget, folders). ``execute_stage`` runs in the Ray worker: it trains through
-``scalekit.nnunet.train_stage`` and always ends with one report carrying ``stage_status``: ``completed`` with the
-scores, ``failed`` (non-finite loss, any error: the reason and a traceback file), or ``infeasible`` (CUDA out of
-memory, with the memory figure). It never raises, so one bad stage never stops a study.
+``stage_launcher`` turns a planned stage into a :class:`~scalekit.study.messages.StageSpec` (architecture,
+parent checkpoint for UpKern, training budget, folders). ``execute_stage`` runs in the Ray worker: it trains
+through ``scalekit.nnunet.train_stage`` and always ends with one :class:`~scalekit.study.messages.StageReport`:
+``completed`` with the scores, ``failed`` (non-finite loss, any error: the reason and a traceback file), or
+``infeasible`` (CUDA out of memory, with the memory figure). It never raises, so one bad stage never stops a
+study.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 from .chain import ChainPlanner
 from .config import StudyConfig
+from .messages import StageReport, StageSpec
 
 log = logging.getLogger(__name__)
 
@@ -32,31 +34,32 @@ DRIVER_POLL_S = 0.5
 
 def stage_launcher(
     config: StudyConfig, prepared: Any, device: str, amp: str | None
-) -> Callable[[ChainPlanner, str], dict[str, Any]]:
-    """A function that builds the Ray trial spec of a stage from the study settings."""
+) -> Callable[[ChainPlanner, str], StageSpec]:
+    """A function that builds the spec of a stage from the study settings."""
     t = config.training
 
-    def launch(planner: ChainPlanner, stage_id: str) -> dict[str, Any]:
+    def launch(planner: ChainPlanner, stage_id: str) -> StageSpec:
         record = planner.table[stage_id]
         parent = planner.parent_checkpoint(record)
-        return {
-            "stage_id": stage_id,
-            "output_dir": str(planner.stage_dir(stage_id)),
-            "arch": record.config,
-            "init_from": None if parent is None else str(parent),
-            "prepared": prepared.to_dict(),
-            "fold": config.dataset.fold,
-            "batch_size": config.dataset.batch_size,
-            "epochs": t.epochs,
-            "iterations_per_epoch": t.iterations_per_epoch,
-            "val_iterations": t.val_iterations,
-            "initial_lr": t.initial_lr,
-            "amp": amp,
-            "device": device,
-            "seed": t.seed,
-            "nsd_tolerance_mm": t.nsd_tolerance_mm,
-            "driver": {"host": socket.gethostname(), "pid": os.getpid()},
-        }
+        return StageSpec(
+            stage_id=stage_id,
+            output_dir=str(planner.stage_dir(stage_id)),
+            arch=record.config,
+            init_from=None if parent is None else str(parent),
+            prepared=prepared.to_dict(),
+            fold=config.dataset.fold,
+            batch_size=config.dataset.batch_size,
+            epochs=t.epochs,
+            iterations_per_epoch=t.iterations_per_epoch,
+            val_iterations=t.val_iterations,
+            initial_lr=t.initial_lr,
+            amp=amp,
+            device=device,
+            seed=t.seed,
+            nsd_tolerance_mm=t.nsd_tolerance_mm,
+            driver_host=socket.gethostname(),
+            driver_pid=os.getpid(),
+        )
 
     return launch
 
@@ -77,19 +80,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def watch_driver(driver: dict[str, Any], interval_s: float = DRIVER_POLL_S) -> None:
+def watch_driver(host: str, pid: int, interval_s: float = DRIVER_POLL_S) -> None:
     """End this worker soon after the study driver that launched it dies (a SIGKILL, a lost terminal).
 
     Ray itself reaps orphaned workers only after several seconds, during which a rerun of the study could
     already be training the same stage. On another host than the driver's the check is left to Ray.
     """
-    if driver.get("host") != socket.gethostname():
+    if not pid or host != socket.gethostname():
         return
 
     def watch() -> None:
-        while _alive(int(driver["pid"])):
+        while _alive(pid):
             time.sleep(interval_s)
-        log.warning("the study driver (PID %s) is gone: ending this stage worker", driver["pid"])
+        log.warning("the study driver (PID %s) is gone: ending this stage worker", pid)
         for child in multiprocessing.active_children():
             child.kill()
         os._exit(1)
@@ -97,68 +100,69 @@ def watch_driver(driver: dict[str, Any], interval_s: float = DRIVER_POLL_S) -> N
     threading.Thread(target=watch, name="scalekit-driver-watch", daemon=True).start()
 
 
-def execute_stage(spec: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> None:
-    """Train one stage (resuming from its folder's last checkpoint) and report how it ended."""
-    import torch
-
+def _request(spec: StageSpec) -> Any:
     from scalekit import nnunet
     from scalekit.mednext import MedNeXtConfig
 
-    if "driver" in spec:
-        watch_driver(spec["driver"])
-    output_dir = Path(spec["output_dir"])
-    output_dir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    request = nnunet.StageRequest(
-        prepared=nnunet.PreparedDataset.from_dict(spec["prepared"]),
-        fold=spec["fold"],
-        arch=MedNeXtConfig.from_dict(spec["arch"]),
-        epochs=spec["epochs"],
-        iterations_per_epoch=spec["iterations_per_epoch"],
-        val_iterations=spec["val_iterations"],
-        initial_lr=spec["initial_lr"],
-        init_from=None if spec["init_from"] is None else Path(spec["init_from"]),
-        output_dir=output_dir,
+    return nnunet.StageRequest(
+        prepared=nnunet.PreparedDataset.from_dict(spec.prepared),
+        fold=spec.fold,
+        arch=MedNeXtConfig.from_dict(spec.arch),
+        epochs=spec.epochs,
+        iterations_per_epoch=spec.iterations_per_epoch,
+        val_iterations=spec.val_iterations,
+        initial_lr=spec.initial_lr,
+        init_from=None if spec.init_from is None else Path(spec.init_from),
+        output_dir=Path(spec.output_dir),
         resume=True,
-        amp=spec["amp"],
-        device=spec["device"],
-        seed=spec["seed"],
-        nsd_tolerance_mm=spec["nsd_tolerance_mm"],
-        batch_size=spec["batch_size"],
+        amp=spec.amp,
+        device=spec.device,
+        seed=spec.seed,
+        nsd_tolerance_mm=spec.nsd_tolerance_mm,
+        batch_size=spec.batch_size,
     )
+
+
+def _train(spec: StageSpec, on_epoch: Callable[[dict[str, Any]], None]) -> StageReport:
+    """Train the stage and say how it ended; never raises."""
+    import torch
+
+    from scalekit import nnunet
+
+    output_dir = Path(spec.output_dir)
+    request = _request(spec)
     try:
         try:
-            outcome = nnunet.train_stage(request, on_epoch=report)
+            outcome = nnunet.train_stage(request, on_epoch=on_epoch)
         except nnunet.StageMismatchError as err:
             log.warning("%s; starting the stage over", err)
-            outcome = nnunet.train_stage(dataclasses.replace(request, resume=False), on_epoch=report)
+            outcome = nnunet.train_stage(dataclasses.replace(request, resume=False), on_epoch=on_epoch)
     except nnunet.NonFiniteLossError as err:
-        report({"stage_status": "failed", "stage_reason": str(err)})
+        return StageReport("failed", str(err))
     except torch.OutOfMemoryError:
         peak = _cuda_peak()
         figure = f" at {peak / 2**30:.2f} GB allocated" if peak else ""
-        report({
-            "stage_status": "infeasible",
-            "stage_reason": f"CUDA out of memory{figure} ({spec['device']}, batch {spec['batch_size']})",
-            **({"peak_memory_bytes": peak, "memory_method": "measured"} if peak else {}),
-        })
+        return StageReport("infeasible", f"CUDA out of memory{figure} ({spec.device}, batch {spec.batch_size})",
+                           peak_memory_bytes=peak, memory_method="measured" if peak else "")
     except Exception as err:  # noqa: BLE001 - every error becomes the stage's recorded reason
         (output_dir / ERROR_LOG).write_text(traceback.format_exc())
-        log.error("stage %s failed: %s", spec["stage_id"], err)
-        report({
-            "stage_status": "failed",
-            "stage_reason": f"{type(err).__name__}: {err} (traceback: {output_dir / ERROR_LOG})",
-        })
-    else:
-        report({
-            "stage_status": "completed",
-            "mean_dice": outcome.mean_dice,
-            "per_class_dice": list(outcome.per_class_dice),
-            "mean_nsd": outcome.mean_nsd,
-            "per_class_nsd": list(outcome.per_class_nsd),
-            "epochs": outcome.epochs_total,
-            "wall_time_s": round(outcome.wall_time_s, 2),
-            "checkpoint": outcome.checkpoint.relative_to(output_dir.resolve()).as_posix(),
-            **({"peak_memory_bytes": peak, "memory_method": "measured"} if (peak := _cuda_peak()) else {}),
-        })
-    log.info("stage %s ended after %.1f s", spec["stage_id"], time.monotonic() - started)
+        log.error("stage %s failed: %s", spec.stage_id, err)
+        return StageReport("failed", f"{type(err).__name__}: {err} (traceback: {output_dir / ERROR_LOG})")
+    peak = _cuda_peak()
+    return StageReport(
+        "completed", mean_dice=outcome.mean_dice, per_class_dice=list(outcome.per_class_dice),
+        mean_nsd=outcome.mean_nsd, per_class_nsd=list(outcome.per_class_nsd), epochs=outcome.epochs_total,
+        wall_time_s=round(outcome.wall_time_s, 2),
+        checkpoint=outcome.checkpoint.relative_to(output_dir.resolve()).as_posix(),
+        peak_memory_bytes=peak, memory_method="measured" if peak else "",
+    )
+
+
+def execute_stage(spec: StageSpec, report: Callable[[dict[str, Any]], None]) -> None:
+    """Train one stage (resuming from its folder's last checkpoint) and report how it ended, as the last of
+    its reports (the epoch reports come before it)."""
+    watch_driver(spec.driver_host, spec.driver_pid)
+    Path(spec.output_dir).mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    report(_train(spec, report).to_dict())
+    log.info("stage %s ended after %.1f s", spec.stage_id, time.monotonic() - started)

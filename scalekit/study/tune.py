@@ -25,12 +25,13 @@ from ray import tune
 from ray.tune.search import Searcher
 
 from .chain import ChainPlanner
+from .messages import StageSpec
 from .search import FINISHED, ChainSearch
 
 log = logging.getLogger(__name__)
 
-StageLauncher = Callable[[ChainPlanner, str], dict[str, Any]]
-"""Builds the Ray trial config of a stage (called when the searcher hands the stage out)."""
+StageLauncher = Callable[[ChainPlanner, str], StageSpec]
+"""Builds the spec of a stage (called when the searcher hands the stage out)."""
 
 
 class ChainSearcher(Searcher):
@@ -55,7 +56,7 @@ class ChainSearcher(Searcher):
             if stage_id is None or stage_id == FINISHED:
                 return None if stage_id is None else Searcher.FINISHED
             self._trial_stage[trial_id] = stage_id
-            return self.launch(self.search.planner, stage_id)
+            return self.launch(self.search.planner, stage_id).to_dict()
         except Exception as err:  # noqa: BLE001 - kept and raised by run_chains
             self._fail(err)
             return Searcher.FINISHED
@@ -100,7 +101,7 @@ def run_stage_trial(config: dict[str, Any]) -> None:
     """Ray Tune function trainable: train one chain stage; never raises, reports its status as a metric."""
     from .stage import execute_stage
 
-    execute_stage(config, report=tune.report)
+    execute_stage(StageSpec.from_dict(config), report=tune.report)
 
 
 @dataclass(frozen=True)
