@@ -6,8 +6,8 @@ point equal in one objective but worse in another is not. Only valid stages (``S
 completed, with a Dice) that have a value for every objective take part; pending, running, stopped,
 infeasible and failed stages are never on the front.
 
-The objectives and constraints of a study are read from its ``study.yaml`` (keys ``objectives`` and
-``constraints`` only), so the front can be computed for any study directory, also while the study runs.
+The objectives and constraints of a study are read from its saved ``study.yaml`` (through the study file's
+models), so the front can be computed for any study directory, also while the study runs.
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from scalekit.errors import ScalekitError
 from scalekit.records import Objective, StageRecord, read_results
+from scalekit.studyfile import read_saved_study
 
 log = logging.getLogger(__name__)
 
-STUDY_FILE = "study.yaml"
 DEFAULT_OBJECTIVES = (Objective("mean_dice", "maximize"), Objective("peak_memory_gb", "minimize"))
 
 
@@ -38,41 +37,21 @@ class StudyGoals:
     max_gflops: float | None = None
 
 
-def _number_or_none(path: Path, key: str, value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ScalekitError(f"{path}: constraints.{key} must be a positive number or null, got {value!r}")
-    return float(value)
-
-
 def read_goals(study_dir: str | Path) -> StudyGoals:
-    """The objectives and constraints of ``study_dir/study.yaml``; the defaults where the file is absent.
+    """The objectives and constraints of the study saved in ``study_dir`` (read through its
+    :class:`~scalekit.studyfile.StudyConfig`); the defaults where the directory holds no study.yaml.
 
     Defaults: maximise ``mean_dice``, minimise ``peak_memory_gb``, no budgets.
     """
-    path = Path(study_dir) / STUDY_FILE
-    if not path.is_file():
-        log.info("%s not found: using the default objectives (max mean_dice, min peak_memory_gb)", path)
+    config = read_saved_study(study_dir)
+    if config is None:
+        log.info("%s holds no study.yaml: using the default objectives (max mean_dice, min peak_memory_gb)",
+                 study_dir)
         return StudyGoals()
-    with path.open() as handle:
-        data = yaml.safe_load(handle) or {}
-    if not isinstance(data, dict):
-        raise ScalekitError(f"{path} must hold a mapping with 'objectives' and 'constraints'")
-    raw_objectives = data.get("objectives") or [o.__dict__ for o in DEFAULT_OBJECTIVES]
-    if not isinstance(raw_objectives, list) or not all(isinstance(o, dict) for o in raw_objectives):
-        raise ScalekitError(f"{path}: 'objectives' must be a list of {{metric: ..., direction: ...}} entries")
-    try:
-        objectives = tuple(Objective(str(o.get("metric")), o.get("direction") or "") for o in raw_objectives)
-    except ValueError as err:
-        raise ScalekitError(f"{path}: {err}") from None
-    constraints = data.get("constraints") or {}
-    if not isinstance(constraints, dict):
-        raise ScalekitError(f"{path}: 'constraints' must be a mapping like {{max_memory_gb: 24, max_gflops: null}}")
     return StudyGoals(
-        objectives=objectives,
-        max_memory_gb=_number_or_none(path, "max_memory_gb", constraints.get("max_memory_gb")),
-        max_gflops=_number_or_none(path, "max_gflops", constraints.get("max_gflops")),
+        objectives=tuple(o.goal() for o in config.objectives),
+        max_memory_gb=config.constraints.max_memory_gb,
+        max_gflops=config.constraints.max_gflops,
     )
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from scalekit._atomic import Staging, staged_dir
 from scalekit.errors import ScalekitError
 from scalekit.pareto import pareto_front
 from scalekit.records import Objective, StageRecord, read_results
+from scalekit.rules import parse_rule
 
 if TYPE_CHECKING:
     from scalekit.mednext import MedNeXtConfig
@@ -43,8 +43,6 @@ CONFIG_FILE = "mednext_config.json"
 WEIGHTS_FILE = "weights.pt"
 SELECTION_FILE = "selection.json"
 TARGETS = ("config", "nnunet")
-_UNITS = {"gb": 2.0**30, "g": 2.0**30, "gib": 2.0**30, "mb": 2.0**20, "m": 2.0**20, "mib": 2.0**20}
-_BUDGET = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -74,18 +72,6 @@ class Selection:
             "params": s.params,
             "checkpoint": s.checkpoint,
         }
-
-
-def parse_memory_budget(text: str) -> float:
-    """Bytes of a budget such as ``24GB``, ``22.5GiB``, ``800MB`` or ``24`` (GB)."""
-    match = _BUDGET.match(text)
-    unit = match.group(2).lower() if match else ""
-    if not match or (unit and unit not in _UNITS):
-        raise ScalekitError(f"memory budget {text!r} is not understood; write e.g. 24GB, 22.5GiB or 800MB")
-    value = float(match.group(1)) * _UNITS[unit or "gb"]
-    if value <= 0:
-        raise ScalekitError(f"memory budget {text!r} must be positive")
-    return value
 
 
 def _memory_key(record: StageRecord) -> float:
@@ -133,7 +119,8 @@ def knee_stage(records: list[StageRecord]) -> StageRecord:
 
 def select_stage(records: list[StageRecord], rule: str) -> Selection:
     """Apply a selection rule (``best``, ``knee``, ``max-dice-under=BUDGET`` or a stage id) to a study's stages."""
-    rule = rule.strip()
+    parsed = parse_rule(rule)
+    rule = parsed.text
     by_id = {r.stage_id: r for r in records}
     if rule == "best":
         stage = _highest_dice(_valid(records))
@@ -141,8 +128,8 @@ def select_stage(records: list[StageRecord], rule: str) -> Selection:
     elif rule == "knee":
         stage = knee_stage(records)
         why = "knee of the Dice-memory Pareto front (furthest above the line joining its extremes)"
-    elif rule.startswith("max-dice-under="):
-        budget = parse_memory_budget(rule.split("=", 1)[1])
+    elif parsed.kind == "budget":
+        budget = parsed.budget_bytes
         valid = _valid(records)
         fitting = [r for r in valid if r.peak_memory_bytes is not None and r.peak_memory_bytes <= budget]
         if not fitting:

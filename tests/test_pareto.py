@@ -9,7 +9,7 @@ import yaml
 from scalekit.pareto import StudyGoals, pareto_front, pareto_mask, read_goals, study_front
 from scalekit.records import Objective, StageRecord
 
-from .fixtures.study_fixture import STUDY_FRONT, make_study
+from .fixtures.study_fixture import STUDY_FRONT, STUDY_YAML, make_study
 
 
 def _stage(stage_id: str, status: str = "completed", **values) -> StageRecord:
@@ -130,12 +130,13 @@ def test_goals_and_front_of_the_fixture_study(tmp_path) -> None:
 
 
 def test_goals_defaults_and_errors(tmp_path) -> None:
+    """The saved study.yaml is read through the study file's models: the same checks, the same messages."""
     assert read_goals(tmp_path) == StudyGoals()
-    (tmp_path / "study.yaml").write_text(yaml.safe_dump({"objectives": [{"metric": "dice"}]}))
-    with pytest.raises(ValueError, match=r"study.yaml: objective metric 'dice' is unknown"):
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump({**STUDY_YAML, "objectives": [{"metric": "dice"}]}))
+    with pytest.raises(ValueError, match=r"(?s)study.yaml: 1 problem.*objectives.0.metric: unknown metric 'dice'"):
         read_goals(tmp_path)
-    (tmp_path / "study.yaml").write_text(yaml.safe_dump({"constraints": {"max_memory_gb": -1}}))
-    with pytest.raises(ValueError, match="constraints.max_memory_gb must be a positive number"):
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump({**STUDY_YAML, "constraints": {"max_memory_gb": -1}}))
+    with pytest.raises(ValueError, match="constraints.max_memory_gb: Input should be greater than 0"):
         read_goals(tmp_path)
     with pytest.raises(ValueError, match="does not exist"):
         study_front(tmp_path / "missing")

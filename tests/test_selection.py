@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from scalekit.cli.study_results import export_command, show_command
 from scalekit.mednext import MedNeXt, MedNeXtConfig, count_parameters, load_mednext, read_checkpoint
 from scalekit.records import StageRecord, read_results, write_results
-from scalekit.selection import export_stage, knee_stage, parse_memory_budget, select_stage
+from scalekit.rules import parse_memory_budget
+from scalekit.selection import export_stage, knee_stage, select_stage
 
 from .fixtures.study_fixture import make_study
 

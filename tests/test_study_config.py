@@ -12,7 +12,7 @@ import yaml
 from scalekit.space import Family, SearchSpace, scale_family
 from scalekit.study import StudyConfigError, build_space, load_study_config
 from scalekit.study.search import family_distributions
-from scalekit.study.studyfile import read_yaml
+from scalekit.studyfile import read_yaml
 
 VALID = {
     "name": "tiny",

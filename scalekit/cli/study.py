@@ -19,7 +19,7 @@ def validate(study_file: Annotated[Path, typer.Argument(help="A study YAML file.
     its dataset, folds, output folders and storage, as a run would find them before any work."""
     from scalekit.study import StudyConfig, StudyConfigError
     from scalekit.study.checks import preflight
-    from scalekit.study.studyfile import read_yaml, study_problems
+    from scalekit.studyfile import read_yaml, study_problems
 
     data = read_yaml(study_file)
     problems = study_problems(data) or preflight(StudyConfig.model_validate(data).resolve_paths(Path.cwd()))

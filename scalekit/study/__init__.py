@@ -6,12 +6,11 @@
 """
 
 from scalekit.records import ResultsTable, StageRecord, read_results, write_results
+from scalekit.studyfile import StudyConfig, StudyConfigError, load_study_config, study_problems
 
 from .chain import ChainPlanner, Constraints
-from .config import StudyConfig, StudyConfigError
 from .planning import build_space
 from .runner import StudySummary, run_study
-from .studyfile import load_study_config, study_problems
 
 __all__ = [
     "ChainPlanner",

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from scalekit.records import STAGE_ID
+from scalekit.studyfile import StudyConfig
 
-from .config import StudyConfig
 from .planning import build_space
 
 SIMPLEITK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".bmp", ".tif", ".tiff")

@@ -14,9 +14,9 @@ from scalekit.errors import ScalekitError
 from scalekit.mednext.config import MedNeXtConfig
 from scalekit.records import StageRecord
 from scalekit.space import Family, SearchSpace
+from scalekit.studyfile import StudyConfig
 
 from .chain import Constraints, ProfileFn, plan_family
-from .config import StudyConfig
 
 
 def build_space(config: StudyConfig) -> SearchSpace:

@@ -32,17 +32,22 @@ import yaml
 from scalekit._atomic import write_atomic
 from scalekit.faults import ENV_VARIABLES
 from scalekit.records import ResultsTable
+from scalekit.studyfile import (
+    STUDY_FILE,
+    StudyConfig,
+    StudyConfigError,
+    format_problems,
+    load_study_config,
+    read_saved_study,
+)
 
 from .chain import ChainPlanner
 from .checks import demo_folder, preflight
-from .config import StudyConfig, StudyConfigError
 from .lock import StudyLock
 from .planning import build_space, resolve_hardware, stage_planning
-from .studyfile import format_problems, load_study_config, read_yaml
 
 log = logging.getLogger(__name__)
 
-STUDY_FILE = "study.yaml"
 PREPARED_FILE = "prepared.json"
 STUDY_DIR_ENV = "SCALEKIT_STUDY_DIR"
 """Set in every process a run starts (Ray's included), so that a test or a user can find them all."""
@@ -87,11 +92,10 @@ def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
 
 def check_same_study(config: StudyConfig, study_dir: Path) -> None:
     """Refuse to run a study file in a directory that holds another study (any defining field changed)."""
-    saved_path = study_dir / STUDY_FILE
-    if not saved_path.exists():
+    saved = read_saved_study(study_dir)
+    if saved is None:
         return
-    saved = StudyConfig.model_validate(read_yaml(saved_path)).model_dump(mode="json")
-    changed = _differences(saved, config.model_dump(mode="json"))
+    changed = _differences(saved.model_dump(mode="json"), config.model_dump(mode="json"))
     if changed:
         raise StudyConfigError(
             f"{study_dir} holds a study whose {', '.join(changed)} differ(s) from this study file; results "

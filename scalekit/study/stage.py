@@ -22,8 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from scalekit.studyfile import StudyConfig
+
 from .chain import ChainPlanner
-from .config import StudyConfig
 from .messages import StageReport, StageSpec
 
 log = logging.getLogger(__name__)

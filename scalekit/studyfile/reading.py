@@ -1,7 +1,7 @@
 """Reading study files: the strict YAML loader, and every validation problem as one line naming its field.
 
-``load_study_config(path)`` reads a study file into a :class:`~scalekit.study.config.StudyConfig` or raises
-:class:`~scalekit.study.config.StudyConfigError` listing every problem; ``read_yaml`` refuses repeated keys and
+``load_study_config(path)`` reads a study file into a :class:`~scalekit.studyfile.models.StudyConfig` or raises
+:class:`~scalekit.studyfile.models.StudyConfigError` listing every problem; ``read_yaml`` refuses repeated keys and
 names the file (and line) in every error; ``study_problems`` lists the problems of a parsed document.
 """
 
@@ -14,7 +14,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .config import StudyConfig, StudyConfigError
+from .models import StudyConfig, StudyConfigError
+
+STUDY_FILE = "study.yaml"
+"""The validated study file a run saves in its study directory (a rerun must match it)."""
 
 _HINTS = {
     "missing": "this field is required",
@@ -143,3 +146,15 @@ def load_study_config(path: str | Path, base: Path | None = None) -> StudyConfig
     if problems:
         raise StudyConfigError(format_problems(path, problems))
     return StudyConfig.model_validate(data).resolve_paths(base or Path.cwd())
+
+
+def read_saved_study(study_dir: str | Path) -> StudyConfig | None:
+    """The study saved in ``study_dir/study.yaml`` (None when there is none), validated like any study file."""
+    path = Path(study_dir) / STUDY_FILE
+    if not path.exists():
+        return None
+    data = read_yaml(path)
+    problems = study_problems(data)
+    if problems:
+        raise StudyConfigError(format_problems(path, problems))
+    return StudyConfig.model_validate(data)

@@ -2,7 +2,7 @@
 
 A study file names the dataset, the training budget of each chain stage, the search space, the objectives and
 constraints, the search algorithm, where Ray runs and where everything is written. This module holds the
-models; :mod:`scalekit.study.studyfile` reads a file into them (``load_study_config``) and raises
+models; :mod:`scalekit.studyfile.reading` reads a file into them (``load_study_config``) and raises
 :class:`StudyConfigError` listing every problem with its field path and a hint.
 
 Types are strict where YAML types map cleanly: a whole number is never read from ``true`` or ``"2"``, a number
@@ -25,11 +25,7 @@ from scalekit.mednext.config import DIVISOR, per_stage
 from scalekit.mednext.presets import PRESETS
 from scalekit.paths import nnunet_folder
 from scalekit.records import OBJECTIVES, STAGE_ID, Objective
-
-SELECT_RULES = ("best", "knee")
-BUDGET_RULE = "max-dice-under="
-"""The rules of :func:`scalekit.selection.select_stage`: a named rule, a memory budget or a stage id (a family
-hash and a kernel, as :meth:`scalekit.space.Family.stage_id` writes them)."""
+from scalekit.rules import BUDGET_RULE, parse_rule
 
 Int = Annotated[int, Strict()]
 """A whole number: not a boolean, not a string."""
@@ -249,12 +245,8 @@ class ExportSpec(_Model):
     @field_validator("select")
     @classmethod
     def _select(cls, value: str) -> str:
-        rule = value.strip()
-        if rule.startswith(BUDGET_RULE):
-            from scalekit.selection import parse_memory_budget
-
-            parse_memory_budget(rule.removeprefix(BUDGET_RULE))
-        elif rule not in SELECT_RULES and not STAGE_ID.fullmatch(rule):
+        rule = parse_rule(value)
+        if rule.kind == "stage" and not STAGE_ID.fullmatch(rule.text):
             raise ScalekitError(
                 f"{value!r} is not a selection rule; use best, knee, {BUDGET_RULE}24GB or a stage id such as "
                 "f1a2b3c4d-k5 (scalekit study show lists them)"
