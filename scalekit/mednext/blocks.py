@@ -12,7 +12,8 @@ the same function with the same parameters, only faster; ``fast = False`` calls 
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -128,27 +129,31 @@ class MedNeXtBlock(nn.Module):
         return x + y if self.do_res else y
 
 
-class MedNeXtDownBlock(MedNeXtBlock):
+class _ResamplingBlock(MedNeXtBlock):
+    """The block without its own residual, plus (with ``do_res``) a 1x1 stride-2 convolution of the input
+    (``res_conv``, of the class ``_res_conv_cls`` gives) that the down and up blocks add to change resolution."""
+
+    _res_conv_cls: Callable[[int], type[nn.Module]]
+
+    def __init__(
+        self, in_channels: int, out_channels: int, exp_r: int = 4, kernel_size: int = 3, do_res: bool = False,
+        **options: Any,
+    ) -> None:
+        """Arguments as :class:`MedNeXtBlock`; ``do_res`` adds ``res_conv`` instead of the identity residual."""
+        super().__init__(in_channels, out_channels, exp_r, kernel_size, False, **options)
+        self.resample_res = do_res
+        if do_res:
+            dim = self.conv1.weight.ndim - 2
+            self.res_conv = type(self)._res_conv_cls(dim)(in_channels, out_channels, kernel_size=1, stride=2)
+
+
+class MedNeXtDownBlock(_ResamplingBlock):
     """Halves the resolution: a stride-2 depthwise conv, then the block at the coarse resolution.
 
     With ``do_res`` a 1x1 stride-2 convolution of the input (``res_conv``) is added. Spatial n -> ceil(n/2).
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        exp_r: int = 4,
-        kernel_size: int = 3,
-        do_res: bool = False,
-        norm_type: NormType = "group",
-        dim: int = 3,
-        grn: bool = False,
-    ) -> None:
-        super().__init__(in_channels, out_channels, exp_r, kernel_size, False, norm_type, dim, grn)
-        self.resample_res = do_res
-        if do_res:
-            self.res_conv = conv_cls(dim)(in_channels, out_channels, kernel_size=1, stride=2)
+    _res_conv_cls = staticmethod(conv_cls)
 
     @staticmethod
     def _spatial_conv(channels: int, kernel_size: int, dim: int) -> nn.Module:
@@ -166,7 +171,7 @@ class MedNeXtDownBlock(MedNeXtBlock):
         return y + (speed.strided_pointwise(x, self.res_conv) if self.fast else self.res_conv(x))
 
 
-class MedNeXtUpBlock(MedNeXtBlock):
+class MedNeXtUpBlock(_ResamplingBlock):
     """Doubles the resolution: a stride-2 depthwise transposed conv (n -> 2n-1), the block, then a one-voxel pad.
 
     ``alignment="reference"`` pads at the start of every spatial dim, as the reference does: coarse voxel i
@@ -175,22 +180,12 @@ class MedNeXtUpBlock(MedNeXtBlock):
     With ``do_res`` a 1x1 stride-2 transposed conv of the input (``res_conv``, zero insertion) is added.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        exp_r: int = 4,
-        kernel_size: int = 3,
-        do_res: bool = False,
-        norm_type: NormType = "group",
-        dim: int = 3,
-        grn: bool = False,
-        alignment: UpAlignment = "reference",
-    ) -> None:
-        super().__init__(in_channels, out_channels, exp_r, kernel_size, False, norm_type, dim, grn)
-        self.resample_res = do_res
-        if do_res:
-            self.res_conv = conv_transpose_cls(dim)(in_channels, out_channels, kernel_size=1, stride=2)
+    _res_conv_cls = staticmethod(conv_transpose_cls)
+
+    def __init__(self, *args: Any, alignment: UpAlignment = "reference", **kwargs: Any) -> None:
+        """Arguments as :class:`MedNeXtBlock` (``do_res`` adds ``res_conv``), and the ``alignment``."""
+        super().__init__(*args, **kwargs)
+        dim = self.conv1.weight.ndim - 2
         self.pad = ((1, 0) if alignment == "reference" else (0, 1)) * dim
         inner = slice(1, None) if alignment == "reference" else slice(None, -1)
         self._inner = (slice(None), slice(None)) + (inner,) * dim

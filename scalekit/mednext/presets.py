@@ -63,17 +63,7 @@ def preset_config(
     return MedNeXtConfig(**fields)
 
 
-def create_mednext(
-    name: str,
-    in_channels: int = 1,
-    num_classes: int = 2,
-    kernel_size: int = 3,
-    deep_supervision: bool = False,
-    dim: int = 3,
-    **overrides: Any,
-) -> MedNeXt:
-    """Build a preset, e.g. ``create_mednext("L", in_channels=1, num_classes=14, kernel_size=5,
-    deep_supervision=True, dim=3)``."""
-    return MedNeXt(
-        preset_config(name, in_channels, num_classes, kernel_size, deep_supervision, dim, **overrides)
-    )
+def create_mednext(name: str, *args: Any, **kwargs: Any) -> MedNeXt:
+    """Build a preset (arguments as :func:`preset_config`), e.g. ``create_mednext("L", in_channels=1,
+    num_classes=14, kernel_size=5, deep_supervision=True, dim=3)``."""
+    return MedNeXt(preset_config(name, *args, **kwargs))

@@ -137,7 +137,22 @@ def build_nnunet_export(
 
     The architecture is checked against the dataset, the plans are read from the preprocessed folder and
     ``weights`` is loaded (``weights_only``: a checkpoint with arbitrary Python objects is refused) and
-    resampled. Arguments as for :func:`export_to_nnunet`.
+    resampled; :func:`export_to_nnunet` then writes it.
+
+    Args:
+        prepared: the prepared dataset (the plans file is written into its preprocessed folder).
+        arch: the MedNeXt to train; channels and classes must match the dataset.
+        out_dir: receives the trainer module, starting weights, a copy of the plans and ``train.sh``.
+        weights: a scalekit checkpoint (e.g. a stage's ``final.pt``) to start from; a checkpoint with another
+            kernel size is resampled with UpKern. Without it, an ``arch`` with kernels above 3 gets the UpKern
+            chain: a k3 configuration trained first, then resampled.
+        settings: epochs, iterations, learning rate, AMP (default: the paper's 1000 x 250).
+        plans_name: nnU-Net plans identifier (``-p``); an existing file of that name keeps its other
+            configurations.
+        name: prefix of the configuration names (``{name}_k3``, ``{name}_k5``).
+        fold: fold in the printed commands.
+        results_dir: ``nnUNet_results`` in the printed commands (default: ``out_dir/nnUNet_results``).
+        batch_size: training batch size (default: nnU-Net's planned one).
     """
     settings = settings or TrainerSettings()
     out_dir = Path(out_dir).resolve()
@@ -166,41 +181,15 @@ def build_nnunet_export(
     return NnunetExport(result, plans, starting)
 
 
-def export_to_nnunet(
-    prepared: PreparedDataset,
-    arch: MedNeXtConfig,
-    out_dir: Path,
-    weights: Path | None = None,
-    settings: TrainerSettings | None = None,
-    plans_name: str = "scalekitPlans",
-    name: str = "mednext",
-    fold: int | str = 0,
-    results_dir: Path | None = None,
-    batch_size: int | None = None,
-) -> ExportResult:
-    """Export ``arch`` for training with nnU-Net v2 on ``prepared``.
+def export_to_nnunet(prepared: PreparedDataset, arch: MedNeXtConfig, out_dir: Path, **options: Any) -> ExportResult:
+    """Export ``arch`` for training with nnU-Net v2 on ``prepared`` (``options`` as for
+    :func:`build_nnunet_export`, which reads and checks every input first).
 
-    Every input is read and checked first (:func:`build_nnunet_export`). The folder is then written beside
-    ``out_dir`` and takes its place (replacing an earlier export there, or an empty folder) only when complete;
-    the plans file in the preprocessed folder is written last, atomically. A failure leaves both as they were.
-
-    Args:
-        prepared: the prepared dataset (the plans file is written into its preprocessed folder).
-        arch: the MedNeXt to train; channels and classes must match the dataset.
-        out_dir: receives the trainer module, starting weights, a copy of the plans and ``train.sh``.
-        weights: a scalekit checkpoint (e.g. a stage's ``final.pt``) to start from; a checkpoint with another
-            kernel size is resampled with UpKern. Without it, an ``arch`` with kernels above 3 gets the UpKern
-            chain: a k3 configuration trained first, then resampled.
-        settings: epochs, iterations, learning rate, AMP (default: the paper's 1000 x 250).
-        plans_name: nnU-Net plans identifier (``-p``); an existing file of that name keeps its other
-            configurations.
-        name: prefix of the configuration names (``{name}_k3``, ``{name}_k5``).
-        fold: fold in the printed commands.
-        results_dir: ``nnUNet_results`` in the printed commands (default: ``out_dir/nnUNet_results``).
-        batch_size: training batch size (default: nnU-Net's planned one).
+    The folder is then written beside ``out_dir`` and takes its place (replacing an earlier export there, or an
+    empty folder) only when complete; the plans file in the preprocessed folder is written last, atomically. A
+    failure leaves both as they were.
     """
-    export = build_nnunet_export(prepared, arch, out_dir, weights, settings, plans_name, name, fold, results_dir,
-                                 batch_size)
+    export = build_nnunet_export(prepared, arch, out_dir, **options)
     with staged_dir(export.result.script.parent, SCRIPT) as staging:
         export.write(staging)
     export.finish()
