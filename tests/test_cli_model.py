@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from scalekit.cli import main
 from scalekit.mednext import create_mednext, load_state, save_checkpoint
@@ -114,3 +115,12 @@ def test_other_exceptions_keep_their_traceback(monkeypatch, tmp_path: Path) -> N
     monkeypatch.setattr(sys, "argv", ["scalekit", "upkern", str(src), "--kernel", "5", "--out", str(tmp_path / "x.pt")])
     with pytest.raises(RuntimeError, match="a bug deep in torch"):
         main()
+
+
+def test_version() -> None:
+    import scalekit
+    from scalekit.cli import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"scalekit {scalekit.__version__}"
+    assert scalekit.__version__[0].isdigit()

@@ -11,9 +11,11 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from typing import Annotated
 
 import typer
 
+from scalekit import __version__
 from scalekit.errors import ScalekitError
 
 from . import data, model, nnunet, profile, study, train
@@ -25,6 +27,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"scalekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Find the right size of MedNeXt for a segmentation task and a GPU budget."""
+
+
 app.add_typer(model.app, name="model")
 app.command("upkern")(model.upkern_command)
 app.add_typer(study.app, name="study")
