@@ -16,6 +16,7 @@ import os
 import re
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,6 +202,10 @@ class ResultsTable:
     def records(self) -> list[StageRecord]:
         with self._lock:
             return list(self._rows.values())
+
+    def counts(self) -> dict[str, int]:
+        """Stages per status."""
+        return dict(Counter(r.status for r in self.records()))
 
     def upsert(self, record: StageRecord) -> None:
         """Insert or replace a stage and rewrite the table."""

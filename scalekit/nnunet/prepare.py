@@ -55,7 +55,8 @@ class PreparedDataChangedError(ScalekitError):
         super().__init__(f"{preprocessed_dir}: {reason}; {RE_PREPARE}")
 
 
-def _sha256(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(HASH_CHUNK_BYTES):
@@ -69,7 +70,7 @@ def _digest_files(folder: Path, workers: int | None = None) -> dict[str, str]:
     paths = (Path(root) / name for root, _, names in os.walk(folder) for name in names)
     files = sorted(path for path in paths if path.is_file() and path.relative_to(folder).as_posix() != RECORD)
     with ThreadPoolExecutor(max_workers=workers or _env.default_workers()) as pool:  # hashlib drops the GIL
-        digests = list(pool.map(_sha256, files))
+        digests = list(pool.map(file_digest, files))
     return {path.relative_to(folder).as_posix(): digest for path, digest in zip(files, digests)}
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import random
@@ -37,7 +36,7 @@ from scalekit.mednext import MedNeXtConfig, load_state, recipe, save_checkpoint,
 from . import _env
 from .evaluate import evaluate_fold
 from .plans import TrainerSettings, mednext_configuration, plans_with
-from .prepare import PreparedDataset
+from .prepare import PreparedDataset, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -135,21 +134,10 @@ class StageMismatchError(ScalekitError):
     """A stage folder holds a stage that was started with a different request."""
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _check_request(request: StageRequest) -> torch.device:
     request.settings()  # validates the schedule
     device = recipe.resolve_device(request.device)
     recipe.resolve_amp(request.amp, device)
-    if request.amp == "fp16" and device.type != "cuda":
-        raise ScalekitError("amp='fp16' needs CUDA; use amp=None or 'bf16' on the CPU")
     if request.init_from is not None and not Path(request.init_from).is_file():
         raise ScalekitError(f"init_from checkpoint {request.init_from} does not exist")
     if request.nsd_tolerance_mm < 0:

@@ -117,9 +117,13 @@ class ChainPlanner:
         """Stages handed out but not finished (the run was stopped) go back to ``pending``; default: all."""
         stopped = sorted(self._running if stage_ids is None else set(stage_ids) & self._running)
         for stage_id in stopped:
-            self.table.update(stage_id, status="pending", reason="interrupted; resumes from its last checkpoint")
-            self._running.discard(stage_id)
+            self._resume_later(stage_id)
         return stopped
+
+    def _resume_later(self, stage_id: str) -> None:
+        """An interrupted stage goes back to ``pending``: it resumes from its last checkpoint."""
+        self._running.discard(stage_id)
+        self.table.update(stage_id, status="pending", reason="interrupted; resumes from its last checkpoint")
 
     def best_stage(self, family_id: str) -> StageRecord:
         """The family's completed stage with the highest mean Dice, else its first stage (for its profile)."""
@@ -146,8 +150,7 @@ class ChainPlanner:
         for record in self.table.records():
             if record.status == "running":
                 found["interrupted"].append(record.stage_id)
-                self.table.update(record.stage_id, status="pending",
-                                  reason="interrupted; resumes from its last checkpoint")
+                self._resume_later(record.stage_id)
             elif record.status == "completed":
                 path = record.checkpoint_path(self.study_dir)
                 if path is None or not path.is_file():
@@ -204,13 +207,6 @@ class ChainPlanner:
                 if later.kernel_size > record.kernel_size and later.status == "pending":
                     self.table.update(later.stage_id, status="stopped", reason=end)
         return record
-
-    def counts(self) -> dict[str, int]:
-        """Stages per status."""
-        counts: dict[str, int] = {}
-        for record in self.table.records():
-            counts[record.status] = counts.get(record.status, 0) + 1
-        return counts
 
 
 def stage_config(

@@ -150,8 +150,7 @@ def run_study(
             return _run_locked(config, show_progress)
         except KeyboardInterrupt:  # before or after the chains (data, report): nothing is lost, rerun resumes
             log.warning("interrupted")
-            table = ResultsTable(study_dir)
-            return StudySummary(study_dir, dict(Counter(r.status for r in table.records())), "interrupted")
+            return StudySummary(study_dir, ResultsTable(study_dir).counts(), "interrupted")
 
 
 def _run_locked(config: StudyConfig, show_progress: bool) -> StudySummary:
@@ -201,13 +200,13 @@ def _run_locked(config: StudyConfig, show_progress: bool) -> StudySummary:
             log.warning("interrupted")
         interrupted = planner.interrupt()
     if interrupted or not search.finished:
-        return StudySummary(study_dir, planner.counts(), "interrupted")
+        return StudySummary(study_dir, table.counts(), "interrupted")
     records = table.records()
     if not any(r.is_valid for r in records):
         reasons = Counter(f"{r.status}: {r.reason}" for r in records if r.reason)
         report, _ = finish_study(config, export=False)
-        return StudySummary(study_dir, planner.counts(), "none-completed", dict(reasons), report)
-    return StudySummary(study_dir, planner.counts(), "finished", {}, *finish_study(config))
+        return StudySummary(study_dir, table.counts(), "none-completed", dict(reasons), report)
+    return StudySummary(study_dir, table.counts(), "finished", {}, *finish_study(config))
 
 
 def finish_study(config: StudyConfig, export: bool = True) -> tuple[Path | None, Path | None]:
