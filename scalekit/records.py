@@ -27,21 +27,27 @@ from scalekit.faults import fault_point
 
 RESULTS_FILE = "results.csv"
 
-STATUSES = ("pending", "running", "completed", "infeasible", "failed", "stopped")
-"""``stopped``: never trained because its chain ended before it (saturation, or a failed or infeasible parent);
-its ``reason`` says which. ``infeasible``: profiled to break a constraint (or ran out of GPU memory), never trained.
-``failed``: training broke (non-finite loss, an error); ``reason`` holds the message."""
+STATUSES = ("pending", "running", "paused", "completed", "infeasible", "failed", "stopped")
+"""``paused``: trained to a rung of successive halving and scored there, waiting to be promoted. ``completed``:
+trained to the full stage budget. ``stopped``: its chain ended before it (saturation, a failed or infeasible
+parent, the study budget) or it was halted at a rung (then it keeps the Dice it reached); its ``reason`` says
+which. ``infeasible``: profiled or measured to break a constraint (or ran out of GPU memory). ``failed``:
+training broke (non-finite loss, an error); ``reason`` holds the message."""
 
-INITS = ("scratch", "upkern")
+INITS = ("scratch", "upkern", "continue")
+"""``continue``: a control stage, the parent's network trained on (same kernel) for the budget of the UpKern
+step beside it."""
+
+CONTROL_SUFFIX = "c"
+STAGE_ID = re.compile(r"f[0-9a-f]{8}-k\d+c?")
+"""The form of a stage id: the family id (``f`` and 8 hex digits, a hash of C, B and R) and the kernel, with a
+``c`` for the continuation control of the UpKern step after that kernel."""
 
 
-STAGE_ID = re.compile(r"f[0-9a-f]{8}-k\d+")
-"""The form of a stage id: the family id (``f`` and 8 hex digits, a hash of C, B and R) and the kernel."""
-
-
-def make_stage_id(family_id: str, kernel: int) -> str:
-    """The id of a family's chain stage with kernel size ``kernel``: ``<family id>-k<kernel>``."""
-    return f"{family_id}-k{kernel}"
+def make_stage_id(family_id: str, kernel: int, control: bool = False) -> str:
+    """The id of a family's chain stage with kernel size ``kernel``: ``<family id>-k<kernel>``; with
+    ``control``, the stage that continues that kernel beside the next UpKern step (``<family id>-k3c``)."""
+    return f"{family_id}-k{kernel}{CONTROL_SUFFIX if control else ''}"
 
 TABLE_MODE = 0o644
 """results.csv is readable by the group and others, like every other file a study writes (mkstemp makes 0600)."""
@@ -73,8 +79,23 @@ class StageRecord:
     memory_method: str = ""
     wall_time_s: float | None = None
     epochs: int | None = None
+    """Epochs this stage has trained (its own, not its parent's)."""
     checkpoint: str = ""
     config: dict[str, Any] = field(default_factory=dict)
+    target_epochs: int | None = None
+    """The epoch count it was last asked to reach (a rung of successive halving, or the full budget)."""
+    dice_curve: dict[str, float] = field(default_factory=dict)
+    """Mean Dice at each epoch count it was scored at (keys: epochs as text): its rungs."""
+    case_dice: list[float] = field(default_factory=list)
+    """Each validation case's mean Dice at its last scoring."""
+    train_tflops: float | None = None
+    """Training compute of this stage: epochs x iterations x the profiled FLOPs of one training step."""
+    cum_epochs: int | None = None
+    cum_iterations: int | None = None
+    cum_train_tflops: float | None = None
+    """Training since scratch: this stage's and its ancestors' (the UpKern or continuation sources)."""
+    device_hours: float | None = None
+    """Wall time of its training sessions times the devices of a trial (GPUs, or 1 on a CPU)."""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -94,6 +115,10 @@ class StageRecord:
             return None
         path = Path(self.checkpoint)
         return path if path.is_absolute() else Path(study_dir) / path
+
+    @property
+    def is_control(self) -> bool:
+        return self.init == "continue"
 
     @property
     def is_valid(self) -> bool:

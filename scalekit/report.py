@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 
 from scalekit._atomic import atomic_path, write_atomic
 from scalekit.faults import fault_point
+from scalekit.fidelity import findings
 from scalekit.pareto import StudyGoals, pareto_front, study_front
 from scalekit.records import Objective, StageRecord
 from scalekit.selection import rule_choices
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_FORMATS = ("png", "svg")
 KERNEL_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
-INIT_SYMBOLS = {"scratch": "circle", "upkern": "diamond"}
+INIT_SYMBOLS = {"scratch": "circle", "upkern": "diamond", "continue": "square"}
 LABELS = {
     "mean_dice": "mean Dice",
     "mean_nsd": "mean surface Dice (NSD)",
@@ -178,7 +179,7 @@ def _figure(panel: Panel, data: ReportData) -> go.Figure:
     fig.update_layout(
         title=f"{LABELS[panel.y_metric]} vs {LABELS[panel.x_metric]}", template="plotly_white",
         xaxis_title=LABELS[panel.x_metric], yaxis_title=LABELS[panel.y_metric], width=900, height=560,
-        legend_title="kernel (◇ UpKern, ○ scratch)",
+        legend_title="kernel (◇ UpKern, ○ scratch, □ continued)",
     )
     return fig
 
@@ -279,6 +280,7 @@ def _summary(data: ReportData, note: str | None) -> str:
         + "; each figure outlines the front of its own two axes",
         "selection rules: " + (", ".join(f"{k} = {v}" for k, v in data.choices.items()) or "no valid stage yet"),
     ]
+    items += findings(data.records)
     lines = "".join(f"<li>{html.escape(i)}</li>" for i in items)
     warning = f'<p class="note">{html.escape(note)}</p>' if note else ""
     return f"<ul>{lines}</ul>{warning}"

@@ -13,6 +13,10 @@ Rules (``--select``):
   budget (GB as GPU memory is quoted, 2**30 bytes, like ``StageRecord.peak_memory_gb``; GiB is the same, MB
   and MiB are 2**20 bytes; a bare number means GB); ties go to the lower memory.
 - any stage id: that stage, which must be valid.
+
+A rule refuses to choose (:class:`NoSignalError`) when the valid stages' Dice cannot tell them apart
+(:func:`scalekit.fidelity.dice_signal`: all near zero, or closer than the spread between validation cases),
+unless forced; a forced choice, or one by stage id, says so in its explanation.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 
 from scalekit._atomic import Staging, staged_dir
 from scalekit.errors import ScalekitError
+from scalekit.fidelity import dice_signal
 from scalekit.pareto import pareto_front
 from scalekit.records import Objective, StageRecord, read_results
 from scalekit.rules import parse_rule
@@ -52,6 +57,8 @@ class Selection:
     rule: str
     stage: StageRecord
     explanation: str
+    no_signal: str = ""
+    """Why the stages' Dice could not tell them apart, when they could not (the choice is then noise)."""
 
     def to_dict(self) -> dict[str, Any]:
         s = self.stage
@@ -59,6 +66,7 @@ class Selection:
             "rule": self.rule,
             "stage_id": s.stage_id,
             "explanation": self.explanation,
+            "no_signal": self.no_signal,
             "family_id": s.family_id,
             "family_label": s.family_label,
             "kernel_size": s.kernel_size,
@@ -117,8 +125,30 @@ def knee_stage(records: list[StageRecord]) -> StageRecord:
     return min(tied, key=lambda r: (_memory_key(r), r.stage_id))
 
 
-def select_stage(records: list[StageRecord], rule: str) -> Selection:
-    """Apply a selection rule (``best``, ``knee``, ``max-dice-under=BUDGET`` or a stage id) to a study's stages."""
+class NoSignalError(ScalekitError):
+    """A rule was asked to choose among stages whose Dice carries no signal."""
+
+
+def select_stage(records: list[StageRecord], rule: str, force: bool = False) -> Selection:
+    """Apply a selection rule (``best``, ``knee``, ``max-dice-under=BUDGET`` or a stage id) to a study's stages.
+
+    Raises :class:`NoSignalError` when a rule (not a stage id) would choose by Dice that carries no signal,
+    unless ``force``.
+    """
+    selection = _select(records, rule)
+    signal = dice_signal(_valid(records))
+    if signal.carries_signal:
+        return selection
+    if parse_rule(rule).kind != "stage" and not force:
+        raise NoSignalError(
+            f"--select {rule}: the completed stages' Dice carry no signal ({signal.reason}), so the choice would "
+            "be noise; raise training.epochs and rerun, name a stage id, or pass --force to export anyway"
+        )
+    return Selection(selection.rule, selection.stage, f"{selection.explanation} (NO SIGNAL: {signal.reason})",
+                     signal.reason)
+
+
+def _select(records: list[StageRecord], rule: str) -> Selection:
     parsed = parse_rule(rule)
     rule = parsed.text
     by_id = {r.stage_id: r for r in records}
@@ -163,7 +193,7 @@ def rule_choices(records: list[StageRecord]) -> dict[str, Selection]:
     choices = {}
     for rule in ("best", "knee"):
         try:
-            choices[rule] = select_stage(records, rule)
+            choices[rule] = select_stage(records, rule, force=True)
         except ValueError as err:
             log.debug("no %s stage yet: %s", rule, err)
     return choices
@@ -251,7 +281,9 @@ def _nnunet_export(study_dir: Path, stage: StageRecord, out_dir: Path) -> Nnunet
     )
 
 
-def export_stage(study_dir: str | Path, rule: str, to: str, out_dir: str | Path) -> tuple[Selection, list[Path]]:
+def export_stage(
+    study_dir: str | Path, rule: str, to: str, out_dir: str | Path, force: bool = False
+) -> tuple[Selection, list[Path]]:
     """Select a stage of ``study_dir`` by ``rule``, export it ``to`` ``config`` or ``nnunet`` in ``out_dir``.
 
     ``config``: ``mednext_config.json`` and ``weights.pt``. ``nnunet``: the plans (also in the study's
@@ -269,7 +301,7 @@ def export_stage(study_dir: str | Path, rule: str, to: str, out_dir: str | Path)
     study_dir, out_dir = Path(study_dir), Path(out_dir)
     if not study_dir.is_dir():
         raise ScalekitError(f"study directory {study_dir} does not exist")
-    selection = select_stage(read_results(study_dir), rule)
+    selection = select_stage(read_results(study_dir), rule, force)
     export: _Export = (_config_export(study_dir, selection.stage) if to == "config"
                        else _nnunet_export(study_dir, selection.stage, out_dir))
     with staged_dir(out_dir, SELECTION_FILE) as staging:

@@ -30,6 +30,8 @@ class Family:
     exp_r: tuple[int, ...]
     label: str = field(default="", compare=False)
     checkpointing: bool = field(default=False, compare=False)
+    axes: tuple[tuple[str, float], ...] = field(default=(), compare=False)
+    """Its coordinates in a compound-scaling range (``depth``, ``expansion``, ``n_channels``); empty otherwise."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "block_counts", per_stage("block_counts", self.block_counts))
@@ -87,7 +89,14 @@ def scale_family(base: str, depth: float, expansion: float, n_channels: int) -> 
     ratios = tuple(max(1, math.floor(r * expansion + 0.5)) for r in p.exp_r)
     label = f"{base.upper()}-d{depth:g}-e{expansion:g}-C{n_channels}"
     deep = sum(blocks) >= sum(PRESETS["M"].block_counts)
-    return Family(n_channels, blocks, ratios, label, deep)
+    return Family(n_channels, blocks, ratios, label, deep, (("depth", depth), ("expansion", expansion),
+                                                           ("n_channels", n_channels)))
+
+
+FAMILY_INDEX = "family_index"
+"""The axis of a space's listed families (presets and explicit ones): the index into that list."""
+SOURCE = "source"
+"""The axis that picks listed families or the scaling range, in a space that has both."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,8 @@ class SearchSpace:
     kernels: tuple[int, ...] = (3, 5, 7)
     seeds: tuple[str, ...] = ()
     """Family ids to try first (the presets and explicit families), before the search explores."""
+    scaling_base: str = ""
+    """The preset that the scaled families (those with ``axes``) scale."""
 
     def __post_init__(self) -> None:
         if not self.families:
@@ -121,6 +132,42 @@ class SearchSpace:
     def ids(self) -> list[str]:
         return [f.family_id for f in self.families]
 
+    @property
+    def listed(self) -> list[Family]:
+        """The families that are not points of the scaling range (presets, explicit families), in order."""
+        return [f for f in self.families if not f.axes]
+
+    def axis_choices(self) -> dict[str, list]:
+        """The space's scaling axes, each with its values, as a sampler sees them: ``family_index`` over the
+        listed families, ``depth`` / ``expansion`` / ``n_channels`` over the scaling range, and ``source``
+        (``listed`` or ``scaling``) when the space has both."""
+        scaled = [dict(f.axes) for f in self.families if f.axes]
+        choices: dict[str, list] = {}
+        if self.listed and scaled:
+            choices[SOURCE] = ["listed", "scaling"]
+        if self.listed:
+            choices[FAMILY_INDEX] = list(range(len(self.listed)))
+        for axis in ("depth", "expansion", "n_channels"):
+            values = sorted({point[axis] for point in scaled})
+            if values:
+                choices[axis] = values
+        return choices
+
+    def axes_of(self, family: Family) -> dict[str, float]:
+        """A family's point on :meth:`axis_choices` (``source`` included where the space has it)."""
+        point: dict[str, float] = dict(family.axes) if family.axes else {FAMILY_INDEX: self.listed.index(family)}
+        if SOURCE in self.axis_choices():
+            point = {SOURCE: "scaling" if family.axes else "listed", **point}
+        return point
+
+    def family_at(self, point: dict[str, float]) -> Family:
+        """The family at a point of :meth:`axis_choices` (a scaling point whose rounding repeats another family
+        gives that family)."""
+        if FAMILY_INDEX in point and point.get(SOURCE, "listed") == "listed":
+            return self.listed[int(point[FAMILY_INDEX])]
+        family = scale_family(self.scaling_base, point["depth"], point["expansion"], int(point["n_channels"]))
+        return self.by_id(family.family_id)
+
     @classmethod
     def build(
         cls,
@@ -132,8 +179,8 @@ class SearchSpace:
     ) -> SearchSpace:
         """Union of presets, explicit families and a scaling range ``(base, depths, expansions, widths)``."""
         seeded = [Family.from_preset(p, preset_channels) for p in presets] + list(families)
-        scaled = []
+        scaled, base = [], ""
         if scaling is not None:
             base, depths, expansions, widths = scaling
             scaled = [scale_family(base, d, e, c) for c in widths for d in depths for e in expansions]
-        return cls(tuple(seeded + scaled), tuple(kernels), tuple(f.family_id for f in seeded))
+        return cls(tuple(seeded + scaled), tuple(kernels), tuple(f.family_id for f in seeded), base)

@@ -34,11 +34,11 @@ def stage_tables(records: Sequence[StageRecord], front_ids: frozenset[str]) -> l
     trained = [
         [r.stage_id, r.family_label or r.family_id, f"k{r.kernel_size}", r.init, r.parent_stage, r.status,
          fmt(r.mean_dice), fmt(r.mean_nsd), fmt(r.peak_memory_gb, 2), fmt(r.gflops_train, 1), fmt(r.params),
-         fmt(r.epochs), "✓" if r.stage_id in front_ids else "", r.reason]
+         fmt(r.epochs), fmt(r.cum_train_tflops, 1), "✓" if r.stage_id in front_ids else "", r.reason]
         for r in records if r.status not in NOT_TRAINED
     ]
     headers = ["stage", "family", "kernel", "init", "parent", "status", "mean Dice", "NSD", "peak GB",
-               "GFLOPs train", "params", "epochs", "study front", "note"]
+               "GFLOPs train", "params", "epochs", "TFLOPs since scratch", "study front", "note"]
     failed = [[r.stage_id, r.family_label or r.family_id, f"k{r.kernel_size}", r.status, r.reason or "—"]
               for r in records if r.status in NOT_TRAINED]
     return [

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from scalekit.mednext import MedNeXtConfig
 from scalekit.space import Family, SearchSpace
-from scalekit.study import ChainPlanner, Constraints, ResultsTable, read_results
+from scalekit.study import ChainPlanner, ChainRules, Constraints, ResultsTable, read_results
 
 
 @dataclass
@@ -28,7 +28,8 @@ def profile_by_width(config: MedNeXtConfig) -> FakeProfile:
 def planner(tmp_path: Path, max_gb: float | None = None, margin: float | None = 0.0) -> ChainPlanner:
     space = SearchSpace((Family(4, 1, 2, "small"), Family(8, 1, 2, "wide")), kernels=(3, 5, 7))
     return ChainPlanner(space, ResultsTable(tmp_path), MedNeXtConfig(num_classes=3, deep_supervision=True),
-                        profile_by_width, Constraints(max_memory_gb=max_gb), tmp_path / "stages", margin)
+                        profile_by_width, Constraints(max_memory_gb=max_gb), tmp_path / "stages",
+                        ChainRules(min_improvement=margin))
 
 
 def test_open_family_profiles_every_stage_and_orders_chain(tmp_path: Path) -> None:

@@ -143,3 +143,21 @@ def test_export_builds_same_network_trains_predicts_and_chains(prepared: Prepare
     load_pretrained_weights(built["mednext_k5"], str(tmp_path / "k5_init.pth"))  # nnU-Net's own loader accepts it
     source = torch.load(tmp_path / "k5_init.pth", weights_only=True)["network_weights"]
     assert all(torch.equal(v, built["mednext_k5"].state_dict()[k]) for k, v in source.items())
+
+
+def test_stage_trained_in_rungs_follows_one_schedule(prepared: PreparedDataset, tmp_path: Path) -> None:
+    """Successive halving trains a stage to a rung, scores it, and later continues it: the learning rate follows
+    the schedule over the whole budget, and the Dice curve keeps every scored epoch across sessions."""
+    lrs: list[float] = []
+    rung = train_stage(request(prepared, tmp_path, epochs=3, train_until=1, resume=True),
+                       on_epoch=lambda m: lrs.append(m["lr"]))
+    assert rung.epochs_total == 1 and list(rung.dice_curve) == ["1"] and len(rung.case_dice) == len(rung.validation_cases)
+    again = train_stage(request(prepared, tmp_path, epochs=3, train_until=1, resume=True))
+    assert again.epochs_run == rung.epochs_run and again.dice_curve == rung.dice_curve  # recorded: nothing trains
+    full = train_stage(request(prepared, tmp_path, epochs=3, evaluate_at=(2,), resume=True),
+                       on_epoch=lambda m: lrs.append(m["lr"]))
+    assert full.epochs_run == 2 and full.epochs_total == 3 and list(full.dice_curve) == ["1", "2", "3"]
+    assert full.dice_curve["1"] == rung.dice_curve["1"] and full.wall_time_s > rung.wall_time_s
+    assert lrs == pytest.approx([1e-3 * (1 - e / 3) ** 0.9 for e in range(3)])
+    with pytest.raises(ValueError, match="train_until=4"):
+        train_stage(request(prepared, tmp_path, epochs=3, train_until=4, resume=True))

@@ -11,14 +11,14 @@ import pytest
 
 from scalekit.mednext import MedNeXtConfig
 from scalekit.space import Family, SearchSpace
-from scalekit.study import ChainPlanner, Constraints, ResultsTable, read_results
+from scalekit.study import ChainPlanner, ChainRules, Constraints, ResultsTable, read_results
 from scalekit.study.search import (
     FAMILY_ATTR,
     FINISHED,
     ChainSearch,
     SearchSettings,
-    family_distributions,
     open_optuna_study,
+    suggest_family,
 )
 
 from .test_chain import profile_by_width
@@ -35,7 +35,8 @@ def settings(tmp_path: Path, sampler: str = "grid", families: int = 2) -> Search
 
 def searcher(tmp_path: Path, sampler: str = "grid", families: int = 2) -> ChainSearch:
     planner = ChainPlanner(SPACE, ResultsTable(tmp_path), MedNeXtConfig(num_classes=3, deep_supervision=True),
-                           profile_by_width, Constraints(), tmp_path / "stages", None)
+                           profile_by_width, Constraints(), tmp_path / "stages",
+                           ChainRules(min_improvement=None))
     s = settings(tmp_path, sampler, families)
     return ChainSearch(planner, open_optuna_study(s, SPACE), s)
 
@@ -83,17 +84,19 @@ def test_family_asked_before_a_crash_gets_its_stages(tmp_path: Path) -> None:
     """Defect 2: killed after Optuna gave the trial its family but before results.csv had its stages."""
     s = settings(tmp_path)
     study = open_optuna_study(s, SPACE)
-    trial = study.ask(family_distributions(SPACE))
-    trial.set_user_attr(FAMILY_ATTR, trial.params["family"])
-    orphan = study.ask(family_distributions(SPACE))  # asked, killed before it was given its family
+    trial = study.ask()
+    trial.set_user_attr(FAMILY_ATTR, suggest_family(trial, SPACE).family_id)
+    orphan = study.ask()  # its axes drawn, killed before it was given its family
+    orphan_family = suggest_family(orphan, SPACE).family_id
+    study.ask()  # killed before any axis was drawn: nothing to adopt
     again = searcher(tmp_path)
-    for asked in (trial, orphan):
-        assert again.planner.stages(asked.params["family"]), "the family's stages were written"
-        assert again.study.trials[asked.number].user_attrs[FAMILY_ATTR] == asked.params["family"]
-    assert again.planner.runnable()[0].stage_id == f"{trial.params['family']}-k3"
+    for asked, family_id in ((trial, trial.user_attrs[FAMILY_ATTR]), (orphan, orphan_family)):
+        assert again.planner.stages(family_id), "the family's stages were written"
+        assert again.study.trials[asked.number].user_attrs[FAMILY_ATTR] == family_id
+    assert again.planner.runnable()[0].stage_id == f"{trial.user_attrs[FAMILY_ATTR]}-k3"
     run_all(again)
     states = [t.state for t in again.study.trials]
-    assert states == [optuna.trial.TrialState.COMPLETE] * 2, states
+    assert states == [optuna.trial.TrialState.COMPLETE] * 2 + [optuna.trial.TrialState.FAIL], states
     assert len({r.family_id for r in read_results(tmp_path)}) == 2
 
 
@@ -150,8 +153,8 @@ def test_family_budget_and_repeated_asks(tmp_path: Path) -> None:
     assert len({stage.rsplit("-", 1)[0] for stage in order}) == 1 and len(order) == 2
     known = s.study.trials[0]
     for _ in range(6):  # a random sampler over two families repeats the known one soon
-        trial = s.study.ask(family_distributions(SPACE))
-        if trial.params["family"] == known.user_attrs[FAMILY_ATTR]:
+        trial = s.study.ask()
+        if suggest_family(trial, SPACE).family_id == known.user_attrs[FAMILY_ATTR]:
             break
     else:
         raise AssertionError("no repeat asked")

@@ -11,7 +11,6 @@ import yaml
 
 from scalekit.space import Family, SearchSpace, scale_family
 from scalekit.study import StudyConfigError, build_space, load_study_config
-from scalekit.study.search import family_distributions
 from scalekit.studyfile import read_yaml
 
 VALID = {
@@ -100,7 +99,12 @@ def test_compound_scaling_and_presets() -> None:
 
     net = Family.from_preset("S").build(3, MedNeXtConfig(in_channels=1, num_classes=14, deep_supervision=True))
     assert count_parameters(net) == 5_564_806  # the published MedNeXt-S k3, minus the reference's dummy
-    assert set(family_distributions(space)["family"].choices) == set(space.ids())
+    assert space.axis_choices() == {"source": ["listed", "scaling"], "family_index": [0, 1], "depth": [2.0],
+                                    "expansion": [1.0], "n_channels": [32]}
+    assert space.axes_of(space.families[2]) == {"source": "scaling", "depth": 2.0, "expansion": 1.0, "n_channels": 32}
+    assert space.family_at({"source": "listed", "family_index": 1}) == Family.from_preset("B")
+    # the scaling point d1 e1 C32 is MedNeXt-S itself: it gives the listed family
+    assert space.family_at({"source": "scaling", "depth": 1.0, "expansion": 1.0, "n_channels": 32}) == space.families[0]
 
 
 def test_build_space_from_study(tmp_path: Path) -> None:

@@ -102,6 +102,12 @@ def run(
         print(f"report: {summary.report}")
     if summary.export_dir is not None:
         print(f"export: {summary.export_dir} (selection.json says which stage and why)")
+    spent = summary.spent
+    if spent:
+        print(f"compute: {spent['epochs']:.0f} training epochs, {spent['device_hours']:.3f} device-hours, "
+              f"{spent['train_tflops']:,.1f} training TFLOPs")
+    for note in summary.notes:
+        print(f"note: {note}", file=sys.stderr)
     if summary.state == "none-completed":
         print("no stage completed, so nothing was exported; the stages ended so:", file=sys.stderr)
         for reason, n in sorted(summary.reasons.items(), key=lambda item: -item[1]):

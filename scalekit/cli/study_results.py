@@ -32,6 +32,7 @@ def show_command(study_dir: StudyDir) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from scalekit.fidelity import findings
     from scalekit.pareto import study_front
     from scalekit.selection import rule_choices
     from scalekit.tables import stage_tables
@@ -53,6 +54,8 @@ def show_command(study_dir: StudyDir) -> None:
     console.print(f"Pareto front ({objectives}): {front or 'empty (no completed stage yet)'}")
     for rule, choice in rule_choices(study.records).items():
         console.print(f"{rule}: {choice.explanation}")
+    for line in findings(study.records):
+        console.print(line, markup=False)
 
 
 def export_command(
@@ -63,11 +66,12 @@ def export_command(
         str, typer.Option(help="best | knee | max-dice-under=24GB | a stage id (see `scalekit study show`).")
     ] = "best",
     to: Annotated[str, typer.Option(help="config (MedNeXt config + weights) or nnunet (plans, trainer).")] = "config",
+    force: Annotated[bool, typer.Option(help="Export even when the stages' Dice carry no signal.")] = False,
 ) -> None:
     """Export one stage of a study, chosen by a selection rule, as a standalone network or an nnU-Net setup."""
     from scalekit.selection import export_stage
 
-    selection, files = export_stage(study_dir, select, to, out)
+    selection, files = export_stage(study_dir, select, to, out, force)
     print(f"selected ({selection.rule}): {selection.explanation}")
     for path in files:
         print(f"wrote {path}")

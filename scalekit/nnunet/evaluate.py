@@ -24,12 +24,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FoldMetrics:
-    """Per-class means over the validation cases (foreground classes, in label order) and their means."""
+    """Per-class means over the validation cases (foreground classes, in label order) and their means, and each
+    case's mean foreground Dice (the spread between cases says how finely two networks can be told apart)."""
 
     cases: tuple[str, ...]
     per_class_dice: tuple[float, ...]
     per_class_nsd: tuple[float, ...]
     tolerance_mm: float
+    case_dice: tuple[float, ...] = ()
 
     @property
     def mean_dice(self) -> float:
@@ -94,4 +96,6 @@ def evaluate_fold(
         log.debug("%s: dice %s nsd %s", case, result.dice, result.nsd)
         dices.append(result.dice)
         nsds.append(result.nsd)
-    return FoldMetrics(tuple(cases), tuple(mean_over_cases(dices)), tuple(mean_over_cases(nsds)), tolerance_mm)
+    case_dice = tuple(float(np.nanmean(d)) if np.isfinite(d).any() else float("nan") for d in map(np.asarray, dices))
+    return FoldMetrics(tuple(cases), tuple(mean_over_cases(dices)), tuple(mean_over_cases(nsds)), tolerance_mm,
+                       case_dice)

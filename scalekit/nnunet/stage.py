@@ -54,6 +54,12 @@ class StageRequest:
         arch: the MedNeXt; ``in_channels`` / ``num_classes`` must match the dataset; deep supervision is
             always trained (nnU-Net sets it).
         epochs, iterations_per_epoch, val_iterations: schedule (the poly decay runs over ``epochs``).
+        train_until: stop after this many epochs (a rung of successive halving) and score the network there;
+            ``None``: all ``epochs``. The schedule still runs over ``epochs``, so a stage trained in several
+            sessions follows the schedule of one trained straight through; a later request with a larger
+            ``train_until`` continues from the checkpoint.
+        evaluate_at: epochs (besides the last) after which the validation cases are scored too: the stage's
+            Dice curve (``StageOutcome.dice_curve``).
         initial_lr: AdamW learning rate.
         init_from: scalekit checkpoint of the parent stage to initialise from with UpKern (e.g. its ``final.pt``).
         output_dir: this stage's folder.
@@ -83,6 +89,13 @@ class StageRequest:
     nsd_tolerance_mm: float = 1.0
     mirror_tta: bool = False
     batch_size: int | None = None
+    train_until: int | None = None
+    evaluate_at: tuple[int, ...] = ()
+
+    @property
+    def target_epochs(self) -> int:
+        """The epoch count this request trains to."""
+        return self.epochs if self.train_until is None else self.train_until
 
     def settings(self) -> TrainerSettings:
         return TrainerSettings(num_epochs=self.epochs, iterations_per_epoch=self.iterations_per_epoch,
@@ -119,6 +132,10 @@ class StageOutcome:
     class_names: list[str] = field(default_factory=list)
     validation_cases: list[str] = field(default_factory=list)
     upkern: dict[str, Any] | None = None
+    case_dice: list[float] = field(default_factory=list)
+    """Each validation case's mean foreground Dice, at the last evaluation."""
+    dice_curve: dict[str, float] = field(default_factory=dict)
+    """Mean Dice after each scored epoch (keys: epoch counts), over every session of the stage."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -136,6 +153,8 @@ class StageMismatchError(ScalekitError):
 
 def _check_request(request: StageRequest) -> torch.device:
     request.settings()  # validates the schedule
+    if not 1 <= request.target_epochs <= request.epochs:
+        raise ScalekitError(f"train_until={request.train_until} must lie in 1..epochs ({request.epochs})")
     device = recipe.resolve_device(request.device)
     recipe.resolve_amp(request.amp, device)
     if request.init_from is not None and not Path(request.init_from).is_file():
@@ -197,10 +216,10 @@ def train_stage(request: StageRequest, on_epoch: Callable[[dict[str, Any]], None
     configuration = mednext_configuration(prepared, request.arch, request.settings(), request.batch_size)
     out = Path(request.output_dir).resolve()
     continuing = _prepare_output(request)
-    if continuing and (out / "outcome.json").is_file() and (out / FINAL_CHECKPOINT).is_file():
-        log.info("stage in %s is complete; returning its recorded outcome", out)
-        recorded = StageOutcome.from_dict(json.loads((out / "outcome.json").read_text()))
-        return dataclasses.replace(recorded, checkpoint=out / FINAL_CHECKPOINT)
+    recorded = _recorded_outcome(out) if continuing else None
+    if recorded is not None and recorded.epochs_total >= request.target_epochs:
+        log.info("stage in %s has trained %d epoch(s); returning its recorded outcome", out, recorded.epochs_total)
+        return recorded
     _env.configure(raw=prepared.raw_dir.parent, preprocessed=prepared.preprocessed_root, results=out / "nnunet")
     from .trainer import ScalekitMedNeXtTrainer
 
@@ -215,7 +234,15 @@ def train_stage(request: StageRequest, on_epoch: Callable[[dict[str, Any]], None
     fold_dir = Path(trainer.output_folder)
     report = _initialise(trainer, request, fold_dir, continuing)
     epochs_before = trainer.current_epoch
-    trainer.epoch_callback = _reporter(on_epoch, sys.stdout, trainer.num_epochs, out.name)
+    trainer.num_epochs = request.target_epochs  # the schedule was built over request.epochs by initialize()
+
+    def score() -> Any:
+        return evaluate_fold(prepared, plans, STAGE_CONFIGURATION, trainer.bare_network(), request.fold, device,
+                             request.nsd_tolerance_mm, request.mirror_tta)
+
+    curve = dict(recorded.dice_curve) if recorded is not None else {}
+    trainer.epoch_callback = _reporter(on_epoch, sys.stdout, trainer.num_epochs, out.name,
+                                       _curve_scorer(trainer, score, request.evaluate_at, curve))
     try:
         if epochs_before < trainer.num_epochs:
             with _env.nnunet_output_to_log():
@@ -224,17 +251,18 @@ def train_stage(request: StageRequest, on_epoch: Callable[[dict[str, Any]], None
         trainer.shutdown_dataloaders()
     network = trainer.bare_network()
     checkpoint = save_checkpoint(out / FINAL_CHECKPOINT, network, stage=request.identity(), upkern=report)
-    metrics = evaluate_fold(prepared, plans, STAGE_CONFIGURATION, network, request.fold, device,
-                            request.nsd_tolerance_mm, request.mirror_tta)
+    metrics = score()
     losses = [float(v) for v in trainer.logger.get_value("train_losses", step=None)]
+    curve[str(len(losses))] = metrics.mean_dice
     outcome = StageOutcome(
         mean_dice=metrics.mean_dice, per_class_dice=list(metrics.per_class_dice),
         mean_nsd=metrics.mean_nsd, per_class_nsd=list(metrics.per_class_nsd),
         nsd_tolerance_mm=metrics.tolerance_mm, checkpoint=checkpoint,
         first_train_loss=losses[0], last_train_loss=losses[-1],
         epochs_run=trainer.num_epochs - epochs_before, epochs_total=len(losses),
-        wall_time_s=time.monotonic() - started, class_names=list(prepared.label_names[1:]),
-        validation_cases=list(metrics.cases), upkern=report,
+        wall_time_s=time.monotonic() - started + (recorded.wall_time_s if recorded is not None else 0.0),
+        class_names=list(prepared.label_names[1:]),
+        validation_cases=list(metrics.cases), upkern=report, case_dice=list(metrics.case_dice), dice_curve=curve,
     )
     write_atomic(out / "outcome.json", json.dumps(outcome.to_dict(), indent=2) + "\n")
     log.info("stage %s: dice %.4f, nsd %.4f, %d epoch(s) in %.1f s", out.name, outcome.mean_dice,
@@ -249,7 +277,8 @@ def _initialise(trainer: Any, request: StageRequest, fold_dir: Path, continuing:
     """
     report_file = Path(request.output_dir) / "upkern.json"
     if continuing:
-        for name in ("checkpoint_final.pth", "checkpoint_latest.pth"):
+        # Latest first: a session that continues past a rung writes it over the rung's final checkpoint.
+        for name in ("checkpoint_latest.pth", "checkpoint_final.pth"):
             if (fold_dir / name).is_file():
                 log.info("continuing from %s", fold_dir / name)
                 trainer.load_checkpoint(fold_dir / name)
@@ -268,14 +297,40 @@ def _initialise(trainer: Any, request: StageRequest, fold_dir: Path, continuing:
     return report
 
 
+def _recorded_outcome(out: Path) -> StageOutcome | None:
+    """The outcome of the stage's last session in ``out``, when its weights are there too."""
+    if not ((out / "outcome.json").is_file() and (out / FINAL_CHECKPOINT).is_file()):
+        return None
+    recorded = StageOutcome.from_dict(json.loads((out / "outcome.json").read_text()))
+    return dataclasses.replace(recorded, checkpoint=out / FINAL_CHECKPOINT)
+
+
+def _curve_scorer(
+    trainer: Any, score: Callable[[], Any], evaluate_at: tuple[int, ...], curve: dict[str, float]
+) -> Callable[[int], None]:
+    """Score the network after the epochs in ``evaluate_at`` (not the last: the stage scores that anyway) into
+    ``curve``, then put it back into training (deep supervision on, train mode)."""
+
+    def after_epoch(epochs_done: int) -> None:
+        if epochs_done in evaluate_at and epochs_done < trainer.num_epochs:
+            curve[str(epochs_done)] = score().mean_dice
+            trainer.set_deep_supervision_enabled(True)
+            trainer.network.train()
+
+    return after_epoch
+
+
 def _reporter(
-    on_epoch: Callable[[dict[str, Any]], None] | None, stdout: TextIO, num_epochs: int, where: str
+    on_epoch: Callable[[dict[str, Any]], None] | None, stdout: TextIO, num_epochs: int, where: str,
+    after_epoch: Callable[[int], None] = lambda epochs_done: None,
 ) -> Callable[[dict[str, Any]], None]:
-    """The trainer's epoch callback: log, then call ``on_epoch`` with the caller's stdout (not nnU-Net's log)."""
+    """The trainer's epoch callback: log, score where asked, then call ``on_epoch`` with the caller's stdout
+    (not nnU-Net's log)."""
 
     def report(metrics: dict[str, Any]) -> None:
         log.info("epoch %d: train loss %.4f, val loss %.4f, pseudo dice %.4f", metrics["epoch"],
                  metrics["train_loss"], metrics["val_loss"], metrics["mean_fg_dice"])
+        after_epoch(metrics["epoch"] + 1)
         if on_epoch is not None:
             with contextlib.redirect_stdout(stdout):
                 on_epoch(metrics)

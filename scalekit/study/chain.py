@@ -1,67 +1,58 @@
-"""Chain planning: which stage of which family runs next, and what a finished stage means for its successors.
+"""Chain planning: which stage of which family trains next, how far, and what an ended stage means for its chain.
 
 Pure logic over the results table, free of Ray and Optuna, so it can be tested and reasoned about alone.
-A family's chain is its stages in kernel order (3 -> 5 -> 7). When a family is opened every stage is profiled:
-a stage that breaks a constraint is ``infeasible`` and never trains. A stage runs once its parent completed;
-the chain ends (later stages ``stopped`` with the reason) when a stage is infeasible, fails, or does not beat
-its parent's mean Dice by the saturation margin.
+A family's chain is its stages in kernel order (3 -> 5 -> 7), with a continuation control beside each UpKern
+step when the study asks for them. When a family is opened every stage is profiled: a stage that breaks a
+constraint is ``infeasible`` and never trains. A stage starts once its parent completed; the study's
+:class:`~scalekit.study.schedule.Schedule` says how far it trains (a rung, or the full budget) and when it goes
+on. The chain ends (later stages ``stopped`` with the reason) when a stage is infeasible, fails, or does not
+beat its parent's mean Dice by the saturation margin.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from scalekit.mednext.config import MedNeXtConfig
-from scalekit.records import ResultsTable, StageRecord, make_stage_id
+from scalekit.records import Objective, ResultsTable, StageRecord, make_stage_id
 from scalekit.space import Family, SearchSpace
+
+from .families import Constraints, ProfileFn, plan_family, position
+from .schedule import Schedule, promotions
 
 log = logging.getLogger(__name__)
 
-GiB = 2**30
+OPEN = ("pending", "running", "paused")
+"""Statuses of a stage whose chain has not ended with it."""
 
 
 @dataclass(frozen=True)
-class Constraints:
-    """Limits a stage must respect, checked on its profile before it trains."""
+class ChainRules:
+    """How chains go on: the saturation margin, the controls, the schedule, and what a stage's training costs.
 
-    max_memory_gb: float | None = None
-    max_gflops: float | None = None
+    ``objectives`` rank the stages of a rung; ``iterations_per_epoch`` and ``devices_per_trial`` turn epochs
+    and wall time into iterations, training FLOPs and device-hours.
+    """
 
-    def violation(self, record: StageRecord) -> str:
-        """Why a profiled stage breaks a constraint, or an empty string."""
-        reasons = []
-        if self.max_memory_gb is not None and record.peak_memory_bytes is not None:
-            gb = record.peak_memory_bytes / GiB
-            if gb > self.max_memory_gb:
-                reasons.append(
-                    f"{record.memory_method or 'profiled'} peak memory {gb:.2f} GB > budget {self.max_memory_gb:g} GB"
-                )
-        if self.max_gflops is not None and record.gflops_train is not None:
-            if record.gflops_train > self.max_gflops:
-                reasons.append(f"training step {record.gflops_train:.1f} GFLOPs > limit {self.max_gflops:g}")
-        return "; ".join(reasons)
-
-    def excess(self, record: StageRecord) -> float:
-        """Largest relative excess over a limit (<= 0 when feasible), for samplers that learn constraints."""
-        values = [-1.0]
-        if self.max_memory_gb is not None and record.peak_memory_bytes is not None:
-            values.append(record.peak_memory_bytes / GiB / self.max_memory_gb - 1.0)
-        if self.max_gflops is not None and record.gflops_train is not None:
-            values.append(record.gflops_train / self.max_gflops - 1.0)
-        return max(values)
-
-
-ProfileFn = Callable[[MedNeXtConfig], Any]
-"""Returns an object with ``params``, ``gflops_fvcore``, ``gflops_train``, ``peak_memory_bytes``, ``memory_method``."""
+    min_improvement: float | None = 0.0
+    controls: bool = False
+    schedule: Schedule = field(default_factory=Schedule)
+    objectives: tuple[Objective, ...] = (Objective("mean_dice"), Objective("peak_memory_gb"))
+    iterations_per_epoch: int = 1
+    devices_per_trial: float = 1.0
+    budget: dict[str, float] = field(default_factory=dict)
+    """Limits on :meth:`ChainPlanner.spent` (``epochs``, ``device_hours``): no new work starts past one."""
 
 
 class ChainPlanner:
-    """Opens families, hands out runnable stages and records their outcomes in the results table."""
+    """Opens families, hands out stages with the epochs to train to, and records how they ended."""
 
     def __init__(
         self,
@@ -71,7 +62,7 @@ class ChainPlanner:
         profile: ProfileFn,
         constraints: Constraints,
         stages_dir: Path,
-        min_improvement: float | None = 0.0,
+        rules: ChainRules | None = None,
         checkpointing: bool | None = None,
     ) -> None:
         self.space = space
@@ -80,9 +71,13 @@ class ChainPlanner:
         self.profile = profile
         self.constraints = constraints
         self.stages_dir = stages_dir
-        self.min_improvement = min_improvement
+        self.rules = rules or ChainRules()
         self.checkpointing = checkpointing
         self._running: set[str] = set()
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.rules.schedule
 
     # ---- families --------------------------------------------------------------------------------------------
 
@@ -91,8 +86,8 @@ class ChainPlanner:
         return list(dict.fromkeys(r.family_id for r in self.table.records()))
 
     def stages(self, family_id: str) -> list[StageRecord]:
-        """A family's stages in chain order."""
-        return [self.table[self.stage_of(family_id, k)] for k in self.space.kernels if self.stage_of(family_id, k) in self.table]
+        """A family's stages in chain order (each control before the UpKern step it stands beside)."""
+        return [r for r in self.table.records() if r.family_id == family_id]
 
     @staticmethod
     def stage_of(family_id: str, kernel: int) -> str:
@@ -102,36 +97,42 @@ class ChainPlanner:
         """Profile every stage of a new family and write its rows (pending, or infeasible with the reason)."""
         if self.stage_of(family.family_id, self.space.kernels[0]) in self.table:
             return self.stages(family.family_id)
-        records = plan_family(
-            family, self.space.kernels, self.template, self.profile, self.constraints, self.checkpointing
-        )
+        records = plan_family(family, self.space.kernels, self.template, self.profile, self.constraints,
+                              self.checkpointing, self.rules.controls)
         for record in records:
             self.table.upsert(record)
         log.info("opened family %s (%s): %s", family.family_id, family.name, [r.status for r in records])
         return records
 
     def family_done(self, family_id: str) -> bool:
-        return all(r.status not in ("pending", "running") for r in self.stages(family_id))
+        return all(r.status not in OPEN for r in self.stages(family_id))
 
     def interrupt(self, stage_ids: Sequence[str] | None = None) -> list[str]:
-        """Stages handed out but not finished (the run was stopped) go back to ``pending``; default: all."""
+        """Stages handed out but not finished (the run was stopped) go back to where they were; default: all."""
         stopped = sorted(self._running if stage_ids is None else set(stage_ids) & self._running)
         for stage_id in stopped:
             self._resume_later(stage_id)
         return stopped
 
     def _resume_later(self, stage_id: str) -> None:
-        """An interrupted stage goes back to ``pending``: it resumes from its last checkpoint."""
+        """An interrupted stage waits again (``pending``, or ``paused`` at the rung it last reached) and resumes
+        from its last checkpoint when handed out again."""
         self._running.discard(stage_id)
-        self.table.update(stage_id, status="pending", reason="interrupted; resumes from its last checkpoint")
+        record = self.table[stage_id]
+        status = "paused" if record.epochs and str(record.epochs) in record.dice_curve else "pending"
+        self.table.update(stage_id, status=status, reason="interrupted; resumes from its last checkpoint")
 
     def best_stage(self, family_id: str) -> StageRecord:
-        """The family's completed stage with the highest mean Dice, else its first stage (for its profile)."""
+        """The family's completed stage with the highest mean Dice, else its stage scored at the highest rung,
+        else its first stage (for its profile)."""
         stages = self.stages(family_id)
         if not stages:
             raise KeyError(f"family {family_id} has no stages in {self.table.path}")
         valid = [r for r in stages if r.is_valid]
-        return max(valid, key=lambda r: r.mean_dice) if valid else stages[0]
+        if valid:
+            return max(valid, key=lambda r: r.mean_dice)
+        scored = [r for r in stages if r.mean_dice is not None and r.status not in ("failed", "infeasible")]
+        return max(scored, key=lambda r: (r.epochs or 0, r.mean_dice)) if scored else stages[0]
 
     # ---- stages ----------------------------------------------------------------------------------------------
 
@@ -142,8 +143,8 @@ class ChainPlanner:
     def recover(self) -> dict[str, list[str]]:
         """Bring the table back in line with the disk after a crash, before anything is handed out.
 
-        Stages left ``running`` go back to ``pending`` (they resume from their last checkpoint); ``completed``
-        stages whose final weights are gone (a deleted stage folder) go back to ``pending`` and retrain.
+        Stages left ``running`` wait again (they resume from their last checkpoint); ``completed`` or
+        ``paused`` stages whose weights are gone (a deleted stage folder) go back to ``pending`` and retrain.
         Returns the stage ids of each kind (``interrupted``, ``missing``).
         """
         found: dict[str, list[str]] = {"interrupted": [], "missing": []}
@@ -151,113 +152,159 @@ class ChainPlanner:
             if record.status == "running":
                 found["interrupted"].append(record.stage_id)
                 self._resume_later(record.stage_id)
-            elif record.status == "completed":
+            elif record.status in ("completed", "paused"):
                 path = record.checkpoint_path(self.study_dir)
                 if path is None or not path.is_file():
                     found["missing"].append(record.stage_id)
                     self.table.update(record.stage_id, status="pending", mean_dice=None, mean_nsd=None,
-                                      per_class_dice=[], per_class_nsd=[], checkpoint="",
-                                      reason=f"retrains: its final weights {path} are missing")
+                                      per_class_dice=[], per_class_nsd=[], checkpoint="", epochs=None,
+                                      dice_curve={}, case_dice=[], target_epochs=None,
+                                      reason=f"retrains: its weights {path} are missing")
         return found
 
-    def runnable(self) -> list[StageRecord]:
-        """Pending stages whose parent completed (or that have none), not handed out yet."""
-        out = []
+    def next_work(self, final: bool = False) -> tuple[str, int] | None:
+        """The next stage to train and the epochs to train it to, not handed out yet: a promotion due at a
+        rung (with ``final``: the end-game quota, see :mod:`~scalekit.study.schedule`), else a stage whose
+        parent completed, else a control whose UpKern step went further than it."""
+        if not self.budget_left():
+            return None
+        for stage_id, target in self._promotions(final):
+            if stage_id not in self._running:
+                return stage_id, target
         for record in self.table.records():
-            if record.status != "pending" or record.stage_id in self._running:
+            if record.stage_id in self._running or record.status not in ("pending", "paused"):
                 continue
             parent = self.table.get(record.parent_stage) if record.parent_stage else None
-            if parent is None or parent.status == "completed":
-                out.append(record)
-        return out
+            if parent is not None and parent.status != "completed":
+                continue
+            if record.is_control:
+                step = self.table.get(self._step_of(record))
+                target = step.target_epochs if step is not None else None
+                if target and target > (record.epochs or 0):
+                    return record.stage_id, target
+            elif record.status == "pending":
+                return record.stage_id, self.schedule.first
+        return None
+
+    def runnable(self) -> list[StageRecord]:
+        """Stages :meth:`next_work` could hand out now (the first of them is the next)."""
+        work = self.next_work()
+        return [] if work is None else [self.table[work[0]]]
+
+    def any_running(self) -> bool:
+        return bool(self._running)
+
+    def _step_of(self, control: StageRecord) -> str:
+        """The UpKern step a control stands beside: the stage after its parent in the chain."""
+        kernels = list(self.space.kernels)
+        return self.stage_of(control.family_id, kernels[kernels.index(control.kernel_size) + 1])
+
+    def _promotions(self, final: bool) -> list[tuple[str, int]]:
+        groups: dict[int, list[StageRecord]] = defaultdict(list)
+        feasible = {}
+        for record in self.table.records():
+            if not record.is_control:
+                groups[position(record, self.space.kernels)].append(record)
+                feasible[record.stage_id] = record.status != "infeasible" and not self.constraints.violation(record)
+        return promotions(self.schedule, groups, self.rules.objectives, feasible, final)
 
     def stage_dir(self, stage_id: str) -> Path:
         return self.stages_dir / stage_id
 
-    def start(self, stage_id: str) -> StageRecord:
+    def start(self, stage_id: str, target_epochs: int | None = None) -> StageRecord:
+        """Hand a stage out to train to ``target_epochs`` (default: the full budget)."""
         self._running.add(stage_id)
-        return self.table.update(stage_id, status="running", reason="")
+        target = target_epochs or self.schedule.max_epochs
+        return self.table.update(stage_id, status="running", reason="", target_epochs=target)
 
     def parent_checkpoint(self, record: StageRecord) -> Path | None:
-        """The final weights of a stage's parent (its UpKern source), as a path that exists now."""
+        """The final weights of a stage's parent (its UpKern or continuation source), as a path that exists."""
         if not record.parent_stage:
             return None
         return self.table[record.parent_stage].checkpoint_path(self.study_dir)
 
+    # ---- compute ---------------------------------------------------------------------------------------------
+
+    def spent(self) -> dict[str, float]:
+        """Training spent by the study so far: epochs, device-hours and training TFLOPs over every stage."""
+        records = self.table.records()
+        return {
+            "epochs": float(sum(r.epochs or 0 for r in records)),
+            "device_hours": sum(r.device_hours or 0.0 for r in records),
+            "train_tflops": sum(r.train_tflops or 0.0 for r in records),
+        }
+
+    def budget_left(self) -> bool:
+        """Whether the study's compute budget (``search.budget_*``) allows new work."""
+        spent = self.spent()
+        return all(spent[key] < limit for key, limit in self.rules.budget.items())
+
+    def _accounting(self, record: StageRecord, epochs: int | None, wall_time_s: float | None) -> dict[str, Any]:
+        """A stage's training compute, own and since scratch (its parent's cumulative figures plus its own)."""
+        if epochs is None:
+            return {}
+        own = epochs * self.rules.iterations_per_epoch * (record.gflops_train or 0.0) / 1000.0
+        parent = self.table.get(record.parent_stage) if record.parent_stage else None
+        before = (parent.cum_epochs or 0, parent.cum_train_tflops or 0.0) if parent is not None else (0, 0.0)
+        out: dict[str, Any] = {
+            "train_tflops": round(own, 4), "cum_epochs": before[0] + epochs,
+            "cum_iterations": (before[0] + epochs) * self.rules.iterations_per_epoch,
+            "cum_train_tflops": round(before[1] + own, 4),
+        }
+        if wall_time_s is not None:
+            out["device_hours"] = round(wall_time_s / 3600.0 * self.rules.devices_per_trial, 6)
+        return out
+
+    # ---- endings ---------------------------------------------------------------------------------------------
+
     def finish(self, stage_id: str, status: str, reason: str = "", **measured: Any) -> StageRecord:
-        """Record a stage's end (completed / failed / infeasible) and end its chain where that is due."""
+        """Record how a stage's session ended (completed / failed / infeasible). A ``completed`` session short of
+        the full budget leaves the stage ``paused`` at its rung; a full one may end the chain (saturation)."""
         self._running.discard(stage_id)
         if measured.get("checkpoint") and Path(measured["checkpoint"]).is_absolute():
             # Stored relative to the study directory, so that the directory can move.
             measured["checkpoint"] = os.path.relpath(measured["checkpoint"], self.study_dir)
+        record = self.table[stage_id]
+        measured.update(self._accounting(record, measured.get("epochs"), measured.get("wall_time_s")))
+        if status == "completed":
+            violation = self.constraints.violation(dataclasses.replace(record, **measured))
+            if violation:
+                status, reason = "infeasible", f"measured: {violation}"
+            elif measured.get("epochs") is not None and measured["epochs"] < self.schedule.max_epochs:
+                status = "paused"
         record = self.table.update(stage_id, status=status, reason=reason, **measured)
         end = ""
-        if status != "completed":
+        if status not in ("completed", "paused"):
             end = f"chain ended at {stage_id} ({status})"
-        elif self.min_improvement is not None and record.parent_stage:
+        elif status == "completed" and self.rules.min_improvement is not None and record.parent_stage \
+                and not record.is_control:
             parent = self.table[record.parent_stage]
             gain = (record.mean_dice or 0.0) - (parent.mean_dice or 0.0)
-            if gain < self.min_improvement:
+            if gain < self.rules.min_improvement:
                 end = (
                     f"chain saturated at {stage_id}: mean Dice {gain:+.4f} over its parent, "
-                    f"below the margin {self.min_improvement:g}"
+                    f"below the margin {self.rules.min_improvement:g}"
                 )
-        if end:
-            for later in self.stages(record.family_id):
-                if later.kernel_size > record.kernel_size and later.status == "pending":
-                    self.table.update(later.stage_id, status="stopped", reason=end)
+        if end and not record.is_control:
+            self._end_chain(record, end)
         return record
 
+    def _end_chain(self, record: StageRecord, reason: str) -> None:
+        here = position(record, self.space.kernels)
+        for later in self.stages(record.family_id):
+            if position(later, self.space.kernels) > here and later.status in ("pending", "paused"):
+                self.table.update(later.stage_id, status="stopped", reason=reason)
 
-def stage_config(
-    family: Family, kernel: int, template: MedNeXtConfig, checkpointing: bool | None = None
-) -> MedNeXtConfig:
-    """The architecture of one stage; checkpointing as the family says unless ``checkpointing`` overrides."""
-    enabled = family.checkpointing if checkpointing is None else checkpointing
-    return family.config(kernel, template).replace(checkpointing=enabled)
-
-
-def plan_family(
-    family: Family,
-    kernels: Sequence[int],
-    template: MedNeXtConfig,
-    profile: ProfileFn,
-    constraints: Constraints,
-    checkpointing: bool | None = None,
-) -> list[StageRecord]:
-    """The profiled stages of a family's chain, each ``pending``, ``infeasible`` (with the constraint it
-    breaks) or ``stopped`` (after an infeasible stage); nothing is written."""
-    records: list[StageRecord] = []
-    blocked = ""
-    for index, kernel in enumerate(kernels):
-        config = stage_config(family, kernel, template, checkpointing)
-        measured = profile(config)
-        parent = ChainPlanner.stage_of(family.family_id, kernels[index - 1]) if index else ""
-        record = StageRecord(
-            stage_id=ChainPlanner.stage_of(family.family_id, kernel),
-            family_id=family.family_id,
-            family_label=family.name,
-            n_channels=family.n_channels,
-            block_counts=list(family.block_counts),
-            exp_r=list(family.exp_r),
-            kernel_size=kernel,
-            parent_stage=parent,
-            init="upkern" if parent else "scratch",
-            params=measured.params,
-            gflops_fvcore=round(measured.gflops_fvcore, 3),
-            gflops_train=round(measured.gflops_train, 3),
-            peak_memory_bytes=int(measured.peak_memory_bytes),
-            memory_method=measured.memory_method,
-            config=config.to_dict(),
-        )
-        violation = constraints.violation(record)
-        if violation:
-            record.status, record.reason = "infeasible", violation
-            blocked = blocked or f"chain ended at {record.stage_id} (infeasible)"
-        elif blocked:
-            record.status, record.reason = "stopped", blocked
-        records.append(record)
-    return records
+    def halt(self, reason: str) -> list[str]:
+        """The search ends: every stage still waiting is ``stopped`` with ``reason`` (a paused stage keeps the
+        Dice of the rung it reached). Returns their ids."""
+        halted = []
+        for record in self.table.records():
+            if record.status in ("pending", "paused") and record.stage_id not in self._running:
+                at = f" at {record.epochs} of {self.schedule.max_epochs} epochs" if record.status == "paused" else ""
+                self.table.update(record.stage_id, status="stopped", reason=f"halted{at}: {reason}")
+                halted.append(record.stage_id)
+        return halted
 
 
 def objective_values(record: StageRecord, metrics: Sequence[str]) -> list[float]:

@@ -30,6 +30,8 @@ class StageSpec:
     fold: int | str
     batch_size: int
     epochs: int
+    train_until: int
+    """The rung to train to now (``epochs``: the full budget); the schedule runs over ``epochs``."""
     iterations_per_epoch: int
     val_iterations: int
     initial_lr: float
@@ -69,6 +71,8 @@ class StageReport:
     """The final weights, relative to the stage folder."""
     peak_memory_bytes: int | None = None
     memory_method: str = ""
+    dice_curve: dict[str, float] = field(default_factory=dict)
+    case_dice: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.status not in REPORT_STATUSES:
@@ -78,7 +82,7 @@ class StageReport:
         """The results-row fields this report sets (those it carries)."""
         skip = {"status", "reason"}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in skip and getattr(self, f.name) not in (None, "", [])}
+                if f.name not in skip and getattr(self, f.name) not in (None, "", [], {})}
 
     def to_dict(self) -> dict[str, Any]:
         return {STATUS_KEY: self.status, REASON_KEY: self.reason, **self.measured()}

@@ -16,7 +16,9 @@ from scalekit.records import StageRecord
 from scalekit.space import Family, SearchSpace
 from scalekit.studyfile import StudyConfig
 
-from .chain import Constraints, ProfileFn, plan_family
+from .chain import ChainRules
+from .families import Constraints, ProfileFn, plan_family
+from .schedule import Schedule
 
 
 def build_space(config: StudyConfig) -> SearchSpace:
@@ -109,6 +111,25 @@ def stage_planning(config: StudyConfig, in_channels: int, num_classes: int, amp:
     )
 
 
+def chain_rules(config: StudyConfig, devices_per_trial: float) -> ChainRules:
+    """How the study's chains go on: saturation, controls, the schedule and budget, what training costs."""
+    s = config.search
+    budget = {}
+    if s.budget_gpu_hours is not None:
+        budget["device_hours"] = s.budget_gpu_hours
+    if s.budget_epochs is not None:
+        budget["epochs"] = float(s.budget_epochs)
+    return ChainRules(
+        min_improvement=config.chain.min_improvement,
+        controls="continue" in config.chain.controls,
+        schedule=Schedule(s.scheduler, config.training.epochs, s.eta, s.min_epochs),
+        objectives=tuple(o.goal() for o in config.objectives),
+        iterations_per_epoch=config.training.iterations_per_epoch,
+        devices_per_trial=devices_per_trial,
+        budget=budget,
+    )
+
+
 def profile_study(config: StudyConfig, in_channels: int, num_classes: int) -> list[StageRecord]:
     """Every stage of every family in the study's space, profiled and checked against its constraints."""
     planning = stage_planning(config, in_channels, num_classes, resolve_hardware(config)[2])
@@ -117,7 +138,7 @@ def profile_study(config: StudyConfig, in_channels: int, num_classes: int) -> li
     for family in space.families:
         records += plan_family(
             family, space.kernels, planning.template, planning.profile, planning.constraints,
-            planning.checkpointing,
+            planning.checkpointing, "continue" in config.chain.controls,
         )
     return records
 

@@ -1,4 +1,5 @@
-"""A live terminal view of a running study (rich): stage counts, running stages, best Dice, elapsed time."""
+"""A live terminal view of a running study (rich): stage counts, running stages and the rung each trains to,
+best Dice, compute spent, rungs whose Dice carries no signal, elapsed time."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from scalekit.fidelity import signal_warnings
 from scalekit.records import ResultsTable
 
-_ORDER = ("completed", "running", "pending", "infeasible", "failed", "stopped")
-_STYLE = {"completed": "green", "running": "cyan", "pending": "white", "infeasible": "yellow",
+_ORDER = ("completed", "running", "paused", "pending", "infeasible", "failed", "stopped")
+_STYLE = {"completed": "green", "running": "cyan", "paused": "blue", "pending": "white", "infeasible": "yellow",
           "failed": "red", "stopped": "dim"}
 
 
@@ -41,14 +43,19 @@ class StudyProgress:
             head.append(f"{status} {counts[status]}  ", style=_STYLE[status])
         head.append(f"elapsed {elapsed / 60:.1f} min", style="dim")
         lines: list = [head]
+        epochs = sum(r.epochs or 0 for r in records)
+        hours = sum(r.device_hours or 0.0 for r in records)
+        lines.append(Text(f"trained {epochs} epochs, {hours:.2f} device-hours", style="dim"))
         if best is not None:
             lines.append(Text(f"best mean Dice {best.mean_dice:.4f}  ({best.stage_id}, {best.family_label})"))
+        lines += [Text(f"! {warning}", style="yellow") for warning in signal_warnings(records)]
         running = [r for r in records if r.status == "running"]
         if running:
             table = Table(box=None, show_header=False, pad_edge=False)
             for record in running:
+                origin = f"{record.init} from {record.parent_stage}" if record.parent_stage else "from scratch"
                 table.add_row("  running", record.stage_id, record.family_label, f"k{record.kernel_size}",
-                              f"from {record.parent_stage}" if record.parent_stage else "from scratch")
+                              f"to {record.target_epochs} epochs" if record.target_epochs else "", origin)
             lines.append(table)
         return Group(*lines)
 

@@ -44,7 +44,7 @@ from scalekit.studyfile import (
 from .chain import ChainPlanner
 from .checks import demo_folder, preflight
 from .lock import StudyLock
-from .planning import build_space, resolve_hardware, stage_planning
+from .planning import build_space, chain_rules, resolve_hardware, stage_planning
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,10 @@ class StudySummary:
     (report, export folder) when the study finished.
 
     ``state``: ``finished`` (every chain ended, some stage completed), ``none-completed`` (every chain ended
-    without a completed stage), ``interrupted`` (stopped before the end; rerun to resume).
+    without a completed stage), ``interrupted`` (stopped before the end; rerun to resume). ``notes``: what the
+    user must know about the results: rungs or completed stages whose Dice carries no signal, an export
+    refused for that reason, the compute budget that ended the search, and for each UpKern step with a
+    control whether continuing the parent or the larger kernel paid more per unit of compute.
     """
 
     study_dir: Path
@@ -73,6 +76,9 @@ class StudySummary:
     reasons: dict[str, int] = field(default_factory=dict)
     report: Path | None = None
     export_dir: Path | None = None
+    notes: tuple[str, ...] = ()
+    spent: dict[str, float] = field(default_factory=dict)
+    """Training spent: ``epochs``, ``device_hours``, ``train_tflops`` over every stage."""
 
     @property
     def finished(self) -> bool:
@@ -183,8 +189,8 @@ def _run_locked(config: StudyConfig, show_progress: bool) -> StudySummary:
         gpus, device, amp = resolve_hardware(config, cluster)
         planning = stage_planning(config, prepared.num_input_channels, prepared.num_classes, amp)
         planner = ChainPlanner(
-            space, table, planning.template, planning.profile, planning.constraints,
-            study_dir / "stages", config.chain.min_improvement, planning.checkpointing,
+            space, table, planning.template, planning.profile, planning.constraints, study_dir / "stages",
+            chain_rules(config, gpus if gpus > 0 else 1.0), planning.checkpointing,
         )
         for kind, stage_ids in planner.recover().items():
             if stage_ids:
@@ -199,19 +205,36 @@ def _run_locked(config: StudyConfig, show_progress: bool) -> StudySummary:
         except KeyboardInterrupt:
             log.warning("interrupted")
         interrupted = planner.interrupt()
+    spent = planner.spent()
     if interrupted or not search.finished:
-        return StudySummary(study_dir, table.counts(), "interrupted")
+        return StudySummary(study_dir, table.counts(), "interrupted", spent=spent)
     records = table.records()
+    notes = result_notes(records)
+    if search.ended_by == "budget":
+        notes.insert(0, f"the compute budget is spent ({spent['device_hours']:.2f} device-hours, "
+                        f"{spent['epochs']:.0f} epochs): stages still waiting were halted")
     if not any(r.is_valid for r in records):
         reasons = Counter(f"{r.status}: {r.reason}" for r in records if r.reason)
-        report, _ = finish_study(config, export=False)
-        return StudySummary(study_dir, table.counts(), "none-completed", dict(reasons), report)
-    return StudySummary(study_dir, table.counts(), "finished", {}, *finish_study(config))
+        report, _, _ = finish_study(config, export=False)
+        return StudySummary(study_dir, table.counts(), "none-completed", dict(reasons), report, None,
+                            tuple(notes), spent)
+    report, export_dir, refused = finish_study(config)
+    notes += [refused] if refused else []
+    return StudySummary(study_dir, table.counts(), "finished", {}, report, export_dir, tuple(notes), spent)
 
 
-def finish_study(config: StudyConfig, export: bool = True) -> tuple[Path | None, Path | None]:
+def result_notes(records: list[Any]) -> list[str]:
+    """The signal warnings of the results and the verdict of each controlled UpKern step."""
+    from scalekit.fidelity import signal_warnings, upkern_steps
+
+    steps = [step.describe() for step in upkern_steps(records) if step.control]
+    return signal_warnings(records) + steps
+
+
+def finish_study(config: StudyConfig, export: bool = True) -> tuple[Path | None, Path | None, str]:
     """Write the report and the export that the study's ``finish`` section asks for (no export when
-    ``export`` is false: a study without a completed stage has nothing to export)."""
+    ``export`` is false: a study without a completed stage has nothing to export). The export is refused, and
+    the third value says why, when the stages' Dice carries no signal."""
     report = export_dir = None
     if config.finish.report:
         from scalekit.report import write_report
@@ -219,9 +242,13 @@ def finish_study(config: StudyConfig, export: bool = True) -> tuple[Path | None,
         report = write_report(config.output_dir).html
     spec = config.finish.export
     if spec is not None and export:
-        from scalekit.selection import export_stage
+        from scalekit.selection import NoSignalError, export_stage
 
+        try:
+            selection, _ = export_stage(config.output_dir, spec.select, spec.to, config.output_dir / "export")
+        except NoSignalError as err:
+            log.warning("%s", err)
+            return report, None, f"nothing exported: {err}"
         export_dir = config.output_dir / "export"
-        selection, _ = export_stage(config.output_dir, spec.select, spec.to, export_dir)
         log.info("exported %s (%s) to %s", selection.stage.stage_id, spec.select, export_dir)
-    return report, export_dir
+    return report, export_dir, ""

@@ -4,16 +4,21 @@
 so a test drives it with an in-memory study and no Ray; :mod:`scalekit.study.tune` forwards Ray Tune's
 searcher calls to it. The only module that imports Optuna.
 
-Each family is one Optuna trial (its ``family`` parameter, the family id). The seed families (presets,
-explicit families; for ``grid`` every family) are queued first. A family's chain ends when its stages ended;
-then its best stage's objectives are told, with its constraint excess, so the sampler learns what was
-infeasible. The storage survives crashes: a rerun adopts trials asked but not yet given their family.
+Each family is one Optuna trial whose parameters are the family's scaling axes (``depth``, ``expansion`` and
+``n_channels`` of a compound-scaling range, ``family_index`` into the listed presets and families, and
+``source`` where a space has both), so that a sampler can learn which direction pays. The seed families
+(presets, explicit families; for ``grid`` every family) are queued first. Each stage's results are user
+attributes of its family's trial (``stage.k3``, ``stage.k5``, ``stage.k3c`` ...) as they arrive. A family's
+chain ends when its stages ended; then its best stage's objectives are told under the study's metric names,
+with its constraint excess, so the sampler learns what was infeasible. The storage survives crashes: a rerun
+adopts trials asked but not yet given their family.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +27,8 @@ import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
 from scalekit.errors import ScalekitError
-from scalekit.space import SearchSpace
+from scalekit.records import StageRecord
+from scalekit.space import FAMILY_INDEX, SOURCE, Family, SearchSpace
 
 from .chain import ChainPlanner, objective_values
 from .messages import StageReport
@@ -32,7 +38,11 @@ log = logging.getLogger(__name__)
 FINISHED = "FINISHED"
 """What :meth:`ChainSearch.next_stage` returns once every chain has ended (Ray Tune's own sentinel value)."""
 FAMILY_ATTR = "family_id"
+LABEL_ATTR = "family_label"
+FIDELITY_ATTR = "told_epochs"
+"""The epochs of the stage whose values were told (below the full budget: a family halted at a rung)."""
 CONSTRAINT_ATTR = "constraint_excess"
+STAGE_ATTR = "stage."
 MAX_DUPLICATE_ASKS = 50
 
 
@@ -49,9 +59,24 @@ class SearchSettings:
     study_name: str
 
 
-def family_distributions(space: SearchSpace) -> dict[str, optuna.distributions.BaseDistribution]:
-    """The search space as Optuna sees it: one categorical parameter ``family`` over the family ids."""
-    return {"family": optuna.distributions.CategoricalDistribution(space.ids())}
+def suggest_family(trial: optuna.trial.Trial, space: SearchSpace) -> Family:
+    """Sample a family axis by axis (define-by-run: the scaling axes only for a scaling point); a queued trial
+    gets the values it was queued with."""
+    choices = space.axis_choices()
+    source = "listed" if FAMILY_INDEX in choices else "scaling"
+    if SOURCE in choices:
+        source = trial.suggest_categorical(SOURCE, choices[SOURCE])
+    axes = [FAMILY_INDEX] if source == "listed" else ["depth", "expansion", "n_channels"]
+    point = {axis: trial.suggest_categorical(axis, choices[axis]) for axis in axes}
+    return space.family_at({SOURCE: source, **point})
+
+
+def stage_attrs(record: StageRecord) -> dict:
+    """What a stage's entry in its family's trial shows (optuna-dashboard lists it under the trial)."""
+    return {"stage_id": record.stage_id, "status": record.status, "init": record.init,
+            "kernel": record.kernel_size, "mean_dice": record.mean_dice, "epochs": record.epochs,
+            "peak_memory_gb": record.peak_memory_gb, "gflops_train": record.gflops_train,
+            "cum_train_tflops": record.cum_train_tflops, "reason": record.reason}
 
 
 def _constraints(trial: optuna.trial.FrozenTrial) -> tuple[float]:
@@ -106,13 +131,16 @@ def open_optuna_study(settings: SearchSettings, space: SearchSpace) -> optuna.St
         )
     except (ImportError, ValueError, RuntimeError, OSError, SQLAlchemyError) as err:
         raise StorageError(f"storage {settings.storage!r} cannot be opened: {type(err).__name__}: {err}") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(settings.metrics))
     for family_id in planned_families(settings, space):
-        study.enqueue_trial({"family": family_id}, skip_if_exists=True)
+        study.enqueue_trial(space.axes_of(space.by_id(family_id)), skip_if_exists=True)
     return study
 
 
 class ChainSearch:
-    """Opens families asked from Optuna, hands out runnable stages, records how they ended, tells Optuna."""
+    """Opens families asked from Optuna, hands out stages, records how they ended, tells Optuna."""
 
     def __init__(
         self,
@@ -130,34 +158,53 @@ class ChainSearch:
         }
         self._exhausted = False
         self.finished = False
+        self.ended_by = ""
+        """Why the search ended: ``budget`` (the compute budget was spent) or ``chains`` (every chain ended)."""
         self._recover_trials()
         self._tell_finished_families()
 
     def next_stage(self) -> str | None:
-        """Start the next runnable stage and return its id: a stage whose parent completed, else the first
-        feasible stage of a newly asked family; ``None`` while everything runnable is running, and
-        :data:`FINISHED` when the family budget is spent and every chain has ended."""
+        """Start the next stage and return its id: a promotion due at a rung, a stage whose parent completed,
+        else the first stage of a newly asked family; ``None`` while the rest waits on running stages, and
+        :data:`FINISHED` when the family budget (or the compute budget) is spent and every chain has ended."""
         while True:
-            runnable = self.planner.runnable()
-            if runnable:
-                stage_id = runnable[0].stage_id
-                self.planner.start(stage_id)
-                self.on_change()
-                return stage_id
-            budget_left = self._opened() < min(self.settings.families, len(self.planner.space))
-            if budget_left and not self._exhausted:
+            work = self.planner.next_work()
+            if work is not None:
+                return self._start(*work)
+            families_left = self._opened() < min(self.settings.families, len(self.planner.space))
+            if families_left and not self._exhausted and self.planner.budget_left():
                 self._exhausted = not self._new_family()
                 self.on_change()
                 continue
-            if any(not self.planner.family_done(f) for f in self.planner.family_ids()):
+            if self.planner.any_running():
                 return None
-            self.finished = True
+            work = self.planner.next_work(final=True)  # nothing else can arrive at any rung now
+            if work is not None:
+                return self._start(*work)
+            self._end()
             return FINISHED
+
+    def _start(self, stage_id: str, target_epochs: int) -> str:
+        self.planner.start(stage_id, target_epochs)
+        self.on_change()
+        return stage_id
+
+    def _end(self) -> None:
+        """Every chain ended, or the compute budget is spent: halt what still waits, tell every family."""
+        self.ended_by = "chains" if self.planner.budget_left() else "budget"
+        reason = ("the study's compute budget is spent" if self.ended_by == "budget"
+                  else "not promoted: the search ended")
+        if self.planner.halt(reason):
+            self.on_change()
+        for family_id in self._family_trial:
+            if self.planner.family_done(family_id):
+                self._tell(family_id)
+        self.finished = True
 
     def stage_ended(self, stage_id: str, result: dict[str, Any] | None, error: bool = False) -> None:
         """Record how a stage's trial ended: ``error`` (the process died), a ``result`` without
-        ``stage_status`` (stopped before it ended, e.g. Ctrl-C: back to pending), or the stage's report; tell
-        Optuna when that ended the family's chain."""
+        ``stage_status`` (stopped before it ended, e.g. Ctrl-C: it waits again), or the stage's report; show it
+        on the family's trial and tell Optuna when that ended the family's chain."""
         report = None if error or not result else StageReport.from_dict(result)
         if error:
             self.planner.finish(stage_id, "failed", "the trial process died (see the Ray trial log)")
@@ -170,24 +217,47 @@ class ChainSearch:
             if "checkpoint" in measured:  # reported relative to the stage folder
                 measured["checkpoint"] = str(self.planner.stage_dir(stage_id) / measured["checkpoint"])
             self.planner.finish(stage_id, report.status, report.reason, **measured)
-        family_id = self.planner.table[stage_id].family_id
-        if self.planner.family_done(family_id):
-            self._tell(family_id)
+        record = self.planner.table[stage_id]
+        self._show_stages(record.family_id)
+        if self.planner.family_done(record.family_id):
+            self._tell(record.family_id)
         self.on_change()
 
     def _opened(self) -> int:
         return len(self.planner.family_ids())
 
+    def _running_trial(self, family_id: str) -> optuna.trial.Trial | None:
+        number = self._family_trial.get(family_id)
+        if number is None:
+            return None
+        frozen = self.study.trials[number]
+        return None if frozen.state.is_finished() else optuna.trial.Trial(self.study, frozen._trial_id)
+
+    def _show_stages(self, family_id: str) -> None:
+        """Each stage of the family as a user attribute of its trial (while the trial is open)."""
+        trial = self._running_trial(family_id)
+        if trial is None:
+            return
+        for record in self.planner.stages(family_id):
+            trial.set_user_attr(STAGE_ATTR + record.stage_id.rsplit("-", 1)[1], stage_attrs(record))
+
     def _recover_trials(self) -> None:
         """Repair what a crash between two writes left in the Optuna storage: a trial asked but killed before
-        it was given its family, or before that family's stages were written, is adopted now (a trial without
-        a family parameter is failed)."""
+        it was given its family, or before that family's stages were written, is adopted now (a trial whose
+        family parameters were not all drawn is failed)."""
         for frozen in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if "family" not in frozen.params:
+            trial = optuna.trial.Trial(self.study, frozen._trial_id)  # a running trial by its storage id
+            if FAMILY_ATTR not in frozen.user_attrs and not self._complete_point(frozen.params):
                 self.study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
                 continue
-            log.info("adopting trial %d (family %s), asked before the crash", frozen.number, frozen.params["family"])
-            self._adopt(optuna.trial.Trial(self.study, frozen._trial_id))  # a running trial by its storage id
+            log.info("adopting trial %d (params %s), asked before the crash", frozen.number, frozen.params)
+            self._adopt(trial)
+
+    def _complete_point(self, params: dict[str, Any]) -> bool:
+        choices = self.planner.space.axis_choices()
+        source = params.get(SOURCE, "listed" if FAMILY_INDEX in choices else "scaling")
+        needed = [FAMILY_INDEX] if source == "listed" else ["depth", "expansion", "n_channels"]
+        return all(axis in params for axis in needed) and (SOURCE not in choices or SOURCE in params)
 
     def _tell_finished_families(self) -> None:
         """Tell Optuna every family whose chain ended but whose trial is still open (e.g. after a crash)."""
@@ -198,20 +268,24 @@ class ChainSearch:
 
     def _tell(self, family_id: str) -> None:
         """Tell Optuna a family's result, once: a family told before (a stage retrained after its weights
-        were deleted) keeps the value it was told."""
-        number = self._family_trial[family_id]
-        if self.study.trials[number].state.is_finished():
+        were deleted) keeps the value it was told. A family halted at a rung is told what it reached there
+        (``told_epochs`` says at how many epochs)."""
+        trial = self._running_trial(family_id)
+        if trial is None:
             return
+        self._show_stages(family_id)
         best = self.planner.best_stage(family_id)
-        if best.status in ("completed", "infeasible"):
-            self.study.tell(number, objective_values(best, self.settings.metrics))
+        if best.status == "infeasible" or best.mean_dice is not None:
+            trial.set_user_attr(FIDELITY_ATTR, best.epochs or 0)
+            self.study.tell(trial, objective_values(best, self.settings.metrics))
         else:
-            self.study.tell(number, state=optuna.trial.TrialState.FAIL)
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
     def _adopt(self, trial: optuna.trial.Trial) -> bool:
         """Give an asked trial its family and open the family's stages (idempotent); False for a repeat of a
         family already opened, which is told at once (the known result, or failed while that family runs)."""
-        family_id = trial.params["family"]
+        family = suggest_family(trial, self.planner.space)
+        family_id = family.family_id
         known = self._family_trial.get(family_id, trial.number)
         if known != trial.number:
             if self.study.trials[known].state == optuna.trial.TrialState.COMPLETE:
@@ -220,8 +294,9 @@ class ChainSearch:
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             return False
         trial.set_user_attr(FAMILY_ATTR, family_id)
+        trial.set_user_attr(LABEL_ATTR, family.name)
         self._family_trial[family_id] = trial.number
-        stages = self.planner.open_family(self.planner.space.by_id(family_id))
+        stages = self.planner.open_family(family)
         # The family trains only if its first stage is feasible, so that stage's excess is the family's.
         trial.set_user_attr(CONSTRAINT_ATTR, self.planner.constraints.excess(stages[0]))
         if self.planner.family_done(family_id):  # infeasible from its first stage: never trains
@@ -230,5 +305,4 @@ class ChainSearch:
 
     def _new_family(self) -> bool:
         """Ask Optuna for a family not seen yet and open it; False when the space is exhausted."""
-        distributions = family_distributions(self.planner.space)
-        return any(self._adopt(self.study.ask(distributions)) for _ in range(MAX_DUPLICATE_ASKS))
+        return any(self._adopt(self.study.ask()) for _ in range(MAX_DUPLICATE_ASKS))

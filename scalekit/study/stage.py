@@ -51,6 +51,7 @@ def stage_launcher(
             fold=config.dataset.fold,
             batch_size=config.dataset.batch_size,
             epochs=t.epochs,
+            train_until=record.target_epochs or t.epochs,
             iterations_per_epoch=t.iterations_per_epoch,
             val_iterations=t.val_iterations,
             initial_lr=t.initial_lr,
@@ -110,6 +111,7 @@ def _request(spec: StageSpec) -> Any:
         fold=spec.fold,
         arch=MedNeXtConfig.from_dict(spec.arch),
         epochs=spec.epochs,
+        train_until=spec.train_until,
         iterations_per_epoch=spec.iterations_per_epoch,
         val_iterations=spec.val_iterations,
         initial_lr=spec.initial_lr,
@@ -156,6 +158,7 @@ def _train(spec: StageSpec, on_epoch: Callable[[dict[str, Any]], None]) -> Stage
         wall_time_s=round(outcome.wall_time_s, 2),
         checkpoint=outcome.checkpoint.relative_to(output_dir.resolve()).as_posix(),
         peak_memory_bytes=peak, memory_method="measured" if peak else "",
+        dice_curve=dict(outcome.dice_curve), case_dice=list(outcome.case_dice),
     )
 
 

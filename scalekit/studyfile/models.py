@@ -190,10 +190,15 @@ class SpaceSection(_Model):
 
 
 class ChainSection(_Model):
-    """Early stop of a chain: a stage must beat its parent's mean Dice by ``min_improvement`` to go on."""
+    """Early stop of a chain (a stage must beat its parent's mean Dice by ``min_improvement`` to go on), and
+    the controls trained beside each UpKern step."""
 
     min_improvement: Float | None = Field(
         0.0, description="Dice margin a stage must gain over its parent; null: never stop a chain early"
+    )
+    controls: tuple[Literal["continue"], ...] = Field(
+        (), description="continue: beside each UpKern step, train the parent's kernel on from the same weights "
+                        "for the same budget, so the step's gain separates the kernel from the extra training",
     )
 
 
@@ -227,6 +232,16 @@ class SearchSection(_Model):
     sampler: Literal["nsga2", "tpe", "grid", "random"] = "nsga2"
     families: Int = Field(4, ge=1, description="families to train (each runs its kernel chain)")
     seed: Int = 0
+    scheduler: Literal["full", "halving"] = Field(
+        "full", description="full: every stage trains training.epochs; halving: asynchronous successive "
+                            "halving over rungs min_epochs, min_epochs*eta, ... up to training.epochs",
+    )
+    eta: Int = Field(3, ge=2, description="halving: the top 1/eta of a rung is promoted")
+    min_epochs: Int = Field(1, ge=1, description="halving: the first rung (epochs)")
+    budget_gpu_hours: Float | None = Field(
+        None, gt=0, description="no new work starts once the trials' device-hours reach this (GPU hours on GPUs)"
+    )
+    budget_epochs: Int | None = Field(None, ge=1, description="no new work starts after this many training epochs")
 
 
 class RaySection(_Model):
@@ -301,6 +316,15 @@ class StudyConfig(_Model):
         ) < self.search.families:
             raise ScalekitError(
                 f"search.families={self.search.families} is more than the space's families; lower it or widen the space"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _rungs(self) -> StudyConfig:
+        if self.search.scheduler == "halving" and self.search.min_epochs > self.training.epochs:
+            raise ScalekitError(
+                f"search.min_epochs={self.search.min_epochs} is more than training.epochs={self.training.epochs} "
+                "(the full stage budget, the last rung); lower it"
             )
         return self
 

@@ -1,0 +1,256 @@
+"""Successive halving over UpKern chains, without Ray: promotion by non-dominated sorting on hand-made rungs,
+asynchronous promotion, a halted search resuming at the right rung, continuation controls, compute accounting
+and budgets, signal checks, and what Optuna's trials carry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from scalekit.fidelity import dice_signal, kendall_tau, nondominated_fronts, rank_agreement, upkern_steps
+from scalekit.mednext import MedNeXtConfig
+from scalekit.records import Objective, StageRecord
+from scalekit.space import Family, SearchSpace
+from scalekit.study import ChainPlanner, ChainRules, Constraints, ResultsTable
+from scalekit.study.schedule import RungEntry, Schedule, to_promote
+from scalekit.study.search import FINISHED, ChainSearch, SearchSettings, open_optuna_study
+
+from .test_chain import profile_by_width
+
+MAXIMIZE = (True, False)  # Dice up, memory down
+
+
+def entry(name: str, dice: float, memory: float, feasible: bool = True, waiting: bool = True) -> RungEntry:
+    return RungEntry(name, (dice, memory), feasible, waiting)
+
+
+def test_rungs_of_a_schedule() -> None:
+    assert Schedule("halving", 8, 3, 1).rungs == (1, 3, 8)
+    assert Schedule("halving", 27, 3, 1).rungs == (1, 3, 9, 27)
+    assert Schedule("halving", 16, 2, 2).rungs == (2, 4, 8, 16)
+    assert Schedule("full", 8).rungs == (8,) and Schedule("halving", 8, 3, 1).after(3) == 8
+
+
+def test_promotion_by_nondominated_sorting() -> None:
+    """Six stages at a rung, eta 3: the top two by non-dominated sorting are promoted. The front here is
+    {a (best Dice), d (least memory)}; b and c are dominated."""
+    rung = [entry("a", 0.8, 4.0), entry("b", 0.7, 4.5), entry("c", 0.6, 5.0), entry("d", 0.3, 1.0),
+            entry("e", 0.2, 2.0), entry("f", 0.1, 3.0)]
+    assert sorted(to_promote(rung, MAXIMIZE, eta=3)) == ["a", "d"]
+    # one objective: plain ranking by Dice
+    assert to_promote([RungEntry(e.stage_id, e.values[:1]) for e in rung], (True,), eta=3) == ["a", "b"]
+    # three objectives: a third cost makes 'f' non-dominated (cheapest in it), but the quota stays two, and the
+    # spread order starts from the best Dice and takes the point farthest from it next
+    three = [RungEntry(e.stage_id, (*e.values, flops)) for e, flops in zip(rung, [9, 9, 9, 9, 9, 0.5])]
+    assert nondominated_fronts(np.array([e.values for e in three]), (True, False, False))[5] == 0
+    assert to_promote(three, (True, False, False), eta=3)[0] == "a"
+
+
+def test_ties_and_infeasible_stages_are_never_promoted() -> None:
+    tied = [entry("x", 0.5, 2.0), entry("y", 0.5, 2.0), entry("z", 0.1, 3.0)]
+    assert nondominated_fronts(np.array([e.values for e in tied]), MAXIMIZE) == [0, 0, 1]
+    assert to_promote(tied, MAXIMIZE, eta=3) == ["x"], "equal points share a front; the earlier one goes first"
+    infeasible_best = [entry("big", 0.99, 0.5, feasible=False), entry("ok", 0.4, 2.0), entry("low", 0.1, 3.0)]
+    assert to_promote(infeasible_best, MAXIMIZE, eta=3) == ["ok"]
+    assert to_promote(infeasible_best, MAXIMIZE, eta=3, final=True) == ["ok"]
+    assert to_promote([entry("only", 0.9, 1.0, feasible=False)], MAXIMIZE, eta=2, final=True) == []
+    # a stage already promoted counts toward the quota but is not promoted again
+    assert to_promote([entry("a", 0.9, 1.0, waiting=False), entry("b", 0.8, 2.0), entry("c", 0.1, 3.0)],
+                      MAXIMIZE, eta=3) == []
+
+
+FAMILIES = tuple(Family(c, 1, r, f"c{c}r{r}") for c in (4, 8) for r in (2, 3, 4))
+SPACE = SearchSpace(FAMILIES, kernels=(3, 5), seeds=tuple(f.family_id for f in FAMILIES))
+
+
+def halving_search(tmp_path: Path, controls: bool = False, budget: dict | None = None,
+                   families: int = 6) -> ChainSearch:
+    rules = ChainRules(min_improvement=None, controls=controls, schedule=Schedule("halving", 9, 3, 1),
+                       iterations_per_epoch=10, budget=budget or {})
+    planner = ChainPlanner(SPACE, ResultsTable(tmp_path), MedNeXtConfig(num_classes=3, deep_supervision=True),
+                           profile_by_width, Constraints(), tmp_path / "stages", rules)
+    settings = SearchSettings("grid", families, 0, ("mean_dice", "peak_memory_gb"), ("maximize", "minimize"),
+                              f"sqlite:///{tmp_path / 'optuna.db'}", "halving")
+    return ChainSearch(planner, open_optuna_study(settings, SPACE), settings)
+
+
+def quality(record: StageRecord) -> float:
+    """A made-up Dice that grows with epochs and with width C and ratio R: the order is the same at every rung."""
+    return round(0.05 * record.n_channels + 0.02 * record.exp_r[0] + 0.01 * (record.kernel_size - 3), 4)
+
+
+def report(search: ChainSearch, stage_id: str, dice=quality) -> None:
+    record = search.planner.table[stage_id]
+    reached = record.target_epochs
+    weights = search.planner.stage_dir(stage_id) / "final.pt"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    weights.write_bytes(b"weights")
+    curve = {**record.dice_curve, str(reached): dice(record) * (1 + reached / 9)}
+    search.stage_ended(stage_id, {"stage_status": "completed", "mean_dice": curve[str(reached)], "epochs": reached,
+                                  "dice_curve": curve, "checkpoint": "final.pt", "wall_time_s": 36.0 * reached,
+                                  "case_dice": [0.2, 0.25, 0.3]})
+
+
+def drive(search: ChainSearch, limit: int = 200) -> list[tuple[str, int]]:
+    handed = []
+    for _ in range(limit):
+        stage_id = search.next_stage()
+        if stage_id == FINISHED:
+            return handed
+        assert stage_id is not None
+        handed.append((stage_id, search.planner.table[stage_id].target_epochs))
+        report(search, stage_id)
+    raise AssertionError("the search never finished")
+
+
+def test_asynchronous_promotion_never_waits_for_a_full_rung(tmp_path: Path) -> None:
+    search = halving_search(tmp_path)
+    first = [search.next_stage() for _ in range(3)]
+    assert all(search.planner.table[s].target_epochs == 1 for s in first)
+    for stage_id in first[:2]:
+        report(search, stage_id)
+    assert search.planner.table[first[0]].status == "paused"
+    report(search, first[2])
+    promoted = search.next_stage()  # three of six families at rung 1: the best third goes on at once
+    assert promoted in first and search.planner.table[promoted].target_epochs == 3
+    assert len(search.planner.family_ids()) == 3, "no new family was opened before the promotion"
+
+
+def test_halving_runs_to_the_end_and_spends_less(tmp_path: Path) -> None:
+    search = halving_search(tmp_path)
+    handed = drive(search)
+    records = search.planner.table.records()
+    completed = [r for r in records if r.status == "completed"]
+    assert {r.kernel_size for r in completed} == {3, 5}, "the best chain reached its last kernel"
+    best = max(FAMILIES, key=lambda f: 0.05 * f.n_channels + 0.02 * f.exp_r[0])
+    assert f"{best.family_id}-k5" in {r.stage_id for r in completed}
+    halted = [r for r in records if r.status == "stopped"]
+    assert halted and all("halted" in r.reason for r in halted)
+    assert all(r.mean_dice is not None for r in halted if r.epochs), "a halted stage keeps its rung's Dice"
+    full_cost = len(FAMILIES) * 2 * 9
+    assert search.planner.spent()["epochs"] < full_cost / 2
+    assert len(handed) == len(set(handed)), "no stage is handed out twice for the same rung"
+    # accounting: own and since-scratch compute; device-hours from the wall time (36 s per epoch)
+    k5 = search.planner.table[f"{best.family_id}-k5"]
+    k3 = search.planner.table[f"{best.family_id}-k3"]
+    assert k5.cum_epochs == 18 and k5.cum_iterations == 180
+    assert k5.train_tflops == pytest.approx(9 * 10 * k5.gflops_train / 1000)
+    assert k5.cum_train_tflops == pytest.approx(k3.train_tflops + k5.train_tflops)
+    assert k5.device_hours == pytest.approx(0.09)
+
+
+def test_a_halted_search_resumes_at_the_right_rung(tmp_path: Path) -> None:
+    """Killed while a promoted stage trained from rung 1 to rung 3: the rerun hands it out again to rung 3,
+    from its rung-1 state, and nothing else is lost."""
+    search = halving_search(tmp_path)
+    for _ in range(3):
+        report(search, search.next_stage())
+    promoted = search.next_stage()
+    assert search.planner.table[promoted].target_epochs == 3
+    # the driver dies here: the table says running; a new driver recovers from the same files
+    again = halving_search(tmp_path)
+    assert again.planner.recover()["interrupted"] == [promoted]
+    assert again.planner.table[promoted].status == "paused" and again.planner.table[promoted].epochs == 1
+    assert again.next_stage() == promoted and again.planner.table[promoted].target_epochs == 3
+    assert sum(r.status == "paused" for r in again.planner.table.records()) == 2
+
+
+def test_continuation_control_trains_from_the_parent_with_the_steps_budget(tmp_path: Path) -> None:
+    from scalekit.study.stage import stage_launcher
+    from scalekit.studyfile import load_study_config
+
+    search = halving_search(tmp_path, controls=True, families=1)
+    handed = drive(search)
+    table = search.planner.table
+    family = FAMILIES[0].family_id
+    control, step, parent = table[f"{family}-k3c"], table[f"{family}-k5"], table[f"{family}-k3"]
+    assert control.init == "continue" and control.parent_stage == parent.stage_id
+    assert control.kernel_size == parent.kernel_size and control.config == parent.config
+    assert control.epochs == step.epochs == 9 and control.target_epochs == step.target_epochs
+    assert [t for s, t in handed if s == control.stage_id] == [t for s, t in handed if s == step.stage_id]
+    assert control.cum_epochs == step.cum_epochs == 18
+    config = load_study_config(Path(__file__).parents[1] / "studies" / "demo.yaml")
+    launch = stage_launcher(config, _Prepared(), "cpu", None)
+    spec_control, spec_step = launch(search.planner, control.stage_id), launch(search.planner, step.stage_id)
+    assert spec_control.init_from == spec_step.init_from == str(tmp_path / "stages" / parent.stage_id / "final.pt")
+    assert (spec_control.epochs, spec_control.train_until) == (spec_step.epochs, spec_step.train_until)
+    assert spec_control.arch == parent.config and spec_step.arch == step.config
+    (gain,) = upkern_steps(table.records())
+    assert gain.control == control.stage_id
+    assert gain.gain_over_control == pytest.approx(step.mean_dice - control.mean_dice)
+
+
+class _Prepared:
+    def to_dict(self) -> dict:
+        return {}
+
+
+def test_compute_budget_stops_new_work(tmp_path: Path) -> None:
+    search = halving_search(tmp_path, budget={"epochs": 4})
+    drive(search)
+    assert search.ended_by == "budget"
+    assert 4 <= search.planner.spent()["epochs"] <= 6
+    assert all(r.status not in ("pending", "paused", "running") for r in search.planner.table.records())
+
+
+def test_optuna_trials_carry_named_objectives_axes_and_stages(tmp_path: Path) -> None:
+    search = halving_search(tmp_path, families=2)
+    drive(search)
+    study = search.study
+    assert study.metric_names == ["mean_dice", "peak_memory_gb"]
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(trials) == 2
+    for trial in trials:
+        assert set(trial.params) == {"family_index"}
+        family = SPACE.listed[trial.params["family_index"]]
+        assert trial.user_attrs["family_id"] == family.family_id
+        assert trial.user_attrs["family_label"] == family.name
+        stage = trial.user_attrs["stage.k3"]
+        assert stage["stage_id"] == f"{family.family_id}-k3" and stage["mean_dice"] is not None
+        assert trial.user_attrs["told_epochs"] >= 1
+
+
+def test_scaling_axes_are_separate_parameters(tmp_path: Path) -> None:
+    space = SearchSpace.build(presets=["T"], scaling=("T", [1.0, 2.0], [1.0, 2.0], [4, 8]), kernels=(3,))
+    settings = SearchSettings("tpe", 3, 0, ("mean_dice",), ("maximize",), f"sqlite:///{tmp_path / 'o.db'}", "s")
+    study = open_optuna_study(settings, space)
+    planner = ChainPlanner(space, ResultsTable(tmp_path), MedNeXtConfig(num_classes=3, deep_supervision=True),
+                           profile_by_width, Constraints(), tmp_path / "stages", ChainRules(min_improvement=None))
+    search = ChainSearch(planner, study, settings)
+    search._new_family()
+    search._new_family()
+    queued, sampled = study.trials[0], study.trials[1]
+    assert queued.params == {"source": "listed", "family_index": 0}
+    if sampled.params["source"] == "scaling":
+        assert set(sampled.params) == {"source", "depth", "expansion", "n_channels"}
+        assert sampled.params["depth"] in (1.0, 2.0) and sampled.params["n_channels"] in (4, 8)
+
+
+def record_with(dice: float, cases: list[float], status: str = "completed") -> StageRecord:
+    return StageRecord("f00000000-k3", "f00000000", 4, [1] * 9, [2] * 9, 3, status=status, mean_dice=dice,
+                       case_dice=cases, dice_curve={"1": dice})
+
+
+def test_signal_checks() -> None:
+    zero = [record_with(0.001, [0.0, 0.002, 0.001]), record_with(0.004, [0.0, 0.01, 0.002])]
+    assert not dice_signal(zero).carries_signal and "below 0.01" in dice_signal(zero).reason
+    close = [record_with(0.50, [0.2, 0.5, 0.8]), record_with(0.52, [0.25, 0.5, 0.8])]
+    assert not dice_signal(close).carries_signal and "spread between validation cases" in dice_signal(close).reason
+    apart = [record_with(0.20, [0.19, 0.2, 0.21]), record_with(0.60, [0.59, 0.6, 0.61])]
+    assert dice_signal(apart).carries_signal
+
+
+def test_kendall_tau_and_rank_agreement() -> None:
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert kendall_tau([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+    records = [StageRecord(f"f0000000{i}-k3", f"f0000000{i}", 4, [1] * 9, [2] * 9, 3,
+                           dice_curve={"1": low, "3": high}) for i, (low, high) in enumerate([(0.1, 0.3), (0.2, 0.2),
+                                                                                             (0.3, 0.5)])]
+    (agreement,) = rank_agreement(records)
+    assert (agreement.low, agreement.high, agreement.stages) == (1, 3, 3)
+    assert agreement.tau == pytest.approx(kendall_tau([0.1, 0.2, 0.3], [0.3, 0.2, 0.5]))
+    assert Objective("mean_dice").maximize
