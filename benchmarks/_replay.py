@@ -3,8 +3,10 @@
 A replay builds the real :class:`~scalekit.study.search.ChainSearch` (planner, schedule, Optuna queue) over a
 throw-away results table, and plays simulated workers: a handed-out stage "trains" for a time proportional to
 the FLOPs of the epochs it still has to go (with a seeded jitter, so that stages arrive in other orders), then
-reports the Dice its recorded curve has at the epochs reached. Only the training is replayed; every decision
-is the product's.
+reports the Dice its recorded curve has at the epochs reached, plus seeded measurement noise of the size of the
+stage's standard error over its validation cases (what another training seed or another case sample would
+move). Decisions see the noisy values; a policy's front is valued with the recorded ones. Only the training is
+replayed; every decision is the product's.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ class Recording:
     def dice(self, family_id: str, kernel: int, variant: str, epochs: int) -> float:
         return float(self.stage(family_id, kernel, variant)["curve"][str(epochs)])
 
+    def standard_error(self, family_id: str, kernel: int, variant: str) -> float:
+        cases = self.stage(family_id, kernel, variant)["case_dice"]
+        return float(np.std(cases, ddof=1) / np.sqrt(len(cases))) if len(cases) > 1 else 0.0
+
     def profile(self, config: MedNeXtConfig) -> SimpleNamespace:
         family = Family(config.n_channels, config.block_counts, config.exp_r)
         s = self.stage(family.family_id, config.enc_kernel_size, "scratch")
@@ -102,7 +108,8 @@ def grid_from_scratch(rec: Recording) -> Outcome:
 
 
 def replay_search(rec: Recording, schedule: Schedule, seed: int, workers: int = 1,
-                  min_improvement: float | None = None, controls: bool = False, jitter: float = 0.2) -> Outcome:
+                  min_improvement: float | None = None, controls: bool = False, jitter: float = 0.2,
+                  noise: float = 1.0) -> Outcome:
     """One run of scalekit's chain search on the recorded curves (grid sampler: every family, seeded order)."""
     space = rec.space()
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,15 +137,18 @@ def replay_search(rec: Recording, schedule: Schedule, seed: int, workers: int = 
             clock, _, stage_id = heapq.heappop(running)
             record = table[stage_id]
             reached = record.target_epochs
-            curve = {str(e): rec.dice(record.family_id, record.kernel_size, variant(record), e)
-                     for e in schedule.rungs if e <= reached}
+            key = (record.family_id, record.kernel_size, variant(record))
+            error = noise * rec.standard_error(*key)
+            curve = {**record.dice_curve, str(reached): min(1.0, max(0.0, rec.dice(*key, reached)
+                                                                       + rng.gauss(0.0, error)))}
             result = {"stage_status": "completed", "mean_dice": curve[str(reached)], "epochs": reached,
                       "dice_curve": curve, "checkpoint": "final.pt", "wall_time_s": 0.0,
                       "case_dice": rec.stage(record.family_id, record.kernel_size, variant(record))["case_dice"]}
             search.stage_ended(stage_id, result)
         records = table.records()
         spent = planner.spent()["train_tflops"]
-    full = [(r.mean_dice, r.peak_memory_gb) for r in records if r.is_valid]
+    full = [(rec.dice(r.family_id, r.kernel_size, variant(r), rec.epochs), r.peak_memory_gb)
+            for r in records if r.is_valid]
     return Outcome(full, spent, sum(1 for r in records if r.epochs), sum(1 for r in records if "halted" in r.reason))
 
 

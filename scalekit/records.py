@@ -161,6 +161,21 @@ class StageRecord:
 COLUMNS = [f.name for f in dataclasses.fields(StageRecord)]
 
 
+def training_spent(records: Iterable[StageRecord]) -> dict[str, float]:
+    """Training spent over ``records``: ``epochs``, ``device_hours`` and ``train_tflops``."""
+    records = list(records)
+    return {
+        "epochs": float(sum(r.epochs or 0 for r in records)),
+        "device_hours": sum(r.device_hours or 0.0 for r in records),
+        "train_tflops": sum(r.train_tflops or 0.0 for r in records),
+    }
+
+
+def describe_spent(spent: dict[str, float]) -> str:
+    return (f"{spent['epochs']:.0f} training epochs, {spent['device_hours']:.3f} device-hours, "
+            f"{spent['train_tflops']:,.1f} training TFLOPs")
+
+
 OBJECTIVES = {
     "mean_dice": "maximize",
     "mean_nsd": "maximize",

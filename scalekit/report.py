@@ -22,7 +22,7 @@ from scalekit._atomic import atomic_path, write_atomic
 from scalekit.faults import fault_point
 from scalekit.fidelity import findings
 from scalekit.pareto import StudyGoals, pareto_front, study_front
-from scalekit.records import Objective, StageRecord
+from scalekit.records import Objective, StageRecord, describe_spent, training_spent
 from scalekit.selection import rule_choices
 from scalekit.tables import Table, fmt, stage_tables
 
@@ -280,7 +280,7 @@ def _summary(data: ReportData, note: str | None) -> str:
         + "; each figure outlines the front of its own two axes",
         "selection rules: " + (", ".join(f"{k} = {v}" for k, v in data.choices.items()) or "no valid stage yet"),
     ]
-    items += findings(data.records)
+    items += [f"compute: {describe_spent(training_spent(data.records))}", *findings(data.records)]
     lines = "".join(f"<li>{html.escape(i)}</li>" for i in items)
     warning = f'<p class="note">{html.escape(note)}</p>' if note else ""
     return f"<ul>{lines}</ul>{warning}"

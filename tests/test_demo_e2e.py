@@ -33,10 +33,11 @@ def test_shrunk_demo_runs_reports_and_exports(tmp_path: Path) -> None:
     data["output_dir"] = str(tmp_path / "demo")
     data["dataset"].update(demo={"cases": 6, "size": 32, "seed": 0}, raw_dir=str(tmp_path / "raw"),
                            preprocessed_dir=str(tmp_path / "preprocessed"))
-    data["training"].update(iterations_per_epoch=2, val_iterations=1)
+    data["training"].update(epochs=2, iterations_per_epoch=2, val_iterations=1)  # halving: rungs 1 and 2 epochs
     data["space"]["families"] = data["space"]["families"][:2]
     data["space"]["kernels"] = [3, 5]
     data["search"]["families"] = 2
+    data["finish"]["export"]["force"] = True  # two iterations an epoch teach nothing: export anyway, flagged
     study = tmp_path / "demo.yaml"
     study.write_text(yaml.safe_dump(data))
     env = {**os.environ, "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "1", "OMP_NUM_THREADS": "1"}
@@ -46,15 +47,20 @@ def test_shrunk_demo_runs_reports_and_exports(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = tmp_path / "demo"
-    rows = read_results(out)
-    assert len(rows) == 4 and all(r.status == "completed" for r in rows), [(r.stage_id, r.reason) for r in rows]
+    rows = {r.stage_id: r for r in read_results(out)}
+    assert len(rows) == 6, sorted(rows)  # two families x (k3, the k3 control, k5)
+    completed = [r for r in rows.values() if r.status == "completed"]
+    # halving: one k3 wins rung 1 and completes; its UpKern k5 and its control complete beside each other
+    assert sorted(r.init for r in completed) == ["continue", "scratch", "upkern"], [(r.stage_id, r.status, r.reason)
+                                                                                    for r in rows.values()]
+    assert len({r.family_id for r in completed}) == 1
+    halted = [r for r in rows.values() if r.status == "stopped" and r.init == "scratch"]
+    assert len(halted) == 1 and "halted at 1 of 2 epochs" in halted[0].reason and halted[0].mean_dice is not None
     html = (out / "report.html").read_text()
-    for row in rows:
-        assert row.stage_id in html
-    upkern_rows = [r for r in rows if r.init == "upkern"]
-    assert len(upkern_rows) == 2 and all(r.parent_stage in html for r in upkern_rows)
+    for stage_id in rows:
+        assert stage_id in html
     selection = json.loads((out / "export" / "selection.json").read_text())
-    assert selection["to"] == "nnunet" and selection["stage_id"] in {r.stage_id for r in rows}
+    assert selection["to"] == "nnunet" and selection["stage_id"] in {r.stage_id for r in completed}
     script = (out / "export" / "train.sh").read_text()
     assert "nnUNetv2_train 990" in script and "-tr ScalekitMedNeXtTrainer" in script
     assert f"report: {out / 'report.html'}" in result.stdout

@@ -152,3 +152,39 @@ def test_study_show_does_not_import_plotly(tmp_path: Path) -> None:
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "A-k3" in result.stdout
+
+
+def test_no_signal_study_refuses_to_pick_without_force_or_a_stage_id(study, tmp_path) -> None:
+    """Every stage scored Dice ~0: the study ends with the no-signal note and exports nothing, `study export`
+    refuses a rule unless --force, and a stage id is exported with the warning in selection.json."""
+    from scalekit.selection import NoSignalError
+    from scalekit.study.runner import finish_study, result_notes
+    from scalekit.studyfile import load_study_config
+    from scalekit.studyfile.models import ExportSpec, FinishSection
+
+    flat = tmp_path / "flat"
+    shutil.copytree(study, flat)
+    records = [dataclasses.replace(r, mean_dice=0.002 if r.is_valid else None, case_dice=[0.0, 0.004, 0.002])
+               for r in read_results(flat)]
+    write_results(flat, records)
+    with pytest.raises(NoSignalError, match="carry no signal .*below 0.01.*--force"):
+        export_stage(flat, "knee", "config", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    forced, _ = export_stage(flat, "best", "config", tmp_path / "forced", force=True)
+    assert "NO SIGNAL" in forced.explanation
+    assert "below 0.01" in json.loads((tmp_path / "forced" / "selection.json").read_text())["no_signal"]
+    named, _ = export_stage(flat, "A-k3", "config", tmp_path / "named")
+    assert named.stage.stage_id == "A-k3" and named.no_signal
+    notes = result_notes(read_results(flat))
+    assert any("completed stages: no signal" in n and "Raise training.epochs" in n for n in notes)
+    config = load_study_config(flat / "study.yaml").model_copy(update={
+        "output_dir": flat, "finish": FinishSection(report=False, export=ExportSpec(select="knee", to="config"))})
+    report, export_dir, refused = finish_study(config)
+    assert export_dir is None and "nothing exported" in refused and "no signal" in refused
+    app = typer.Typer()
+    app.command("show")(show_command)
+    app.command("export")(export_command)
+    shown = CliRunner().invoke(app, ["show", str(flat)], env={"COLUMNS": "200"})
+    assert "NO SIGNAL" in shown.output and "no signal" in shown.output
+    cli = CliRunner().invoke(app, ["export", str(flat), "--select", "knee", "--out", str(tmp_path / "c"), "--force"])
+    assert cli.exit_code == 0, cli.output

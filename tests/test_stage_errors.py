@@ -23,7 +23,7 @@ PREPARED = {
 def spec(tmp_path: Path) -> StageSpec:
     return StageSpec.from_dict({
         "stage_id": "fabc-k3", "output_dir": str(tmp_path / "stage"), "arch": preset_config("T", 1, 2).to_dict(),
-        "init_from": None, "prepared": PREPARED, "fold": 0, "batch_size": 2, "epochs": 1,
+        "init_from": None, "prepared": PREPARED, "fold": 0, "batch_size": 2, "epochs": 1, "train_until": 1,
         "iterations_per_epoch": 1, "val_iterations": 1, "initial_lr": 1e-3, "amp": None, "device": "cpu",
         "seed": 0, "nsd_tolerance_mm": 1.0,
     })

@@ -89,6 +89,25 @@ def test_two_families_chain_3_to_5(tmp_path: Path, nnunet_dirs: dict) -> None:
     assert (tmp_path / "study" / "optuna.db").is_file()
 
 
+def wait_for(proc: subprocess.Popen, study: Path, found, what: str, poll_s: float = 0.2):
+    """Poll the study's results until a row satisfies ``found`` (then return it) while the run goes on."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        rows = read_results(study) if (study / "results.csv").exists() else []
+        row = next((r for r in rows if found(r)), None)
+        if row is not None:
+            return row
+        time.sleep(poll_s)
+    raise AssertionError(what)
+
+
+def kill(proc: subprocess.Popen) -> None:
+    """SIGKILL the whole run, then let Ray's reaper take down the orphaned cluster."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    time.sleep(3)
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -99,22 +118,16 @@ def test_sigkill_during_second_stage_then_resume(tmp_path: Path, nnunet_dirs: di
     study = tmp_path / "study"
     proc = subprocess.Popen(command(path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
                             start_new_session=True)
-    deadline = time.monotonic() + 600
-    second = None
-    while time.monotonic() < deadline and proc.poll() is None:
-        rows = read_results(study) if (study / "results.csv").exists() else []
-        second = next((r for r in rows if r.kernel_size == 5 and r.status == "running"), None)
-        if second and any((study / "stages" / second.stage_id).rglob("*.pt*")):
-            break  # the second stage has written a checkpoint: kill it mid-stage
-        time.sleep(0.5)
-    assert second is not None and proc.poll() is None, "the second stage never started"
+
+    def second_stage_checkpointed(r) -> bool:
+        return r.kernel_size == 5 and r.status == "running" and any((study / "stages" / r.stage_id).rglob("*.pt*"))
+
+    wait_for(proc, study, second_stage_checkpointed, "the second stage never started")
     first = by_kernel(read_results(study))[("a", 3)]
     assert first.status == "completed"
     checkpoint = first.checkpoint_path(study)
     digest, mtime = _digest(checkpoint), checkpoint.stat().st_mtime_ns
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
-    time.sleep(3)  # let Ray's reaper take down the orphaned cluster
+    kill(proc)
 
     run(path)
     rows = read_results(study)
@@ -160,3 +173,33 @@ def test_nan_loss_fails_the_stage_and_the_study_completes(tmp_path: Path, nnunet
     assert stages[("a", 3)].status == "failed"
     assert "loss became nan" in stages[("a", 3)].reason.lower()
     assert stages[("a", 5)].status == "stopped" and "failed" in stages[("a", 5)].reason
+
+
+def test_halving_with_controls_killed_at_a_rung_resumes_there(tmp_path: Path, nnunet_dirs: dict) -> None:
+    """Successive halving (rungs 1 and 2 epochs) with the continuation control, through Ray: SIGKILL while the
+    k3 stage trains from its rung to the full budget; the rerun continues it from its checkpoint (one more
+    epoch, not two) and keeps its rung's score, and the control trains beside the UpKern step."""
+    path = study_file(tmp_path, nnunet_dirs, training__epochs=2, search__families=1,
+                      search__scheduler="halving", search__eta=2, search__min_epochs=1,
+                      chain={"min_improvement": None, "controls": ["continue"]},
+                      space={"families": FAMILIES[:1], "kernels": [3, 5]})
+    study = tmp_path / "study"
+    proc = subprocess.Popen(command(path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
+                            start_new_session=True)
+    promoted = wait_for(proc, study, lambda r: r.status == "running" and r.target_epochs == 2 and r.epochs == 1,
+                        "no stage was promoted past its first rung")
+    kill(proc)
+    result = run(path)
+    rows = {r.stage_id: r for r in read_results(study)}
+    k3 = rows[promoted.stage_id]
+    assert k3.status == "completed" and k3.epochs == 2 and k3.dice_curve["1"] == promoted.dice_curve["1"]
+    import json
+
+    outcome = json.loads((study / "stages" / k3.stage_id / "outcome.json").read_text())
+    assert outcome["epochs_run"] == 1 and outcome["epochs_total"] == 2, "the rerun continued from the rung"
+    control, step = rows[f"{k3.stage_id}c"], rows[k3.stage_id.replace("-k3", "-k5")]
+    assert control.init == "continue" and control.status == step.status == "completed"
+    assert control.epochs == step.epochs == 2 and control.cum_epochs == step.cum_epochs == 4
+    assert control.config["enc_kernel_size"] == 3 and step.config["enc_kernel_size"] == 5
+    assert all(r.cum_train_tflops and r.device_hours for r in rows.values())
+    assert "compute:" in result.stdout and "training TFLOPs" in result.stdout

@@ -88,6 +88,7 @@ def run(
     """
     import logging
 
+    from scalekit.records import describe_spent
     from scalekit.study import run_study
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -104,8 +105,7 @@ def run(
         print(f"export: {summary.export_dir} (selection.json says which stage and why)")
     spent = summary.spent
     if spent:
-        print(f"compute: {spent['epochs']:.0f} training epochs, {spent['device_hours']:.3f} device-hours, "
-              f"{spent['train_tflops']:,.1f} training TFLOPs")
+        print(f"compute: {describe_spent(spent)}")
     for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)
     if summary.state == "none-completed":

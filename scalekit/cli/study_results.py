@@ -34,6 +34,7 @@ def show_command(study_dir: StudyDir) -> None:
 
     from scalekit.fidelity import findings
     from scalekit.pareto import study_front
+    from scalekit.records import describe_spent, training_spent
     from scalekit.selection import rule_choices
     from scalekit.tables import stage_tables
 
@@ -54,6 +55,7 @@ def show_command(study_dir: StudyDir) -> None:
     console.print(f"Pareto front ({objectives}): {front or 'empty (no completed stage yet)'}")
     for rule, choice in rule_choices(study.records).items():
         console.print(f"{rule}: {choice.explanation}")
+    console.print(f"compute: {describe_spent(training_spent(study.records))}")
     for line in findings(study.records):
         console.print(line, markup=False)
 

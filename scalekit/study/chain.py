@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from scalekit.mednext.config import MedNeXtConfig
-from scalekit.records import Objective, ResultsTable, StageRecord, make_stage_id
+from scalekit.records import Objective, ResultsTable, StageRecord, make_stage_id, training_spent
 from scalekit.space import Family, SearchSpace
 
 from .families import Constraints, ProfileFn, plan_family, position
@@ -227,12 +227,7 @@ class ChainPlanner:
 
     def spent(self) -> dict[str, float]:
         """Training spent by the study so far: epochs, device-hours and training TFLOPs over every stage."""
-        records = self.table.records()
-        return {
-            "epochs": float(sum(r.epochs or 0 for r in records)),
-            "device_hours": sum(r.device_hours or 0.0 for r in records),
-            "train_tflops": sum(r.train_tflops or 0.0 for r in records),
-        }
+        return training_spent(self.table.records())
 
     def budget_left(self) -> bool:
         """Whether the study's compute budget (``search.budget_*``) allows new work."""

@@ -123,12 +123,3 @@ def control_of(parent: StageRecord, step: StageRecord) -> StageRecord:
 def position(record: StageRecord, kernels: Sequence[int]) -> int:
     """A stage's place in its chain (0: the first kernel); a control takes the place of its UpKern step."""
     return kernels.index(record.kernel_size) + (1 if record.is_control else 0)
-
-
-def objective_values(record: StageRecord, metrics: Sequence[str]) -> list[float]:
-    """The objective metrics of a stage (missing scores of an untrained stage count as 0)."""
-    values = []
-    for metric in metrics:
-        value = getattr(record, metric)
-        values.append(float(value) if value is not None else 0.0)
-    return values

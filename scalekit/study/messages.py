@@ -8,6 +8,7 @@ the stage ended (its last report; the epoch reports before it carry no ``stage_s
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,7 +86,11 @@ class StageReport:
                 if f.name not in skip and getattr(self, f.name) not in (None, "", [], {})}
 
     def to_dict(self) -> dict[str, Any]:
-        return {STATUS_KEY: self.status, REASON_KEY: self.reason, **self.measured()}
+        """The report as Ray carries it: the Dice curve as JSON text (Ray flattens nested dicts of a result)."""
+        measured = self.measured()
+        if "dice_curve" in measured:
+            measured["dice_curve"] = json.dumps(measured["dice_curve"])
+        return {STATUS_KEY: self.status, REASON_KEY: self.reason, **measured}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StageReport | None:
@@ -93,5 +98,7 @@ class StageReport:
         if STATUS_KEY not in data:
             return None
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(status=data[STATUS_KEY], reason=data.get(REASON_KEY, ""),
-                   **{k: v for k, v in data.items() if k in names - {"status", "reason"}})
+        values = {k: v for k, v in data.items() if k in names - {"status", "reason"}}
+        if isinstance(values.get("dice_curve"), str):
+            values["dice_curve"] = json.loads(values["dice_curve"])
+        return cls(status=data[STATUS_KEY], reason=data.get(REASON_KEY, ""), **values)

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from scalekit.fidelity import signal_warnings
-from scalekit.records import ResultsTable
+from scalekit.records import ResultsTable, describe_spent, training_spent
 
 _ORDER = ("completed", "running", "paused", "pending", "infeasible", "failed", "stopped")
 _STYLE = {"completed": "green", "running": "cyan", "paused": "blue", "pending": "white", "infeasible": "yellow",
@@ -43,9 +43,7 @@ class StudyProgress:
             head.append(f"{status} {counts[status]}  ", style=_STYLE[status])
         head.append(f"elapsed {elapsed / 60:.1f} min", style="dim")
         lines: list = [head]
-        epochs = sum(r.epochs or 0 for r in records)
-        hours = sum(r.device_hours or 0.0 for r in records)
-        lines.append(Text(f"trained {epochs} epochs, {hours:.2f} device-hours", style="dim"))
+        lines.append(Text(f"spent {describe_spent(training_spent(records))}", style="dim"))
         if best is not None:
             lines.append(Text(f"best mean Dice {best.mean_dice:.4f}  ({best.stage_id}, {best.family_label})"))
         lines += [Text(f"! {warning}", style="yellow") for warning in signal_warnings(records)]

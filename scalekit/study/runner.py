@@ -245,10 +245,13 @@ def finish_study(config: StudyConfig, export: bool = True) -> tuple[Path | None,
         from scalekit.selection import NoSignalError, export_stage
 
         try:
-            selection, _ = export_stage(config.output_dir, spec.select, spec.to, config.output_dir / "export")
+            selection, _ = export_stage(config.output_dir, spec.select, spec.to, config.output_dir / "export",
+                                        spec.force)
         except NoSignalError as err:
             log.warning("%s", err)
             return report, None, f"nothing exported: {err}"
         export_dir = config.output_dir / "export"
         log.info("exported %s (%s) to %s", selection.stage.stage_id, spec.select, export_dir)
+        if selection.no_signal:
+            return report, export_dir, f"exported {selection.stage.stage_id} although its Dice carries no signal"
     return report, export_dir, ""

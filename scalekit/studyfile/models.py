@@ -256,6 +256,7 @@ class ExportSpec(_Model):
 
     select: str = "knee"
     to: Literal["nnunet", "config"] = "nnunet"
+    force: Bool = Field(False, description="export even when the stages' Dice carry no signal (it says so)")
 
     @field_validator("select")
     @classmethod
