@@ -98,15 +98,17 @@ def write_curves(config, families: list[dict], stages: dict[str, dict], seconds:
 
 
 POLICIES = [
-    # name, schedule kind, eta, workers, min_improvement, controls
-    ("chains, no stopping", "full", 0, 1, None, False),
-    ("chains with saturation (0.002)", "full", 0, 1, 0.002, False),
-    ("halving eta 3 (1 worker)", "halving", 3, 1, None, False),
-    ("halving eta 3 (4 workers)", "halving", 3, 4, None, False),
-    ("halving eta 2 (1 worker)", "halving", 2, 1, None, False),
-    ("halving eta 3 + continuation controls", "halving", 3, 1, None, True),
+    # name, schedule kind, eta, min epochs, workers, min_improvement, controls
+    ("chains, no stopping", "full", 2, 1, 1, None, False),
+    ("chains with saturation (0.002)", "full", 2, 1, 1, 0.002, False),
+    ("halving eta 2, rungs 2-4-8 (1 worker)", "halving", 2, 2, 1, None, False),
+    ("halving eta 2, rungs 2-4-8 (4 workers)", "halving", 2, 2, 4, None, False),
+    ("halving eta 2, rungs 2-4-8 + continuation controls", "halving", 2, 2, 1, None, True),
+    ("halving eta 2, rungs 1-2-4-8", "halving", 2, 1, 1, None, False),
+    ("halving eta 3, rungs 1-3-8", "halving", 3, 1, 1, None, False),
+    ("halving eta 3, rungs 2-6-8", "halving", 3, 2, 1, None, False),
 ]
-SCHEDULER = "halving eta 3 (1 worker)"
+SCHEDULER = "halving eta 2, rungs 2-4-8 (1 worker)"
 """The policy of benchmarks/search_efficiency.yaml, the one the real run repeats."""
 
 
@@ -123,8 +125,8 @@ def replay(seeds: int) -> dict:
     rec = Recording(json.loads(CURVES.read_text()))
     grid, reference = grid_from_scratch(rec), reference_point(rec)
     results = {"exhaustive grid from scratch": summarise([grid], reference, grid)}
-    for name, kind, eta, workers, margin, controls in POLICIES:
-        schedule = Schedule(kind, rec.epochs, max(eta, 2), 1)
+    for name, kind, eta, min_epochs, workers, margin, controls in POLICIES:
+        schedule = Schedule(kind, rec.epochs, eta, min_epochs)
         runs = 1 if kind == "full" and workers == 1 else seeds
         outcomes = [replay_search(rec, schedule, seed, workers, margin, controls) for seed in range(runs)]
         results[name] = summarise(outcomes, reference, grid)

@@ -38,33 +38,52 @@ def nondominated_fronts(values: np.ndarray, maximize: Sequence[bool]) -> list[in
     return [r if r >= 0 else rank for r in ranks]
 
 
-def spread_order(values: np.ndarray, maximize: Sequence[bool]) -> list[int]:
-    """An order of points of one front that spreads them out (an epsilon-net, as in MO-ASHA): first the best
-    in the first objective, then again and again the point farthest from those already taken, in objectives
-    scaled to [0, 1]. Ties go to the earlier row."""
+def hypervolume(costs: np.ndarray, reference: np.ndarray) -> float:
+    """The volume that the rows of ``costs`` (every objective minimised) dominate up to ``reference``: exact,
+    by slicing along the first objective (fine for the few dozen stages of a rung)."""
+    costs = np.asarray(costs, dtype=float)
+    costs = costs[(costs < reference).all(axis=1)] if len(costs) else costs
+    if len(costs) == 0:
+        return 0.0
+    if costs.shape[1] == 1:
+        return float(reference[0] - costs[:, 0].min())
+    order = np.argsort(costs[:, 0], kind="stable")
+    costs = costs[order]
+    volume = 0.0
+    for index in range(len(costs)):
+        upper = costs[index + 1, 0] if index + 1 < len(costs) else reference[0]
+        if upper > costs[index, 0]:
+            volume += (upper - costs[index, 0]) * hypervolume(costs[: index + 1, 1:], reference[1:])
+    return volume
+
+
+def contribution_order(values: np.ndarray, maximize: Sequence[bool]) -> list[int]:
+    """An order of points of one front, each next point the one that adds the most hypervolume to those already
+    taken (in objectives scaled to [0, 1], reference point 1.1 beyond the worst), as SMS-EMOA selects: the first
+    is the best-balanced trade-off, then the points that widen the front most. Ties go to the earlier row."""
     values = np.asarray(values, dtype=float).reshape(len(values), len(maximize))
     if len(values) == 0:
         return []
-    span = values.max(axis=0) - values.min(axis=0)
-    scaled = (values - values.min(axis=0)) / np.where(span > 0, span, 1.0)
-    first = int(np.argmax(values[:, 0]) if maximize[0] else np.argmin(values[:, 0]))
-    order = [first]
-    distance = np.linalg.norm(scaled - scaled[first], axis=1)
+    costs = values * np.where(np.asarray(maximize, dtype=bool), -1.0, 1.0)
+    span = costs.max(axis=0) - costs.min(axis=0)
+    scaled = (costs - costs.min(axis=0)) / np.where(span > 0, span, 1.0)
+    reference = np.full(scaled.shape[1], 1.1)
+    order: list[int] = []
     while len(order) < len(values):
-        distance[order] = -1.0
-        nxt = int(np.argmax(distance))
-        order.append(nxt)
-        distance = np.minimum(distance, np.linalg.norm(scaled - scaled[nxt], axis=1))
+        base = hypervolume(scaled[order], reference)
+        gains = [-1.0 if i in order else hypervolume(scaled[order + [i]], reference) - base
+                 for i in range(len(values))]
+        order.append(int(np.argmax(gains)))
     return order
 
 
 def promotion_order(values: np.ndarray, maximize: Sequence[bool]) -> list[int]:
-    """Rows of ``values`` best first: by non-dominated sorting, each front in :func:`spread_order`."""
+    """Rows of ``values`` best first: by non-dominated sorting, each front in :func:`contribution_order`."""
     ranks = nondominated_fronts(values, maximize)
     order: list[int] = []
     for rank in sorted(set(ranks)):
         members = [i for i, r in enumerate(ranks) if r == rank]
-        order += [members[i] for i in spread_order(np.asarray(values, dtype=float)[members], maximize)]
+        order += [members[i] for i in contribution_order(np.asarray(values, dtype=float)[members], maximize)]
     return order
 
 

@@ -29,20 +29,26 @@ class Table:
     rows: list[list[str]]
 
 
+def _trained(record: StageRecord) -> bool:
+    """Trained, training or waiting to: everything but stages that never trained (a stage halted at a rung
+    trained and was scored there)."""
+    return record.status not in NOT_TRAINED or bool(record.epochs)
+
+
 def stage_tables(records: Sequence[StageRecord], front_ids: frozenset[str]) -> list[Table]:
     """The stage tables of the report and of ``scalekit study show``: trained or in progress, then not trained."""
     trained = [
         [r.stage_id, r.family_label or r.family_id, f"k{r.kernel_size}", r.init, r.parent_stage, r.status,
          fmt(r.mean_dice), fmt(r.mean_nsd), fmt(r.peak_memory_gb, 2), fmt(r.gflops_train, 1), fmt(r.params),
          fmt(r.epochs), fmt(r.cum_train_tflops, 1), "✓" if r.stage_id in front_ids else "", r.reason]
-        for r in records if r.status not in NOT_TRAINED
+        for r in records if _trained(r)
     ]
     headers = ["stage", "family", "kernel", "init", "parent", "status", "mean Dice", "NSD", "peak GB",
                "GFLOPs train", "params", "epochs", "TFLOPs since scratch", "study front", "note"]
     failed = [[r.stage_id, r.family_label or r.family_id, f"k{r.kernel_size}", r.status, r.reason or "—"]
-              for r in records if r.status in NOT_TRAINED]
+              for r in records if not _trained(r)]
     return [
-        Table("All trained or scheduled stages", headers, trained),
+        Table("All trained or scheduled stages (a stage halted at a rung keeps its Dice there)", headers, trained),
         Table("Not trained (infeasible, failed or stopped)", ["stage", "family", "kernel", "status", "reason"],
               failed),
     ]

@@ -73,7 +73,8 @@ class RungEntry:
 def to_promote(entries: Sequence[RungEntry], maximize: Sequence[bool], eta: int, final: bool = False) -> list[str]:
     """The waiting stages of one rung to promote now: those among the top floor(n/eta) of the n stages that
     reached it (ceil(n/eta) when ``final``: no more can arrive), ranked by non-dominated sorting over the feasible
-    stages with ties broken by spread (:func:`~scalekit.fidelity.promotion_order`); never an infeasible one."""
+    stages, each front in order of hypervolume contribution (:func:`~scalekit.fidelity.promotion_order`);
+    never an infeasible one."""
     feasible = [e for e in entries if e.feasible and not any(math.isnan(v) for v in e.values)]
     quota = (math.ceil if final else math.floor)(len(entries) / eta)
     if not feasible or quota == 0:
