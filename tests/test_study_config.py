@@ -138,3 +138,22 @@ def test_study_profile_lists_which_stages_fit(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "--in-channels and --num-classes" in missing.stderr
     assert f"dataset.id: Dataset991_* not found: looked in {tmp_path / 'out' / 'nnunet' / 'raw'}" in missing.stderr
     assert "AMOS" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_halving_settings_are_checked(tmp_path: Path) -> None:
+    data = yaml.safe_load(yaml.safe_dump(VALID))
+    data["training"]["epochs"] = 9
+    data["search"].update(scheduler="halving", eta=1, min_epochs=12, budget_gpu_hours=0)
+    data["chain"] = {"controls": ["repeat"]}
+    with pytest.raises(StudyConfigError) as info:
+        load_study_config(write(tmp_path, data))
+    message = str(info.value)
+    for field in ("search.eta", "search.budget_gpu_hours", "chain.controls"):
+        assert field in message, message
+    data["search"].update(eta=3, budget_gpu_hours=10)
+    data["chain"] = {"controls": ["continue"]}
+    with pytest.raises(StudyConfigError, match="min_epochs=12 is more than training.epochs=9"):
+        load_study_config(write(tmp_path, data))
+    data["search"]["min_epochs"] = 1
+    config = load_study_config(write(tmp_path, data))
+    assert (config.search.scheduler, config.chain.controls) == ("halving", ("continue",))
