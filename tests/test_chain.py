@@ -40,11 +40,11 @@ def test_open_family_profiles_every_stage_and_orders_chain(tmp_path: Path) -> No
     assert [r.parent_stage for r in records] == ["", records[0].stage_id, records[1].stage_id]
     assert [r.init for r in records] == ["scratch", "upkern", "upkern"]
     assert [r.peak_memory_bytes // 2**30 for r in records] == [1, 2, 3]
-    assert [r.stage_id for r in p.runnable()] == [records[0].stage_id]
+    assert p.next_work() == (records[0].stage_id, 1)
     p.start(records[0].stage_id)
-    assert p.runnable() == []  # k5 waits for k3
+    assert p.next_work() is None  # k5 waits for k3
     p.finish(records[0].stage_id, "completed", mean_dice=0.5, checkpoint="k3.pt")
-    assert [r.stage_id for r in p.runnable()] == [records[1].stage_id]
+    assert p.next_work() == (records[1].stage_id, 1)
     assert p.parent_checkpoint(records[1]) == tmp_path / "k3.pt"
     # Every change reached the CSV.
     assert {r.stage_id: r.status for r in read_results(tmp_path)}[records[0].stage_id] == "completed"
@@ -87,6 +87,6 @@ def test_interrupted_stages_resume_after_restart(tmp_path: Path) -> None:
     again = planner(tmp_path)  # a new process reads the table
     assert again.table[small[0].stage_id].status == "running"
     assert again.recover() == {"interrupted": [small[0].stage_id], "missing": []}
-    assert [r.stage_id for r in again.runnable()] == [small[0].stage_id]
+    assert again.next_work() == (small[0].stage_id, 1)
     assert len(again.open_family(again.space.families[0])) == 3  # reopening changes nothing
     assert len(read_results(tmp_path)) == 3

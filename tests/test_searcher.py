@@ -93,7 +93,7 @@ def test_family_asked_before_a_crash_gets_its_stages(tmp_path: Path) -> None:
     for asked, family_id in ((trial, trial.user_attrs[FAMILY_ATTR]), (orphan, orphan_family)):
         assert again.planner.stages(family_id), "the family's stages were written"
         assert again.study.trials[asked.number].user_attrs[FAMILY_ATTR] == family_id
-    assert again.planner.runnable()[0].stage_id == f"{trial.user_attrs[FAMILY_ATTR]}-k3"
+    assert again.planner.next_work()[0] == f"{trial.user_attrs[FAMILY_ATTR]}-k3"
     run_all(again)
     states = [t.state for t in again.study.trials]
     assert states == [optuna.trial.TrialState.COMPLETE] * 2 + [optuna.trial.TrialState.FAIL], states

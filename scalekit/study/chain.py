@@ -186,11 +186,6 @@ class ChainPlanner:
                 return record.stage_id, self.schedule.first
         return None
 
-    def runnable(self) -> list[StageRecord]:
-        """Stages :meth:`next_work` could hand out now (the first of them is the next)."""
-        work = self.next_work()
-        return [] if work is None else [self.table[work[0]]]
-
     def any_running(self) -> bool:
         return bool(self._running)
 
