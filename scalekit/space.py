@@ -97,6 +97,7 @@ FAMILY_INDEX = "family_index"
 """The axis of a space's listed families (presets and explicit ones): the index into that list."""
 SOURCE = "source"
 """The axis that picks listed families or the scaling range, in a space that has both."""
+SCALING_AXES = ("depth", "expansion", "n_channels")
 
 
 @dataclass(frozen=True)
@@ -147,11 +148,18 @@ class SearchSpace:
             choices[SOURCE] = ["listed", "scaling"]
         if self.listed:
             choices[FAMILY_INDEX] = list(range(len(self.listed)))
-        for axis in ("depth", "expansion", "n_channels"):
+        for axis in SCALING_AXES:
             values = sorted({point[axis] for point in scaled})
             if values:
                 choices[axis] = values
         return choices
+
+    def point_axes(self, source: str | None = None) -> list[str]:
+        """The axes besides ``source`` that a point drawn from ``source`` (``listed`` or ``scaling``) has;
+        without one, those of the only kind of family the space has."""
+        if source is None:
+            source = "listed" if self.listed else "scaling"
+        return [FAMILY_INDEX] if source == "listed" else list(SCALING_AXES)
 
     def axes_of(self, family: Family) -> dict[str, float]:
         """A family's point on :meth:`axis_choices` (``source`` included where the space has it)."""
@@ -163,7 +171,7 @@ class SearchSpace:
     def family_at(self, point: dict[str, float]) -> Family:
         """The family at a point of :meth:`axis_choices` (a scaling point whose rounding repeats another family
         gives that family)."""
-        if FAMILY_INDEX in point and point.get(SOURCE, "listed") == "listed":
+        if FAMILY_INDEX in point:
             return self.listed[int(point[FAMILY_INDEX])]
         family = scale_family(self.scaling_base, point["depth"], point["expansion"], int(point["n_channels"]))
         return self.by_id(family.family_id)

@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from scalekit.errors import ScalekitError
 from scalekit.records import StageRecord
-from scalekit.space import FAMILY_INDEX, SOURCE, Family, SearchSpace
+from scalekit.space import SOURCE, Family, SearchSpace
 
 from .chain import ChainPlanner, objective_values
 from .messages import StageReport
@@ -63,12 +63,9 @@ def suggest_family(trial: optuna.trial.Trial, space: SearchSpace) -> Family:
     """Sample a family axis by axis (define-by-run: the scaling axes only for a scaling point); a queued trial
     gets the values it was queued with."""
     choices = space.axis_choices()
-    source = "listed" if FAMILY_INDEX in choices else "scaling"
-    if SOURCE in choices:
-        source = trial.suggest_categorical(SOURCE, choices[SOURCE])
-    axes = [FAMILY_INDEX] if source == "listed" else ["depth", "expansion", "n_channels"]
-    point = {axis: trial.suggest_categorical(axis, choices[axis]) for axis in axes}
-    return space.family_at({SOURCE: source, **point})
+    source = trial.suggest_categorical(SOURCE, choices[SOURCE]) if SOURCE in choices else None
+    return space.family_at({axis: trial.suggest_categorical(axis, choices[axis])
+                            for axis in space.point_axes(source)})
 
 
 def stage_attrs(record: StageRecord) -> dict:
@@ -254,10 +251,10 @@ class ChainSearch:
             self._adopt(trial)
 
     def _complete_point(self, params: dict[str, Any]) -> bool:
-        choices = self.planner.space.axis_choices()
-        source = params.get(SOURCE, "listed" if FAMILY_INDEX in choices else "scaling")
-        needed = [FAMILY_INDEX] if source == "listed" else ["depth", "expansion", "n_channels"]
-        return all(axis in params for axis in needed) and (SOURCE not in choices or SOURCE in params)
+        space = self.planner.space
+        if SOURCE in space.axis_choices() and SOURCE not in params:
+            return False
+        return all(axis in params for axis in space.point_axes(params.get(SOURCE)))
 
     def _tell_finished_families(self) -> None:
         """Tell Optuna every family whose chain ended but whose trial is still open (e.g. after a crash)."""
