@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from scalekit.mednext import MedNeXtConfig
-from scalekit.records import Objective, ResultsTable, StageRecord
+from scalekit.records import Objective, ResultsTable
 from scalekit.space import Family, SearchSpace
 from scalekit.study.chain import ChainPlanner, ChainRules
 from scalekit.study.families import Constraints
@@ -68,10 +68,6 @@ class Recording:
 
     def tflops(self, family_id: str, kernel: int, epochs: int) -> float:
         return epochs * self.iterations * self.stage(family_id, kernel, "scratch")["gflops_train"] / 1000.0
-
-
-def variant(record: StageRecord) -> str:
-    return {"scratch": "scratch", "upkern": "upkern", "continue": "continue"}[record.init]
 
 
 def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
@@ -137,17 +133,17 @@ def replay_search(rec: Recording, schedule: Schedule, seed: int, workers: int = 
             clock, _, stage_id = heapq.heappop(running)
             record = table[stage_id]
             reached = record.target_epochs
-            key = (record.family_id, record.kernel_size, variant(record))
+            key = (record.family_id, record.kernel_size, record.init)  # the recording's keys are the inits
             error = noise * rec.standard_error(*key)
             curve = {**record.dice_curve, str(reached): min(1.0, max(0.0, rec.dice(*key, reached)
                                                                        + rng.gauss(0.0, error)))}
             result = {"stage_status": "completed", "mean_dice": curve[str(reached)], "epochs": reached,
                       "dice_curve": curve, "checkpoint": "final.pt", "wall_time_s": 0.0,
-                      "case_dice": rec.stage(record.family_id, record.kernel_size, variant(record))["case_dice"]}
+                      "case_dice": rec.stage(*key)["case_dice"]}
             search.stage_ended(stage_id, result)
         records = table.records()
         spent = planner.spent()["train_tflops"]
-    full = [(rec.dice(r.family_id, r.kernel_size, variant(r), rec.epochs), r.peak_memory_gb)
+    full = [(rec.dice(r.family_id, r.kernel_size, r.init, rec.epochs), r.peak_memory_gb)
             for r in records if r.is_valid]
     return Outcome(full, spent, sum(1 for r in records if r.epochs), sum(1 for r in records if "halted" in r.reason))
 

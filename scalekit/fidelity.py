@@ -135,9 +135,14 @@ class RankAgreement:
         return f"{self.low} -> {self.high} epochs: tau {tau} over {self.stages} stages"
 
 
+def scored_rungs(records: Sequence[StageRecord]) -> list[int]:
+    """Every epoch count at which some stage was scored, ascending."""
+    return sorted({int(e) for r in records for e in r.dice_curve})
+
+
 def rank_agreement(records: Sequence[StageRecord]) -> list[RankAgreement]:
     """Agreement of every scored rung with every higher one, over the stages scored at both."""
-    rungs = sorted({int(e) for r in records for e in r.dice_curve})
+    rungs = scored_rungs(records)
     out = []
     for low, high in ((a, b) for i, a in enumerate(rungs) for b in rungs[i + 1:]):
         pairs = [(r.dice_curve[str(low)], r.dice_curve[str(high)]) for r in records
@@ -186,7 +191,7 @@ def signal_warnings(records: Sequence[StageRecord]) -> list[str]:
     """A warning for each rung (and for the completed stages) whose Dice cannot tell its stages apart."""
     ranked = [r for r in records if not r.is_control]
     warnings = []
-    for epochs in sorted({int(e) for r in ranked for e in r.dice_curve}):
+    for epochs in scored_rungs(ranked):
         scored = [r for r in ranked if str(epochs) in r.dice_curve]
         signal = dice_signal(scored, epochs)
         if len(scored) >= 2 and not signal.carries_signal:

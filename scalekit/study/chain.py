@@ -195,12 +195,14 @@ class ChainPlanner:
         return self.stage_of(control.family_id, kernels[kernels.index(control.kernel_size) + 1])
 
     def _promotions(self, final: bool) -> list[tuple[str, int]]:
+        """Promotions due now. A stage that breaks a constraint is already ``infeasible``: profiled so when its
+        family opened, or measured so by :meth:`finish` after a rung."""
         groups: dict[int, list[StageRecord]] = defaultdict(list)
         feasible = {}
         for record in self.table.records():
             if not record.is_control:
                 groups[position(record, self.space.kernels)].append(record)
-                feasible[record.stage_id] = record.status != "infeasible" and not self.constraints.violation(record)
+                feasible[record.stage_id] = record.status != "infeasible"
         return promotions(self.schedule, groups, self.rules.objectives, feasible, final)
 
     def stage_dir(self, stage_id: str) -> Path:
