@@ -26,6 +26,9 @@ def test_demo_and_amos_study_files_are_valid() -> None:
     assert amos.dataset.id == 218 and amos.dataset.patch_size == (128, 128, 128)
     assert amos.dataset.spacing == (1.0, 1.0, 1.0) and amos.training.amp == "fp16"
     assert amos.constraints.max_memory_gb == 24 and amos.space.presets == ("S", "B", "M", "L")
+    assert (amos.search.scheduler, amos.search.eta, amos.search.min_epochs) == ("halving", 3, 11)
+    assert amos.search.budget_gpu_hours == 200 and amos.chain.controls == ("continue",)
+    assert demo.search.scheduler == "halving" and demo.chain.controls == ("continue",)
 
 
 def test_shrunk_demo_runs_reports_and_exports(tmp_path: Path) -> None:
