@@ -87,12 +87,10 @@ class StudyAnswer:
                   else "train (the study sets no memory budget): ")
         lines = [budget + self._fit(self.budget)]
         for fit in self.gpus:
-            sizes = [f"{s:g}" for s in fit.sizes_gb[:1 if fit.and_larger else None]]
-            text = " or ".join([", ".join(sizes[:-1]), sizes[-1]] if len(sizes) > 1 else sizes)
-            lines.append(f"on a {text} GiB{' or larger' if fit.and_larger else ''} GPU: {self._fit(fit)}")
+            sizes = _sizes(fit.sizes_gb[:1] if fit.and_larger else fit.sizes_gb)
+            lines.append(f"on a {sizes}{' or larger' if fit.and_larger else ''} GPU: {self._fit(fit)}")
         if self.beyond_budget:
-            sizes = ", ".join(f"{s:g}" for s in self.beyond_budget)
-            lines.append(f"on a {sizes} GiB GPU: the study trained nothing above its {self.budget_gb:g} GiB budget; "
+            lines.append(f"on a {_sizes(self.beyond_budget)} GPU: the study trained nothing above its {self.budget_gb:g} GiB budget; "
                          "raise constraints.max_memory_gb to look at larger networks")
         knee = self.choices.get("knee")
         if knee is not None and knee.fallback:
@@ -112,6 +110,12 @@ class StudyAnswer:
             return text + "; no continuation control to tell it from training longer"
         return text + (f", {gain.median_over_control:+.4f} over continuing the parent as long "
                        f"(median of {gain.controls} controls)")
+
+
+def _sizes(sizes: Sequence[float]) -> str:
+    """``16 GiB``, ``16 or 24 GiB``, ``16, 24 or 40 GiB``."""
+    names = [f"{s:g}" for s in sizes]
+    return (" or ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else names[0]) + " GiB"
 
 
 def _upkern_gain(steps: Sequence[UpkernStep]) -> UpkernGain | None:

@@ -52,9 +52,13 @@ def test_gpu_sizes_up_to_the_budget_each_get_the_best_stage_that_fits() -> None:
     for fit in answer.gpus[1:]:
         assert fit.stage == select_stage(records, f"max-dice-under={fit.sizes_gb[0]:g}GB").stage
     assert answer.beyond_budget == (80.0,)
+    assert study_answer(records, StudyGoals(max_memory_gb=32)).beyond_budget == (40.0, 80.0)
     lines = answer.lines()
     assert "on a 16 GiB GPU: no completed stage fits (the smallest needs 20.00 GiB)" in lines
-    assert any(line.startswith("on a 80 GiB GPU: the study trained nothing above its 48 GiB budget") for line in lines)
+    assert any(line.startswith("on a 80 GiB GPU: the study trained nothing above its 48 GiB budget")
+               for line in lines)
+    assert any(line.startswith("on a 40 or 80 GiB GPU: the study trained nothing above its 32 GiB budget")
+               for line in study_answer(records, StudyGoals(max_memory_gb=32)).lines())
     # Sizes with the same stage share a line; with no budget every size up to the one all stages fit is listed.
     same = study_answer([_stage("a-k3", 0.6, 12.0), _stage("b-k3", 0.7, 50.0)], StudyGoals())
     assert [(f.sizes_gb, f.stage.stage_id, f.and_larger) for f in same.gpus] == [
