@@ -19,6 +19,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from scalekit._atomic import atomic_path, write_atomic
+from scalekit.answer import study_answer
 from scalekit.faults import fault_point
 from scalekit.fidelity import findings
 from scalekit.pareto import StudyGoals, pareto_front, study_front
@@ -297,9 +298,11 @@ def render_html(data: ReportData, figures: dict[str, go.Figure], note: str | Non
         fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig-{name}")
         for i, (name, fig) in enumerate(figures.items())
     ]
+    answer = "".join(f"<li>{html.escape(line)}</li>" for line in study_answer(data.records, data.goals).lines())
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>scalekit study report</title>"
-        f"<style>{_CSS}</style></head><body><h1>scalekit study report</h1>{_summary(data, note)}"
+        f"<style>{_CSS}</style></head><body><h1>scalekit study report</h1>"
+        f'<h2>Answer</h2><ul class="answer">{answer}</ul>{_summary(data, note)}'
         + "".join(divs) + _tables(data) + "</body></html>"
     )
 

@@ -8,7 +8,8 @@ Rules (``--select``):
   [0, 1] over the front; the knee is the front point furthest above the straight line that joins the front's
   extremes (its lowest-memory and its highest-Dice point), i.e. where extra memory stops buying much Dice.
   When no front point lies strictly above that line (a front of one or two points, or a concave one), the
-  knee is ``best``. Ties go to the lower memory, then to the smaller stage id.
+  knee falls back to ``best`` and its explanation says so and why. Ties go to the lower memory, then to the
+  smaller stage id.
 - ``max-dice-under=24GB``: the highest mean Dice among valid stages whose measured peak memory is at most the
   budget (GB as GPU memory is quoted, 2**30 bytes, like ``StageRecord.peak_memory_gb``; GiB is the same, MB
   and MiB are 2**20 bytes; a bare number means GB); ties go to the lower memory.
@@ -21,6 +22,7 @@ unless forced; a forced choice, or one by stage id, says so in its explanation.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -59,6 +61,8 @@ class Selection:
     explanation: str
     no_signal: str = ""
     """Why the stages' Dice could not tell them apart, when they could not (the choice is then noise)."""
+    fallback: str = ""
+    """Why the ``knee`` rule found no knee and chose the ``best`` stage instead, when it did."""
 
     def to_dict(self) -> dict[str, Any]:
         s = self.stage
@@ -67,6 +71,7 @@ class Selection:
             "stage_id": s.stage_id,
             "explanation": self.explanation,
             "no_signal": self.no_signal,
+            "fallback": self.fallback,
             "family_id": s.family_id,
             "family_label": s.family_label,
             "kernel_size": s.kernel_size,
@@ -101,7 +106,15 @@ def _valid(records: list[StageRecord]) -> list[StageRecord]:
     return valid
 
 
-def knee_stage(records: list[StageRecord]) -> StageRecord:
+@dataclass(frozen=True)
+class Knee:
+    """The knee stage, or the ``best`` stage with the reason when the front has no knee."""
+
+    stage: StageRecord
+    fallback: str = ""
+
+
+def find_knee(records: list[StageRecord]) -> Knee:
     """The knee of the Dice-memory Pareto front (definition in the module docstring)."""
     valid = _valid(records)
     front = pareto_front(valid, DICE_MEMORY)
@@ -116,13 +129,21 @@ def knee_stage(records: list[StageRecord]) -> StageRecord:
     dx, dy = x[high] - x[low], y[high] - y[low]
     norm = float(np.hypot(dx, dy))
     if norm == 0.0:
-        return _highest_dice(front)
+        return Knee(_highest_dice(front), "the front is a single point: its lowest-memory stage also has the "
+                                          "highest Dice")
     above = (dx * (y - y[low]) - dy * (x - x[low])) / norm  # signed distance, > 0 above the chord
     best_distance = above.max()
     if best_distance <= 1e-12:
-        return _highest_dice(front)
+        shape = f"a front of {len(front)} points" if len(front) <= 2 else "a concave front"
+        return Knee(_highest_dice(front), f"no front point lies above the line joining its extremes ({shape})")
     tied = [r for r, d in zip(front, above) if d >= best_distance - 1e-12]
-    return min(tied, key=lambda r: (_memory_key(r), r.stage_id))
+    return Knee(min(tied, key=lambda r: (_memory_key(r), r.stage_id)))
+
+
+def max_dice_under(records: list[StageRecord], budget_bytes: float) -> StageRecord | None:
+    """The highest-Dice valid stage whose peak memory is at most ``budget_bytes`` (None when none fits)."""
+    fitting = [r for r in _valid(records) if r.peak_memory_bytes is not None and r.peak_memory_bytes <= budget_bytes]
+    return _highest_dice(fitting) if fitting else None
 
 
 class NoSignalError(ScalekitError):
@@ -144,32 +165,37 @@ def select_stage(records: list[StageRecord], rule: str, force: bool = False) -> 
             f"--select {rule}: the completed stages' Dice carry no signal ({signal.reason}), so the choice would "
             "be noise; raise training.epochs and rerun, name a stage id, or pass --force to export anyway"
         )
-    return Selection(selection.rule, selection.stage, f"{selection.explanation} (NO SIGNAL: {signal.reason})",
-                     signal.reason)
+    return dataclasses.replace(selection, explanation=f"{selection.explanation} (NO SIGNAL: {signal.reason})",
+                               no_signal=signal.reason)
 
 
 def _select(records: list[StageRecord], rule: str) -> Selection:
     parsed = parse_rule(rule)
     rule = parsed.text
     by_id = {r.stage_id: r for r in records}
+    fallback = ""
     if rule == "best":
         stage = _highest_dice(_valid(records))
         why = f"highest mean Dice ({stage.mean_dice:.4f}) of the valid stages"
     elif rule == "knee":
-        stage = knee_stage(records)
-        why = "knee of the Dice-memory Pareto front (furthest above the line joining its extremes)"
+        knee = find_knee(records)
+        stage, fallback = knee.stage, knee.fallback
+        if fallback:
+            why = (f"no knee ({fallback}), so the rule fell back to best: the highest mean Dice "
+                   f"({stage.mean_dice:.4f})")
+        else:
+            why = "knee of the Dice-memory Pareto front (furthest above the line joining its extremes)"
     elif parsed.kind == "budget":
         budget = parsed.budget_bytes
-        valid = _valid(records)
-        fitting = [r for r in valid if r.peak_memory_bytes is not None and r.peak_memory_bytes <= budget]
-        if not fitting:
-            measured = [r.peak_memory_gb for r in valid if r.peak_memory_gb is not None]
+        found = max_dice_under(records, budget)
+        if found is None:
+            measured = [r.peak_memory_gb for r in _valid(records) if r.peak_memory_gb is not None]
             smallest = f"{min(measured):.2f} GB" if measured else "none measured"
             raise ScalekitError(
                 f"no valid stage fits {rule.split('=', 1)[1]} ({budget / 2**30:.2f} GB); "
                 f"the smallest peak memory is {smallest}: raise the budget"
             )
-        stage = _highest_dice(fitting)
+        stage = found
         why = f"highest mean Dice ({stage.mean_dice:.4f}) with peak memory <= {budget / 2**30:.2f} GB"
     elif rule in by_id:
         stage = by_id[rule]
@@ -185,7 +211,7 @@ def _select(records: list[StageRecord], rule: str) -> Selection:
             f"--select {rule!r} is neither a rule (best, knee, max-dice-under=24GB) nor a stage id of this "
             f"study ({known or 'no stages yet'})"
         )
-    return Selection(rule, stage, f"{stage.stage_id}: {why}")
+    return Selection(rule, stage, f"{stage.stage_id}: {why}", fallback=fallback)
 
 
 def rule_choices(records: list[StageRecord]) -> dict[str, Selection]:

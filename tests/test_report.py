@@ -12,6 +12,7 @@ import pytest
 
 from scalekit.records import read_results, write_results
 from scalekit.report import build_figures, build_report_data, write_report
+from scalekit.selection import select_stage
 
 from .fixtures.study_fixture import DICE_MEMORY_FRONT, STAGES, STUDY_FRONT, make_study
 
@@ -81,6 +82,13 @@ def test_html_report_lists_every_stage_and_reason(study, tmp_path) -> None:
                    "chain stopped: B-k5 gained &lt; 0.005 Dice"):
         assert reason in page
     assert "Pareto front (study objectives): A-k3, A-k7, B-k3, B-k5, E-k3, F-k3" in page
+    # The page opens with the answer, each stage chosen by the selection rules; the evidence follows.
+    records = read_results(study)
+    answer = page[page.index("<h2>Answer</h2>"):page.index("</ul>")]
+    assert page.index("</h1>") < page.index("<h2>Answer</h2>") < page.index("<li>study: ") < page.index('id="fig-')
+    under, knee = (select_stage(records, rule).stage.stage_id for rule in ("max-dice-under=24GB", "knee"))
+    assert f"<li>train for the study&#x27;s 24 GiB budget: {under} (" in answer
+    assert f"<li>knee: {knee} (" in answer and "<li>UpKern: " in answer
     assert "Static images were not requested." in page and result.images == []
     assert len(re.findall(r'id="fig-', page)) == 4
     assert "<script src=" not in page and "Plotly.newPlot" in page  # plotly.js embedded: opens offline

@@ -16,7 +16,7 @@ from scalekit.cli.study_results import export_command, show_command
 from scalekit.mednext import MedNeXt, MedNeXtConfig, count_parameters, load_mednext, read_checkpoint
 from scalekit.records import StageRecord, read_results, write_results
 from scalekit.rules import parse_memory_budget
-from scalekit.selection import export_stage, knee_stage, select_stage
+from scalekit.selection import export_stage, find_knee, select_stage
 
 from .fixtures.study_fixture import make_study
 
@@ -76,12 +76,19 @@ def test_stage_id_and_unknown_rules(study) -> None:
 def test_knee_is_furthest_above_the_chord() -> None:
     front = [_stage("m1", 0.50, 1), _stage("m2", 0.80, 2), _stage("m4", 0.85, 4), _stage("m8", 0.88, 8)]
     dominated = [_stage("x", 0.79, 3), _stage("failed", 0.99, 0.5, status="failed")]
-    assert knee_stage(front + dominated).stage_id == "m2"
-    # A concave front has no point above its chord: the knee falls back to the best stage.
+    assert find_knee(front + dominated) == find_knee(front)
+    assert (find_knee(front).stage.stage_id, find_knee(front).fallback) == ("m2", "")
+    knee = select_stage(front, "knee")
+    assert knee.explanation.startswith("m2: knee of the Dice-memory Pareto front") and not knee.fallback
+    # No point above the chord: the knee falls back to the best stage, and the explanation says so and why.
     concave = [_stage("c1", 0.50, 1), _stage("c2", 0.55, 2), _stage("c3", 0.90, 3)]
-    assert knee_stage(concave).stage_id == "c3"
-    assert knee_stage(front[:2]).stage_id == "m2"
-    assert knee_stage(front[:1]).stage_id == "m1"
+    for records, best, shape in ((concave, "c3", "a concave front"), (front[:2], "m2", "a front of 2 points"),
+                                 (front[:1], "m1", "a single point")):
+        assert find_knee(records).stage.stage_id == best == select_stage(records, "best").stage.stage_id
+        knee = select_stage(records, "knee")
+        assert knee.stage.stage_id == best and shape in knee.fallback
+        assert "knee of the" not in knee.explanation
+        assert knee.explanation.startswith(f"{best}: no knee (") and "fell back to best" in knee.explanation
 
 
 def test_knee_of_the_fixture(study) -> None:

@@ -26,35 +26,51 @@ def report_command(
         print(f"note: {result.note}")
 
 
-def show_command(study_dir: StudyDir) -> None:
-    """Print the stages and the Pareto front of a study in the terminal."""
+def show_command(
+    study_dir: StudyDir,
+    wide: Annotated[bool, typer.Option(help="Every column of the stage tables, however wide the terminal.")] = False,
+) -> None:
+    """Print the study's answer, then its stages and Pareto front, in the terminal (80 columns are enough)."""
     from rich import box
     from rich.console import Console
+    from rich.padding import Padding
     from rich.table import Table
+    from rich.text import Text
 
+    from scalekit.answer import study_answer
     from scalekit.fidelity import findings
     from scalekit.pareto import study_front
     from scalekit.records import describe_spent, training_spent
-    from scalekit.selection import rule_choices
-    from scalekit.tables import stage_tables
+    from scalekit.tables import fit_table, stage_tables
 
     study = study_front(study_dir)
     console = Console()
+    answer = study_answer(study.records, study.goals)
+    console.print("Answer", style="bold")
+    for line in answer.lines():
+        console.print(Padding(Text(line), (0, 0, 0, 2)))
     for table in stage_tables(study.records, study.front_ids):
         if not table.rows:
             continue
-        view = Table(title=table.title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
-        for header in table.headers:
-            # Stage ids stay whole; other columns wrap or shorten when the terminal is narrow.
-            view.add_column(header, no_wrap=header == "stage")
-        for row in table.rows:
-            view.add_row(*row, style="bold" if row[0] in study.front_ids else None)
-        console.print(view)
+        view = fit_table(table, console.width, wide)
+        console.print()
+        console.print(view.title, style="bold", markup=False)
+        grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+        for header in view.headers:
+            grid.add_column(header, overflow="fold")
+        for stage_id, row in zip((r[0] for r in table.rows), view.rows):
+            grid.add_row(*row, style="bold" if stage_id in study.front_ids else None)
+        console.print(grid)
+        for note in view.notes:
+            console.print(note, markup=False)
+        if view.hidden:
+            console.print(f"(--wide adds: {', '.join(view.hidden)})", markup=False)
+    console.print()
     objectives = ", ".join(f"{o.direction} {o.metric}" for o in study.goals.objectives)
     front = ", ".join(r.stage_id for r in study.records if r.stage_id in study.front_ids)
-    console.print(f"Pareto front ({objectives}): {front or 'empty (no completed stage yet)'}")
-    for rule, choice in rule_choices(study.records).items():
-        console.print(f"{rule}: {choice.explanation}")
+    console.print(f"Pareto front ({objectives}): {front or 'empty (no completed stage yet)'}", markup=False)
+    for rule, choice in answer.choices.items():
+        console.print(f"{rule}: {choice.explanation}", markup=False)
     console.print(f"compute: {describe_spent(training_spent(study.records))}")
     for line in findings(study.records):
         console.print(line, markup=False)
