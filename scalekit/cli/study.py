@@ -16,17 +16,27 @@ app = typer.Typer(help="Run and inspect studies.", no_args_is_help=True)
 @app.command("validate")
 def validate(study_file: Annotated[Path, typer.Argument(help="A study YAML file.")]) -> None:
     """Check a study file and print every problem with its field path: the file's own, then (when it parses)
-    its dataset, folds, output folders and storage, as a run would find them before any work."""
+    its dataset, folds, output folders and storage, as a run would find them before any work. A valid study
+    says where its raw dataset was found and where it is preprocessed, and warns about a random split or a
+    surface-Dice tolerance finer than the voxels."""
     from scalekit.study import StudyConfig, StudyConfigError
+    from scalekit.study.advice import advise
     from scalekit.study.checks import preflight
     from scalekit.studyfile import read_yaml, study_problems
 
     data = read_yaml(study_file)
-    problems = study_problems(data) or preflight(StudyConfig.model_validate(data).resolve_paths(Path.cwd()))
+    problems = study_problems(data)
+    config = None if problems else StudyConfig.model_validate(data).resolve_paths(Path.cwd())
+    problems = problems or preflight(config)
     if problems:
         for problem in problems:
             print(f"{study_file}: {problem}")
         raise StudyConfigError(f"{study_file}: {len(problems)} problem(s)")
+    advice = advise(config)
+    for line in advice.locations:
+        print(f"{study_file}: {line}")
+    for warning in advice.warnings:
+        print(f"{study_file}: warning: {warning}")
     print(f"{study_file}: valid")
 
 
