@@ -40,6 +40,28 @@ def validate(study_file: Annotated[Path, typer.Argument(help="A study YAML file.
     print(f"{study_file}: valid")
 
 
+@app.command("new")
+def new(
+    dataset: Annotated[str, typer.Argument(help="Raw dataset folder, or its id / name under --raw-root.")],
+    gpu_memory: Annotated[float, typer.Option(help="GPU memory in GiB: the study's memory budget.")],
+    out: Annotated[Path, typer.Option(help="The study file to write.")] = Path("study.yaml"),
+    raw_root: Annotated[Path | None, typer.Option(help="Folder of raw datasets (default: $nnUNet_raw).")] = None,
+    preprocessed: Annotated[
+        Path | None, typer.Option(help="nnUNet_preprocessed folder (default: $nnUNet_preprocessed, else the "
+                                       "study's own).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing study file.")] = False,
+) -> None:
+    """Write a starting study file for a raw dataset and a GPU budget (the paper's presets, halving, the knee
+    exported); it passes `scalekit study validate` as written."""
+    from scalekit.study.new import write_new_study
+
+    study = write_new_study(out, dataset, gpu_memory, force=force, raw_root=raw_root, preprocessed_root=preprocessed)
+    patch = "nnU-Net's planned patch" if study.planned else "the paper's patch (not preprocessed yet)"
+    print(f"{out}: a study of {study.dataset.name} for {gpu_memory:g} GiB at {patch}; next: scalekit study "
+          f"validate {out}")
+
+
 @app.command("profile")
 def profile(
     study_file: Annotated[Path, typer.Argument(help="A study YAML file.")],
