@@ -225,3 +225,11 @@ def test_study_new_validates_as_written_and_keeps_files(monkeypatch, capsys, tmp
     assert data["training"]["nsd_tolerance_mm"] == 2.9 and "raw_dir" not in data["dataset"]
     code, lines, err = cli(monkeypatch, capsys, "study", "validate", str(out))
     assert code == 0 and not any("nsd_tolerance" in line for line in lines), lines + [err]
+
+
+def test_unwritable_preprocessed_root_from_the_environment(monkeypatch, capsys, tmp_path, raw) -> None:
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "a_file" / "pre"))
+    code, lines, _ = cli(monkeypatch, capsys, "study", "validate", str(study(tmp_path, raw_dir=str(raw.parent))))
+    assert code == 2 and lines[0].startswith(f"$nnUNet_preprocessed: {tmp_path / 'a_file' / 'pre'} cannot be "
+                                             f"created or written: {tmp_path / 'a_file'} is not a folder")

@@ -227,11 +227,12 @@ def _unwritable(folder: Path) -> str | None:
 def _folder_problems(config: StudyConfig, facts: DatasetFacts | None) -> list[str]:
     """The folders a run writes: the output directory, a preprocessed root set apart, the demo's raw root."""
     folders = {"output_dir": config.output_dir}
-    if config.dataset.preprocessed_dir is not None:
-        folders["dataset.preprocessed_dir"] = config.dataset.preprocessed_dir
-    origin = config.raw_root_origin()
-    if facts is not None and facts.folder is None and origin in ("dataset.raw_dir", "$nnUNet_raw"):
-        folders[origin] = config.nnunet_roots()[0]
+    raw, pre = config.data_roots()
+    set_apart = ("dataset.raw_dir", "$nnUNet_raw", "dataset.preprocessed_dir", "$nnUNet_preprocessed")
+    if pre.origin in set_apart:
+        folders[pre.origin] = pre.path
+    if facts is not None and facts.folder is None and raw.origin in set_apart:
+        folders[raw.origin] = raw.path
     problems = []
     for field, folder in folders.items():
         reason = _unwritable(folder)
