@@ -47,8 +47,10 @@ class NewStudy:
 
 def _dataset_section(folder: Path, given_raw: paths.NnunetRoot | None,
                      preprocessed: paths.NnunetRoot | None) -> dict[str, Any]:
+    from scalekit.nnunet.validate import DATASET_FOLDER
+
     name = folder.name
-    if not (name.startswith("Dataset") and name[7:10].isdigit() and name[10:11] == "_"):
+    if not DATASET_FOLDER.match(name):
         raise ScalekitError(f"{folder}: an nnU-Net raw dataset folder is named DatasetXXX_Name (XXX: 3 digits)")
     section: dict[str, Any] = {"name": name, "id": int(name[7:10]), "configuration": "3d_fullres", "fold": 0}
     if given_raw is None or given_raw.origin != f"${paths.RAW}":  # $nnUNet_raw finds it again; a path is kept
