@@ -160,7 +160,8 @@ def test_changed_preprocessed_files_are_refused(prepared: PreparedDataset, tmp_p
 def test_preparation_without_digests_is_refused(prepared: PreparedDataset, tmp_path: Path) -> None:
     assert PreparedDataset.from_dict(json.loads(json.dumps(prepared.to_dict()))) == prepared
     assert prepared.file_digests and all(len(d) == 64 for d in prepared.file_digests.values())
-    assert {"nnUNetPlans.json", "dataset.json", "splits_final.json"} <= prepared.file_digests.keys()
+    assert {"nnUNetPlans.json", "dataset.json"} <= prepared.file_digests.keys()
+    assert "splits_final.json" not in prepared.file_digests  # a study may put its own split in place
     assert any(name.endswith(".pkl") for name in prepared.file_digests)
     assert "scalekit_prepared.json" not in prepared.file_digests
     copy = copy_preparation(prepared, tmp_path)
@@ -188,3 +189,21 @@ def test_moved_study_folder_is_reused_with_new_paths(prepared: PreparedDataset, 
     assert {p: p.stat().st_mtime_ns for p in (root / prepared.dataset_name).rglob("*")} == stamps, \
         "the moved preparation must be reused, not preprocessed again"
     again.verify_files()
+
+
+def test_other_patch_reuses_and_study_splits_are_copied_in(prepared: PreparedDataset, tmp_path: Path) -> None:
+    """The training patch does not key preprocessing (a second study of the dataset reuses it); a study's splits
+    file replaces the random split without making the preparation look tampered with."""
+    copy = copy_preparation(prepared, tmp_path)
+    stamps = {p: p.stat().st_mtime_ns for p in copy.preprocessed_dir.rglob("*") if p.name != "splits_final.json"}
+    cases = sorted(json.loads((copy.preprocessed_dir / "splits_final.json").read_text())[0]["train"]
+                   + json.loads((copy.preprocessed_dir / "splits_final.json").read_text())[0]["val"])
+    own = tmp_path / "subjects.json"
+    own.write_text(json.dumps([{"train": cases[:2], "val": cases[2:]}, {"train": cases[2:], "val": cases[:2]}]))
+    again = prepare_dataset(prepared.raw_dir, copy.preprocessed_root, patch_size=(48, 48, 48), num_processes=1,
+                            splits=own)
+    assert again.patch_size == (48, 48, 48) and again.spacing == prepared.spacing
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps, "reused, not preprocessed again"
+    assert json.loads((copy.preprocessed_dir / "splits_final.json").read_text()) == json.loads(own.read_text())
+    again.verify_files()
+    assert "splits_final.json" not in again.file_digests

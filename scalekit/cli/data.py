@@ -52,22 +52,30 @@ def prepare(
     patch: Annotated[str | None, typer.Option(help="Training patch, multiples of 16, e.g. 128 or 96x128x128.")] = None,
     spacing: Annotated[str | None, typer.Option(help="Target spacing in mm, e.g. 1 or 1x0.8x0.8.")] = None,
     processes: Annotated[int | None, typer.Option(help="Worker processes (default: half the cores).")] = None,
+    splits: Annotated[
+        Path | None, typer.Option(help="A splits_final.json of your own (a list of {train, val} case ids).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the prepared dataset as JSON.")] = False,
 ) -> None:
-    """Validate a raw dataset (all bad cases in one error), then fingerprint, plan and preprocess it."""
+    """Validate a raw dataset (all bad cases in one error), then fingerprint, plan and preprocess it.
+
+    Folders: --preprocessed, else $nnUNet_preprocessed (a study finds the preparation there and reuses it);
+    --raw-root, else $nnUNet_raw. Splits: --splits, else the dataset's own splits_final.json, else random.
+    """
     from scalekit import paths
     from scalekit.nnunet import prepare_dataset
 
-    root = paths.nnunet_folder(paths.PREPROCESSED, preprocessed)
+    root = paths.nnunet_root(paths.PREPROCESSED, preprocessed, "--preprocessed")
     if root is None:
         raise ScalekitError("no preprocessed folder: pass --preprocessed DIR or set nnUNet_preprocessed")
     dims = 2 if configuration == "2d" else 3
     patch_size = _sizes("patch", patch, int, dims)
     target = _sizes("spacing", spacing, float, 3)
-    prepared = prepare_dataset(dataset, root, configuration=configuration, patch_size=patch_size, spacing=target,
-                               num_processes=processes, raw_root=raw_root)
+    prepared = prepare_dataset(dataset, root.path, configuration=configuration, patch_size=patch_size,
+                               spacing=target, num_processes=processes, raw_root=raw_root, splits=splits)
     if as_json:
         print(json.dumps(prepared.to_dict()))
         return
     print(f"{prepared.dataset_name}: {configuration}, patch {list(prepared.patch_size)}, spacing "
-          f"{list(prepared.spacing)}, classes {', '.join(prepared.label_names)} -> {prepared.preprocessed_dir}")
+          f"{list(prepared.spacing)}, classes {', '.join(prepared.label_names)} -> {prepared.preprocessed_dir} "
+          f"(root from {root.origin})")

@@ -16,18 +16,50 @@ app = typer.Typer(help="Run and inspect studies.", no_args_is_help=True)
 @app.command("validate")
 def validate(study_file: Annotated[Path, typer.Argument(help="A study YAML file.")]) -> None:
     """Check a study file and print every problem with its field path: the file's own, then (when it parses)
-    its dataset, folds, output folders and storage, as a run would find them before any work."""
+    its dataset, folds, output folders and storage, as a run would find them before any work. A valid study
+    says where its raw dataset was found and where it is preprocessed, and warns about a random split or a
+    surface-Dice tolerance finer than the voxels."""
     from scalekit.study import StudyConfig, StudyConfigError
+    from scalekit.study.advice import advise
     from scalekit.study.checks import preflight
     from scalekit.studyfile import read_yaml, study_problems
 
     data = read_yaml(study_file)
-    problems = study_problems(data) or preflight(StudyConfig.model_validate(data).resolve_paths(Path.cwd()))
+    problems = study_problems(data)
+    config = None if problems else StudyConfig.model_validate(data).resolve_paths(Path.cwd())
+    problems = problems or preflight(config)
     if problems:
         for problem in problems:
             print(f"{study_file}: {problem}")
         raise StudyConfigError(f"{study_file}: {len(problems)} problem(s)")
+    advice = advise(config)
+    for line in advice.locations:
+        print(f"{study_file}: {line}")
+    for warning in advice.warnings:
+        print(f"{study_file}: warning: {warning}")
     print(f"{study_file}: valid")
+
+
+@app.command("new")
+def new(
+    dataset: Annotated[str, typer.Argument(help="Raw dataset folder, or its id / name under --raw-root.")],
+    gpu_memory: Annotated[float, typer.Option(help="GPU memory in GiB: the study's memory budget.")],
+    out: Annotated[Path, typer.Option(help="The study file to write.")] = Path("study.yaml"),
+    raw_root: Annotated[Path | None, typer.Option(help="Folder of raw datasets (default: $nnUNet_raw).")] = None,
+    preprocessed: Annotated[
+        Path | None, typer.Option(help="nnUNet_preprocessed folder (default: $nnUNet_preprocessed, else the "
+                                       "study's own).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing study file.")] = False,
+) -> None:
+    """Write a starting study file for a raw dataset and a GPU budget (the paper's presets, halving, the knee
+    exported); it passes `scalekit study validate` as written."""
+    from scalekit.study.new import write_new_study
+
+    study = write_new_study(out, dataset, gpu_memory, force=force, raw_root=raw_root, preprocessed_root=preprocessed)
+    patch = "nnU-Net's planned patch" if study.planned else "the paper's patch (not preprocessed yet)"
+    print(f"{out}: a study of {study.dataset.name} for {gpu_memory:g} GiB at {patch}; next: scalekit study "
+          f"validate {out}")
 
 
 @app.command("profile")

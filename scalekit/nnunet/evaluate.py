@@ -18,6 +18,7 @@ from scalekit.metrics import case_metrics, mean_over_cases
 from . import _env
 from .plans import TRAINER_NAME
 from .prepare import PreparedDataset
+from .splits import SPLITS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class FoldMetrics:
 
 def validation_cases(prepared: PreparedDataset, fold: int) -> list[str]:
     """The validation case ids of ``fold`` from the dataset's ``splits_final.json``."""
-    splits = json.loads((prepared.preprocessed_dir / "splits_final.json").read_text())
+    splits = json.loads((prepared.preprocessed_dir / SPLITS_FILE).read_text())
     if not 0 <= fold < len(splits):
         raise ScalekitError(f"fold {fold} does not exist; {prepared.dataset_name} has folds 0..{len(splits) - 1}")
     return sorted(splits[fold]["val"])

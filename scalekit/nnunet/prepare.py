@@ -34,11 +34,15 @@ from scalekit.mednext.config import DIVISOR
 from scalekit.paths import RAW, nnunet_folder
 
 from . import _env
+from .splits import SPLITS_FILE, install_splits, random_splits
 from .validate import DATASET_FOLDER, RawDataset, validate_raw_dataset
 
 log = logging.getLogger(__name__)
 
 RECORD = "scalekit_prepared.json"
+UNTRACKED = (RECORD, SPLITS_FILE)
+"""Files of a preprocessed dataset that are no preprocessed data and carry no digest: scalekit's record, and
+the split (JSON, never unpickled), which a study's ``dataset.splits`` may replace."""
 HASH_CHUNK_BYTES = 1 << 20
 RE_PREPARE = "delete the folder and rerun to prepare again"
 
@@ -65,10 +69,10 @@ def file_digest(path: Path) -> str:
 
 
 def _digest_files(folder: Path, workers: int | None = None) -> dict[str, str]:
-    """SHA-256 of every file under ``folder`` (recursively, keyed by POSIX path relative to it) except
-    scalekit's own record; symbolic links are followed to files, not into folders."""
+    """SHA-256 of every file under ``folder`` (recursively, keyed by POSIX path relative to it) except the
+    :data:`UNTRACKED` ones; symbolic links are followed to files, not into folders."""
     paths = (Path(root) / name for root, _, names in os.walk(folder) for name in names)
-    files = sorted(path for path in paths if path.is_file() and path.relative_to(folder).as_posix() != RECORD)
+    files = sorted(path for path in paths if path.is_file() and path.relative_to(folder).as_posix() not in UNTRACKED)
     with ThreadPoolExecutor(max_workers=workers or _env.default_workers()) as pool:  # hashlib drops the GIL
         digests = list(pool.map(file_digest, files))
     return {path.relative_to(folder).as_posix(): digest for path, digest in zip(files, digests)}
@@ -146,11 +150,11 @@ class PreparedDataset:
         if not folder.is_dir():
             raise PreparedDataChangedError(folder, [], "the preprocessed folder does not exist")
         current = _digest_files(folder)
+        recorded = {name: digest for name, digest in self.file_digests.items() if name not in UNTRACKED}
         changes = sorted(
-            [f"{name} (changed)" for name in self.file_digests.keys() & current.keys()
-             if self.file_digests[name] != current[name]]
-            + [f"{name} (missing)" for name in self.file_digests.keys() - current.keys()]
-            + [f"{name} (added)" for name in current.keys() - self.file_digests.keys() if _guarded(name)]
+            [f"{name} (changed)" for name in recorded.keys() & current.keys() if recorded[name] != current[name]]
+            + [f"{name} (missing)" for name in recorded.keys() - current.keys()]
+            + [f"{name} (added)" for name in current.keys() - recorded.keys() if _guarded(name)]
         )
         if changes:
             raise PreparedDataChangedError(folder, changes)
@@ -284,6 +288,7 @@ def prepare_dataset(
     spacing: Sequence[float] | None = None,
     num_processes: int | None = None,
     raw_root: Path | None = None,
+    splits: Path | None = None,
 ) -> PreparedDataset:
     """Validate a raw dataset, then run nnU-Net v2's fingerprint extraction, planning and preprocessing.
 
@@ -296,14 +301,18 @@ def prepare_dataset(
         spacing: target spacing override in mm (3d_fullres only; the paper: 1 mm isotropic).
         num_processes: worker processes for fingerprint and preprocessing (default: half the cores, <= 8).
         raw_root: folder of raw datasets for id / name lookups.
+        splits: a splits file (checked against the cases) copied to ``splits_final.json``; without one, the
+            dataset's own ``splits_final.json`` is kept, else a random split of min(5, cases) folds is written.
 
     Returns:
         The :class:`PreparedDataset` with a digest of every preprocessed file; an unchanged dataset prepared
-        before (also in since moved folders) is reused after checking those digests.
+        before (also in since moved folders, also for another training patch, which preprocessing does not
+        depend on) is reused after checking those digests.
 
     Raises:
         DatasetValidationError: listing every bad case, before any preprocessing.
         PreparedDataChangedError: the preparation to reuse has changed, missing or added files.
+        SplitsError: ``splits`` is not a list of folds of the dataset's case ids.
         ValueError: bad overrides or an unknown dataset.
     """
     if configuration not in ("3d_fullres", "2d"):
@@ -315,29 +324,35 @@ def prepare_dataset(
     raw = validate_raw_dataset(raw_dir, num_workers=workers)
     if any(isinstance(v, list) for v in raw.labels.values()):
         raise ScalekitError(f"{raw_dir}: region-based labels (lists in dataset.json 'labels') are not supported")
-    settings = {
-        "configuration": configuration,
-        "patch_size": list(patch_size) if patch_size else None,
-        "spacing": [float(s) for s in spacing] if spacing else None,
-    }
+    settings = {"configuration": configuration, "spacing": [float(s) for s in spacing] if spacing else None}
     key = _input_key(raw, settings)
     record_path = preprocessed_root / raw.dataset_name / RECORD
     with _locked(preprocessed_root / f".{raw.dataset_name}.lock"):
-        reused = _reusable(record_path, key, raw, preprocessed_root)
-        if reused is not None:
-            log.info("reusing the preparation of %s in %s", raw.dataset_name, reused.preprocessed_dir)
-            return reused
-        prepared = _run_nnunet(raw, preprocessed_root, configuration, patch_size, spacing, workers)
-        fault_point("prepare")
-        write_atomic(record_path, json.dumps({"input_key": key, "prepared": prepared.to_dict()}, indent=2) + "\n")
-    return prepared
+        prepared = _reusable(record_path, key, raw, preprocessed_root)
+        if prepared is not None:
+            log.info("reusing the preparation of %s in %s", raw.dataset_name, prepared.preprocessed_dir)
+        else:
+            prepared = _run_nnunet(raw, preprocessed_root, configuration, spacing, workers)
+            fault_point("prepare")
+            write_atomic(record_path, json.dumps({"input_key": key, "prepared": prepared.to_dict()}, indent=2) + "\n")
+        if splits is not None:
+            install_splits(splits, prepared.preprocessed_dir, raw.cases)
+        _write_random_splits(prepared.preprocessed_dir, raw.cases)
+    planned = prepared.load_plans()["configurations"][configuration]["patch_size"]
+    return replace(prepared, patch_size=tuple(int(p) for p in patch_size) if patch_size else mednext_patch(planned))
+
+
+def _write_random_splits(folder: Path, cases: Sequence[str]) -> None:
+    """The random split when the dataset has none, written once here so that parallel trials never race to
+    create it."""
+    if not (folder / SPLITS_FILE).is_file():
+        write_atomic(folder / SPLITS_FILE, json.dumps(random_splits(cases), indent=1) + "\n")
 
 
 def _run_nnunet(
     raw: RawDataset,
     preprocessed_root: Path,
     configuration: str,
-    patch_size: Sequence[int] | None,
     spacing: Sequence[float] | None,
     workers: int,
 ) -> PreparedDataset:
@@ -349,7 +364,6 @@ def _run_nnunet(
         plan_experiment_dataset,
         preprocess_dataset,
     )
-    from nnunetv2.utilities.crossval_split import generate_crossval_split
 
     log.info("preparing %s: fingerprint, plans, preprocessing (%s, %d workers)", raw.dataset_name,
              configuration, workers)
@@ -363,10 +377,6 @@ def _run_nnunet(
                              f"planned: {sorted(plans['configurations'])}")
         preprocess_dataset(raw.dataset_id, identifier, configurations=[configuration], num_processes=[workers],
                            verbose=False, show_progress_bar=False)
-    splits = preprocessed_root / raw.dataset_name / "splits_final.json"
-    if not splits.is_file():  # written once here, so that parallel trials never race to create it
-        folds = generate_crossval_split(list(raw.cases), seed=12345, n_splits=min(5, len(raw.cases)))
-        splits.write_text(json.dumps(folds, indent=1) + "\n")
     planned = plans["configurations"][configuration]
     names = [name for name, _ in sorted(raw.labels.items(), key=lambda item: int(item[1]))]
     return PreparedDataset(
@@ -377,7 +387,7 @@ def _run_nnunet(
         plans_identifier=identifier,
         configuration=configuration,
         label_names=tuple(names),
-        patch_size=tuple(int(p) for p in patch_size) if patch_size else mednext_patch(planned["patch_size"]),
+        patch_size=mednext_patch(planned["patch_size"]),
         spacing=tuple(float(s) for s in planned["spacing"]),
         num_input_channels=raw.num_channels,
         file_digests=_digest_files(preprocessed_root / raw.dataset_name, workers),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scalekit.nnunet.splits import SPLITS_FILE, SplitsError, read_splits
 from scalekit.records import STAGE_ID
 from scalekit.studyfile import StudyConfig
 
@@ -41,6 +42,9 @@ class DatasetFacts:
     cases: int | None
     dim: int | None
     """Spatial dimensions of the images (a 3-D image with one slice counts as 2-D)."""
+    case_ids: tuple[str, ...] | None = None
+    spacing: tuple[float, ...] | None = None
+    """Voxel spacing in mm of the first training image, in nnU-Net's axis order (z, y, x)."""
 
 
 def _first_line(err: BaseException) -> str:
@@ -81,20 +85,21 @@ def _not_found(config: StudyConfig) -> str:
     )
 
 
-def _training_files(folder: Path, content: dict[str, Any]) -> tuple[int, Path | None, str | None]:
-    """Training cases, the first image file (or ``None``) and a problem (or ``None``) of a raw dataset."""
+def _training_files(folder: Path, content: dict[str, Any]) -> tuple[tuple[str, ...], Path | None, str | None]:
+    """Training case ids, the first image file (or ``None``) and a problem (or ``None``) of a raw dataset."""
     if isinstance(content.get("dataset"), dict):  # explicit file lists instead of imagesTr/labelsTr
         entries = content["dataset"]
         entry = entries[min(entries)] if entries else {}
         images = entry.get("images") if isinstance(entry, dict) else None
         first = Path(images[0]) if isinstance(images, list) and images else None
-        return len(entries), None if first is None else (first if first.is_absolute() else folder / first), None
+        ids = tuple(sorted(str(key) for key in entries))
+        return ids, None if first is None else (first if first.is_absolute() else folder / first), None
     ending = content.get("file_ending")
     if not isinstance(ending, str) or not (folder / "labelsTr").is_dir():
-        return 0, None, f"{folder} needs labelsTr/ and a 'file_ending' in dataset.json"
-    cases = sum(1 for _ in (folder / "labelsTr").glob(f"*{ending}"))
+        return (), None, f"{folder} needs labelsTr/ and a 'file_ending' in dataset.json"
+    ids = tuple(sorted(p.name.removesuffix(ending) for p in (folder / "labelsTr").glob(f"*{ending}")))
     first = next(iter(sorted((folder / "imagesTr").glob(f"*_0000{ending}"))), None)
-    return cases, first, None
+    return ids, first, None
 
 
 def _read_dataset_json(folder: Path) -> tuple[dict[str, Any], str | None]:
@@ -116,30 +121,33 @@ def _read_dataset_json(folder: Path) -> tuple[dict[str, Any], str | None]:
     return content, None
 
 
-def _image_dim(path: Path) -> int:
-    """Spatial dimensions of an image from its header alone (one-slice 3-D images count as 2-D)."""
+def _image_header(path: Path) -> tuple[int, tuple[float, ...]]:
+    """Spatial dimensions (one-slice 3-D images count as 2-D) and spacing (z, y, x) of an image, from its
+    header alone."""
     import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.ReadImageInformation()
     size = reader.GetSize()
-    return sum(s > 1 for s in size) if len(size) == 3 else len(size)
+    dim = sum(s > 1 for s in size) if len(size) == 3 else len(size)
+    return dim, tuple(float(s) for s in reversed(reader.GetSpacing()))
 
 
 def _read_folder(config: StudyConfig, folder: Path) -> tuple[DatasetFacts, list[str]]:
     """Facts and problems of an existing raw dataset folder: dataset.json, its cases, one image header."""
     content, problem = _read_dataset_json(folder)
     problems = [problem] if problem else []
-    cases, first = 0, None
+    ids: tuple[str, ...] = ()
+    first = None
     if content:
-        cases, first, problem = _training_files(folder, content)
-        if problem or cases < 2:
-            problems.append(problem or f"{folder} has {cases} training case(s); nnU-Net needs at least 2")
-    dim = None
+        ids, first, problem = _training_files(folder, content)
+        if problem or len(ids) < 2:
+            problems.append(problem or f"{folder} has {len(ids)} training case(s); nnU-Net needs at least 2")
+    dim = spacing = None
     if first is not None and first.name.lower().endswith(SIMPLEITK_ENDINGS):
         try:
-            dim = _image_dim(first)
+            dim, spacing = _image_header(first)
         except RuntimeError as err:
             problems.append(f"cannot read the header of {first}: {_first_line(err)}")
 
@@ -147,7 +155,8 @@ def _read_folder(config: StudyConfig, folder: Path) -> tuple[DatasetFacts, list[
         value = content.get(key)
         return len(value) if isinstance(value, dict) and value else None
 
-    facts = DatasetFacts(folder.name, folder, count("channel_names"), count("labels"), cases or None, dim)
+    facts = DatasetFacts(folder.name, folder, count("channel_names"), count("labels"), len(ids) or None, dim,
+                         ids or None, spacing)
     return facts, [f"{_dataset_field(config)}: {p}" for p in problems]
 
 
@@ -175,23 +184,22 @@ def inspect_dataset(config: StudyConfig) -> tuple[DatasetFacts | None, list[str]
 
 
 def _fold_problems(config: StudyConfig, facts: DatasetFacts) -> list[str]:
-    fold = config.dataset.fold
-    if fold == "all":
-        return []
-    splits = config.nnunet_roots()[1] / facts.name / "splits_final.json"
-    if splits.is_file():
+    """The study's splits file is valid for the dataset, and ``dataset.fold`` is one of the folds it will use."""
+    fold, own = config.dataset.fold, config.dataset.splits
+    splits = own or config.nnunet_roots()[1] / facts.name / SPLITS_FILE
+    if splits.is_file() or own is not None:
+        field = "dataset.splits" if own is not None else "dataset.fold"
         try:
-            folds = json.loads(splits.read_text())
-        except (OSError, ValueError) as err:
-            return [f"dataset.fold: {splits} cannot be read: {_first_line(err)}; delete it to have it made again"]
-        if not isinstance(folds, list):
-            return [f"dataset.fold: {splits} holds no list of folds; delete it to have it made again"]
+            folds = read_splits(splits, facts.case_ids if own is not None else None)
+        except SplitsError as err:
+            again = "" if own is not None else "; delete it to have it made again"
+            return [f"{field}: {err}{again}"]
         count, origin = len(folds), f"in {splits}"
     elif facts.cases:
         count, origin = min(MAX_FOLDS, facts.cases), f"min({MAX_FOLDS}, cases) of {facts.cases} cases"
     else:
         return []
-    if fold < count:
+    if fold == "all" or fold < count:
         return []
     return [f"dataset.fold: {fold} but the dataset has {count} folds (0..{count - 1}, {origin}); "
             "use one of them or 'all'"]
@@ -219,11 +227,12 @@ def _unwritable(folder: Path) -> str | None:
 def _folder_problems(config: StudyConfig, facts: DatasetFacts | None) -> list[str]:
     """The folders a run writes: the output directory, a preprocessed root set apart, the demo's raw root."""
     folders = {"output_dir": config.output_dir}
-    if config.dataset.preprocessed_dir is not None:
-        folders["dataset.preprocessed_dir"] = config.dataset.preprocessed_dir
-    origin = config.raw_root_origin()
-    if facts is not None and facts.folder is None and origin in ("dataset.raw_dir", "$nnUNet_raw"):
-        folders[origin] = config.nnunet_roots()[0]
+    raw, pre = config.data_roots()
+    set_apart = ("dataset.raw_dir", "$nnUNet_raw", "dataset.preprocessed_dir", "$nnUNet_preprocessed")
+    if pre.origin in set_apart:
+        folders[pre.origin] = pre.path
+    if facts is not None and facts.folder is None and raw.origin in set_apart:
+        folders[raw.origin] = raw.path
     problems = []
     for field, folder in folders.items():
         reason = _unwritable(folder)

@@ -41,6 +41,7 @@ from scalekit.studyfile import (
     read_saved_study,
 )
 
+from .advice import advise
 from .chain import ChainPlanner
 from .checks import demo_folder, preflight
 from .lock import StudyLock
@@ -127,7 +128,7 @@ def prepare_data(config: StudyConfig) -> Any:
         dataset = folder
     return nnunet.prepare_dataset(
         dataset, pre_root, configuration=d.configuration, patch_size=d.patch_size, spacing=d.spacing,
-        raw_root=raw_root,
+        raw_root=raw_root, splits=d.splits,
     )
 
 
@@ -148,6 +149,8 @@ def run_study(
     problems = preflight(config)
     if problems:
         raise StudyConfigError(format_problems(study_file, problems))
+    for warning in advise(config).warnings:
+        log.warning("%s", warning)
     study_dir = config.output_dir
     with StudyLock(study_dir):
         check_same_study(config, study_dir)

@@ -23,7 +23,7 @@ from scalekit import paths
 from scalekit.errors import ScalekitError
 from scalekit.mednext.config import DIVISOR, per_stage
 from scalekit.mednext.presets import PRESETS
-from scalekit.paths import nnunet_folder
+from scalekit.paths import NnunetRoot, study_root
 from scalekit.records import OBJECTIVES, STAGE_ID, Objective
 from scalekit.rules import BUDGET_RULE, parse_rule
 
@@ -60,8 +60,14 @@ class DatasetSection(_Model):
     patch_size: tuple[Int, ...] = (128, 128, 128)
     batch_size: Int = Field(2, ge=1)
     spacing: tuple[Float, ...] | None = None
-    raw_dir: Path | None = Field(None, description="nnUNet_raw; default: $nnUNet_raw or <output>/nnunet/raw")
-    preprocessed_dir: Path | None = None
+    raw_dir: Path | None = Field(None, description="nnUNet_raw; default: $nnUNet_raw, else <output>/nnunet/raw")
+    preprocessed_dir: Path | None = Field(
+        None, description="nnUNet_preprocessed; default: $nnUNet_preprocessed, else <output>/nnunet/preprocessed"
+    )
+    splits: Path | None = Field(
+        None, description="a splits_final.json (a list of {train, val} case ids) copied into the preprocessed "
+                          "dataset before training; default: the dataset's own, else a random 5-fold split",
+    )
     demo: DemoData | None = None
 
     @field_validator("patch_size")
@@ -333,25 +339,31 @@ class StudyConfig(_Model):
     def dim(self) -> int:
         return len(self.dataset.patch_size)
 
+    def data_roots(self) -> tuple[NnunetRoot, NnunetRoot]:
+        """nnU-Net raw and preprocessed roots and where each came from, by the precedence of every command:
+        the study's field (``dataset.raw_dir`` / ``dataset.preprocessed_dir``), else ``$nnUNet_raw`` /
+        ``$nnUNet_preprocessed``, else the study's own ``<output_dir>/nnunet/raw`` / ``.../preprocessed``."""
+        own = self.output_dir / "nnunet"
+        raw = study_root(paths.RAW, self.dataset.raw_dir, "dataset.raw_dir", own / "raw")
+        pre = study_root(paths.PREPROCESSED, self.dataset.preprocessed_dir, "dataset.preprocessed_dir",
+                         own / "preprocessed")
+        return raw, pre
+
     def nnunet_roots(self) -> tuple[Path, Path]:
-        """nnU-Net raw and preprocessed roots: the study's, else $nnUNet_raw, else under the output directory."""
-        raw = nnunet_folder(paths.RAW, self.dataset.raw_dir) or self.output_dir / "nnunet" / "raw"
-        return raw, self.dataset.preprocessed_dir or self.output_dir / "nnunet" / "preprocessed"
+        """The paths of :meth:`data_roots`."""
+        raw, pre = self.data_roots()
+        return raw.path, pre.path
 
     def raw_root_origin(self) -> str:
         """Where :meth:`nnunet_roots`' raw root comes from, in words (for messages about a missing dataset)."""
-        if self.dataset.raw_dir is not None:
-            return "dataset.raw_dir"
-        if nnunet_folder(paths.RAW) is not None:
-            return f"${paths.RAW}"
-        return "the default <output_dir>/nnunet/raw: neither dataset.raw_dir nor $nnUNet_raw is set"
+        return self.data_roots()[0].origin
 
     def resolve_paths(self, base: Path) -> StudyConfig:
         """Relative paths (output, nnU-Net folders) made absolute against ``base`` (the current directory)."""
         def absolute(p: Path | None) -> Path | None:
             return None if p is None else (p if p.is_absolute() else (base / p).resolve())
 
-        dataset = self.dataset.model_copy(
-            update={"raw_dir": absolute(self.dataset.raw_dir), "preprocessed_dir": absolute(self.dataset.preprocessed_dir)}
-        )
+        d = self.dataset
+        dataset = d.model_copy(update={"raw_dir": absolute(d.raw_dir), "preprocessed_dir": absolute(d.preprocessed_dir),
+                                       "splits": absolute(d.splits)})
         return self.model_copy(update={"output_dir": absolute(self.output_dir), "dataset": dataset})
