@@ -53,7 +53,8 @@ def test_each_stage_exports_its_own_plans_and_another_stages_file_is_refused(stu
     theirs["scalekit_export"] = {"study": "other", "stage_id": "A-k5"}
     k5.write_text(json.dumps(theirs))
     with pytest.raises(ScalekitError, match=r"scalekitPlans_A-k5.json holds the plans of stage A-k5 of study "
-                                            r"other, not of stage A-k5 of study fixture: choose another plans"):
+                                            r"other; exporting stage A-k5 of study fixture would overwrite them: "
+                                            r"choose another plans name \(--plans NAME\)"):
         export_stage(study, "A-k5", "nnunet", tmp_path / "again")
     assert json.loads(k5.read_text()) == theirs and not (tmp_path / "again").exists()
     _, files = export_stage(study, "A-k5", "nnunet", tmp_path / "again", plans_name="mine")

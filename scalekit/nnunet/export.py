@@ -4,7 +4,9 @@
 dataset's preprocessed folder, writes a one-line trainer module for ``nnUNet_extTrainer``, optionally writes
 UpKern-initialised starting weights, and returns the exact commands, including the UpKern chain
 (train k3, resample, train k5). :func:`build_nnunet_export` does all of its reading and checking and holds the
-export in memory, for callers that write it into a folder of their own (``scalekit study export``).
+export in memory, for callers that write it into a folder of their own (``scalekit study export``). A plans file
+may record its owner (the study stage it was exported from); an export never replaces another owner's plans.
+The export folder also holds dataset.json and ``nnunet_export.json``, which ``scalekit predict --export`` reads.
 :func:`run_exported_training` runs such a training without nnU-Net's trainer lookup by name (which fails
 where torchvision does not import).
 """
@@ -189,9 +191,9 @@ def build_nnunet_export(
     base = json.loads(base_file.read_text())
     if base_file == plans_file and base.get(OWNER_KEY) != owner:
         raise ScalekitError(
-            f"{plans_file} holds the plans of {_describe_owner(base.get(OWNER_KEY))}, not of "
-            f"{_describe_owner(owner)}: choose another plans name, or delete that file if its export is no "
-            "longer used"
+            f"{plans_file} holds the plans of {_describe_owner(base.get(OWNER_KEY))}; exporting "
+            f"{_describe_owner(owner)} would overwrite them: choose another plans name (--plans NAME), or delete "
+            "that file if its export is no longer used"
         )
     plans = plans_with(prepared, configurations, plans_name=plans_name, base=base)
     if owner is not None:
@@ -211,7 +213,7 @@ def build_nnunet_export(
 
 def _describe_owner(owner: dict[str, str] | None) -> str:
     if owner is None:
-        return "no study stage (a `scalekit nnunet export`)"
+        return "a `scalekit nnunet export`"
     return f"stage {owner.get('stage_id')} of study {owner.get('study')}"
 
 
