@@ -284,9 +284,15 @@ def _config_export(study_dir: Path, stage: StageRecord) -> _ConfigExport:
     return _ConfigExport(stored, checkpoint)
 
 
-def _nnunet_export(study_dir: Path, stage: StageRecord, out_dir: Path) -> NnunetExport:
+def plans_name_of(stage_id: str) -> str:
+    """The nnU-Net plans identifier of a stage's export: one per stage, so exports never share a plans file."""
+    return f"scalekitPlans_{stage_id}"
+
+
+def _nnunet_export(study_dir: Path, stage: StageRecord, out_dir: Path, plans_name: str | None) -> NnunetExport:
     """Check the study's prepared dataset, the stage's architecture and its checkpoint (read safely) for an
-    nnU-Net v2 export starting from the trained weights; the batch size is the study's."""
+    nnU-Net v2 export starting from the trained weights; the batch size is the study's. The plans file
+    (default :func:`plans_name_of`) records the stage as its owner: another stage's file is never replaced."""
     import yaml
 
     from scalekit.mednext import MedNeXtConfig
@@ -304,17 +310,20 @@ def _nnunet_export(study_dir: Path, stage: StageRecord, out_dir: Path) -> Nnunet
     return build_nnunet_export(
         prepared, MedNeXtConfig.from_dict(stage.config), out_dir, weights=_checkpoint_path(study_dir, stage),
         name=f"mednext_{stage.family_id}", batch_size=batch_size,
+        plans_name=plans_name or plans_name_of(stage.stage_id),
+        owner={"study": str(study.get("name") or study_dir.resolve().name), "stage_id": stage.stage_id},
     )
 
 
 def export_stage(
-    study_dir: str | Path, rule: str, to: str, out_dir: str | Path, force: bool = False
+    study_dir: str | Path, rule: str, to: str, out_dir: str | Path, force: bool = False, plans_name: str | None = None
 ) -> tuple[Selection, list[Path]]:
     """Select a stage of ``study_dir`` by ``rule``, export it ``to`` ``config`` or ``nnunet`` in ``out_dir``.
 
     ``config``: ``mednext_config.json`` and ``weights.pt``. ``nnunet``: the plans (also in the study's
-    preprocessed dataset), the trainer module for ``nnUNet_extTrainer``, the starting weights and ``train.sh``
-    with the exact commands. Both get ``selection.json`` (the rule, the explanation and the stage's
+    preprocessed dataset, outside ``out_dir``, named ``plans_name`` or :func:`plans_name_of` the stage), the
+    trainer module for ``nnUNet_extTrainer``, the starting weights, ``dataset.json``, ``nnunet_export.json``
+    (what ``scalekit predict --export`` reads) and ``train.sh`` with the exact commands. Both get ``selection.json`` (the rule, the explanation and the stage's
     measurements). Returns the selection and every file written.
 
     Every input is read and checked before anything is written. The export is written into a hidden sibling
@@ -329,7 +338,7 @@ def export_stage(
         raise ScalekitError(f"study directory {study_dir} does not exist")
     selection = select_stage(read_results(study_dir), rule, force)
     export: _Export = (_config_export(study_dir, selection.stage) if to == "config"
-                       else _nnunet_export(study_dir, selection.stage, out_dir))
+                       else _nnunet_export(study_dir, selection.stage, out_dir, plans_name))
     with staged_dir(out_dir, SELECTION_FILE) as staging:
         files = export.write(staging)
         record = {**selection.to_dict(), "study_dir": str(study_dir.resolve()), "to": to,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,46 @@ def test_shrunk_demo_runs_reports_and_exports(tmp_path: Path) -> None:
     script = (out / "export" / "train.sh").read_text()
     assert "nnUNetv2_train 990" in script and "-tr ScalekitMedNeXtTrainer" in script
     assert f"report: {out / 'report.html'}" in result.stdout
+    _predictions_repeat_the_validation(tmp_path, out, selection["stage_id"], env)
+
+
+def _case_dice(prediction: Path, label: Path) -> float:
+    """Mean foreground Dice of a written segmentation, as the stage's validation computes it."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from scalekit.metrics import case_metrics
+
+    reference = sitk.ReadImage(str(label))
+    result = case_metrics(sitk.GetArrayFromImage(sitk.ReadImage(str(prediction))),
+                          sitk.GetArrayFromImage(reference), range(1, 5), reference.GetSpacing()[::-1], 1.0)
+    return float(np.nanmean(result.dice))
+
+
+def _predictions_repeat_the_validation(tmp_path: Path, out: Path, stage_id: str, env: dict[str, str]) -> None:
+    """`scalekit predict` with the export (CLI) and with the study stage (library) segments validation cases
+    of the fold to the Dice the stage's validation recorded: the same weights (final.pt, which the export
+    carries) and the same sliding-window settings (no mirroring)."""
+    from scalekit.nnunet.predict import predict, stage_model
+
+    outcome = json.loads((out / "stages" / stage_id / "outcome.json").read_text())
+    raw = tmp_path / "raw" / "Dataset990_ScalekitDemo"
+    recorded = dict(zip(outcome["validation_cases"], outcome["case_dice"]))
+    (first, second), predicted = sorted(recorded)[:2], {}
+    for case in (first, second):
+        (tmp_path / f"in_{case}").mkdir()
+        shutil.copy(raw / "imagesTr" / f"{case}_0000.nii.gz", tmp_path / f"in_{case}")
+    cli = subprocess.run(
+        [sys.executable, "-c", "from scalekit.cli import main; main()", "predict", "--export", str(out / "export"),
+         "-i", str(tmp_path / f"in_{first}"), "-o", str(tmp_path / "pred_export")],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )
+    assert cli.returncode == 0, cli.stdout[-2000:] + cli.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "pred_export").iterdir()) == [
+        "dataset.json", f"{first}.nii.gz", "plans.json", "predict_from_raw_data_args.json"]
+    predicted[first] = _case_dice(tmp_path / "pred_export" / f"{first}.nii.gz", raw / "labelsTr" / f"{first}.nii.gz")
+    files = predict(stage_model(out, stage_id), tmp_path / f"in_{second}", tmp_path / "pred_stage", device="cpu")
+    assert files == [tmp_path / "pred_stage" / f"{second}.nii.gz"]
+    predicted[second] = _case_dice(files[0], raw / "labelsTr" / f"{second}.nii.gz")
+    for case, dice in predicted.items():
+        assert dice == pytest.approx(recorded[case], abs=1e-6), (case, dice, recorded[case])

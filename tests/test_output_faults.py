@@ -1,8 +1,7 @@
 """Outputs under faults: atomic files, a report over an old one, exports that fail or move with their study.
 
-The nnU-Net exports run on a hand-written prepared-dataset record and plans file (what ``scalekit study run``
-leaves in a study): an export reads only those, so no preprocessing is needed. The fixture's networks are
-re-saved with deep supervision, as nnU-Net trains them (nnU-Net's starting weights need every head).
+The nnU-Net exports run on a hand-written prepared-dataset record, plans file and dataset.json
+(:func:`add_prepared_dataset`), with the fixture's networks re-saved with deep supervision.
 """
 
 from __future__ import annotations
@@ -20,14 +19,12 @@ import torch
 
 from scalekit import report
 from scalekit._atomic import atomic_path, staged_dir, write_atomic
-from scalekit.mednext import MedNeXt, MedNeXtConfig, save_checkpoint
 from scalekit.nnunet import PreparedDataset
 from scalekit.records import read_results, write_results
 from scalekit.selection import export_stage
 
-from .fixtures.study_fixture import make_study
+from .fixtures.study_fixture import add_prepared_dataset, make_study, with_deep_supervision
 
-PLANS = {"plans_name": "nnUNetPlans", "configurations": {"3d_fullres": {"patch_size": [32, 32, 32]}}}
 TARGETS = ("config", "nnunet")
 
 
@@ -38,37 +35,24 @@ class NotWeights:
 @pytest.fixture(scope="module")
 def fixture_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("fixture") / "study"
-    records = []
-    for record in make_study(path):
-        if record.checkpoint:
-            config = MedNeXtConfig.from_dict(record.config).replace(deep_supervision=True)
-            save_checkpoint(path / record.checkpoint, MedNeXt(config))
-            record = dataclasses.replace(record, config=config.to_dict())
-        records.append(record)
-    write_results(path, records)
+    make_study(path)
+    with_deep_supervision(path)
     return path
 
 
 @pytest.fixture
 def study(fixture_study: Path, tmp_path: Path) -> Path:
-    """A copy of the fixture study with a prepared nnU-Net dataset (its record and plans only)."""
+    """A copy of the fixture study with a prepared nnU-Net dataset (its record, plans and dataset.json only)."""
     path = tmp_path / "study"
     shutil.copytree(fixture_study, path)
-    prepared = PreparedDataset(
-        dataset_id=990, dataset_name="Dataset990_Faults", raw_dir=tmp_path / "raw" / "Dataset990_Faults",
-        preprocessed_root=tmp_path / "preprocessed", plans_identifier="nnUNetPlans", configuration="3d_fullres",
-        label_names=("background", "organ"), patch_size=(32, 32, 32), spacing=(1.0, 1.0, 1.0),
-        num_input_channels=1,
-    )
-    prepared.preprocessed_dir.mkdir(parents=True)
-    prepared.plans_file.write_text(json.dumps(PLANS))
-    (path / "prepared.json").write_text(json.dumps(prepared.to_dict()))
+    add_prepared_dataset(path, tmp_path)
     return path
 
 
-def _shared_plans(study: Path) -> Path:
+def _shared_plans(study: Path, stage: str) -> Path:
+    """The plans file an nnU-Net export of ``stage`` writes into the preprocessed folder."""
     prepared = PreparedDataset.from_dict(json.loads((study / "prepared.json").read_text()))
-    return prepared.preprocessed_dir / "scalekitPlans.json"
+    return prepared.preprocessed_dir / f"scalekitPlans_{stage}.json"
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -172,7 +156,7 @@ def test_unsafe_checkpoint_is_refused_before_anything_is_written(study: Path, tm
     previous = tmp_path / "previous"
     export_stage(study, "A-k3", to, previous)
     before = _snapshot(previous)
-    plans = _shared_plans(study)
+    plans = _shared_plans(study, "A-k3")
     plans_before = plans.read_bytes() if to == "nnunet" else None
     torch.save({"state_dict": {}, "x": NotWeights()}, study / "checkpoints" / "A-k5.pt")
     for out in (previous, tmp_path / "fresh"):
@@ -181,6 +165,7 @@ def test_unsafe_checkpoint_is_refused_before_anything_is_written(study: Path, tm
     assert not (tmp_path / "fresh").exists()
     assert _snapshot(previous) == before and json.loads((previous / "selection.json").read_text())["stage_id"] == "A-k3"
     assert (plans.read_bytes() if plans.exists() else None) == plans_before
+    assert not _shared_plans(study, "A-k5").exists()
     assert _hidden(tmp_path) == []
 
 
@@ -194,7 +179,7 @@ def test_full_disk_leaves_no_partial_export(
     previous = tmp_path / "previous"
     export_stage(study, "A-k3", to, previous)
     before = _snapshot(previous)
-    plans = _shared_plans(study)
+    plans = _shared_plans(study, "A-k3")
     plans_before = plans.read_bytes() if to == "nnunet" else None
     with monkeypatch.context() as patch:
         patch.setattr(module, writer, _disk_full)
@@ -205,6 +190,7 @@ def test_full_disk_leaves_no_partial_export(
     assert not (tmp_path / "fresh").exists()
     assert _snapshot(previous) == before
     assert (plans.read_bytes() if plans.exists() else None) == plans_before
+    assert not _shared_plans(study, "A-k5").exists()
     assert _hidden(tmp_path) == []
 
 
@@ -214,10 +200,10 @@ def test_a_new_export_replaces_an_old_one_whole_and_spares_other_folders(study: 
     _, files = export_stage(study, "A-k5", "nnunet", out)
     names = sorted(_snapshot(out))
     assert "weights.pt" not in names and "mednext_A_k5_init.pth" in names and "train.sh" in names
-    assert all(p.exists() for p in files) and _shared_plans(study) in files
+    assert all(p.exists() for p in files) and _shared_plans(study, "A-k5") in files
     train = (out / "train.sh").read_text()
     assert str(out.resolve() / "mednext_A_k5_init.pth") in train and ".tmp" not in train
-    assert "mednext_A_k5" in json.loads(_shared_plans(study).read_text())["configurations"]
+    assert "mednext_A_k5" in json.loads(_shared_plans(study, "A-k5").read_text())["configurations"]
     assert os.access(out / "train.sh", os.X_OK)
     other = tmp_path / "notes"
     other.mkdir()

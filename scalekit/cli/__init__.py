@@ -18,7 +18,7 @@ import typer
 from scalekit import __version__
 from scalekit.errors import ScalekitError
 
-from . import data, model, nnunet, profile, study, train
+from . import data, model, nnunet, predict, profile, study, train
 
 app = typer.Typer(
     name="scalekit",
@@ -51,6 +51,7 @@ app.command("profile")(profile.profile_command)
 app.add_typer(data.app, name="data")
 app.command("train")(train.train_command)
 app.add_typer(nnunet.app, name="nnunet")
+app.command("predict")(predict.predict_command)
 
 
 def _os_error_message(err: OSError) -> str:

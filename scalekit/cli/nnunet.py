@@ -9,6 +9,17 @@ import typer
 
 app = typer.Typer(help="Export MedNeXt networks to nnU-Net v2 training.", no_args_is_help=True)
 
+OUTSIDE_NOTE = "outside --out: nnU-Net reads plans from the preprocessed folder"
+
+
+def print_written(paths: list[Path], out: Path) -> None:
+    """One ``wrote PATH`` line per file; a file outside ``out`` (the plans nnU-Net reads from the shared
+    preprocessed folder) says so."""
+    folder = out.resolve()
+    for path in paths:
+        inside = Path(path).resolve().is_relative_to(folder)
+        print(f"wrote {path}" + ("" if inside else f" ({OUTSIDE_NOTE})"))
+
 
 @app.command("export")
 def export_command(
@@ -34,7 +45,8 @@ def export_command(
     settings = TrainerSettings(num_epochs=epochs, iterations_per_epoch=iterations, initial_lr=lr)
     result = export_to_nnunet(prepared, arch, out, weights=weights, settings=settings, plans_name=plans,
                               name=name, fold=fold)
-    print(f"# {result.configuration}: {result.parameter_count:,} parameters; plans {result.plans_file}")
+    print_written([result.plans_file, result.script], out)
+    print(f"# {result.configuration}: {result.parameter_count:,} parameters; plans {result.plans_identifier}")
     print("\n".join(result.commands))
 
 

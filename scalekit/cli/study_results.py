@@ -85,13 +85,17 @@ def export_command(
     ] = "best",
     to: Annotated[str, typer.Option(help="config (MedNeXt config + weights) or nnunet (plans, trainer).")] = "config",
     force: Annotated[bool, typer.Option(help="Export even when the stages' Dice carry no signal.")] = False,
+    plans: Annotated[str | None, typer.Option(help="nnU-Net plans identifier (--to nnunet; default "
+                                                   "scalekitPlans_<stage id>).")] = None,
 ) -> None:
     """Export one stage of a study, chosen by a selection rule, as a standalone network or an nnU-Net setup."""
     from scalekit.selection import export_stage
 
-    selection, files = export_stage(study_dir, select, to, out, force)
+    from .nnunet import print_written
+
+    selection, files = export_stage(study_dir, select, to, out, force, plans)
     print(f"selected ({selection.rule}): {selection.explanation}")
     for path in files:
-        print(f"wrote {path}")
+        print_written([path], out)
         if path.name == "train.sh":
             print(f"train it with these commands ({path}):\n{path.read_text()}")

@@ -12,6 +12,7 @@ from .checkpoint import (
     load_state,
     read_checkpoint,
     save_checkpoint,
+    state_mismatch,
     translate_reference_state_dict,
 )
 from .config import STAGE_NAMES, MedNeXtConfig
@@ -42,6 +43,7 @@ __all__ = [
     "read_checkpoint",
     "resample_kernel",
     "save_checkpoint",
+    "state_mismatch",
     "translate_reference_state_dict",
     "upkern",
 ]

@@ -201,7 +201,7 @@ def load_mednext(path: str | Path, **known: Any) -> MedNeXt:
     if known:
         config = config.replace(**known)
     model = MedNeXt(config)
-    problems = _state_mismatch(model.state_dict(), state)
+    problems = state_mismatch(model.state_dict(), state)
     if problems:
         overrides = f" with {', '.join(f'{k}={v!r}' for k, v in known.items())}" if known else ""
         raise CheckpointError(f"{path}: its weights do not fit the MedNeXt it describes{overrides}: {problems}")
@@ -209,7 +209,7 @@ def load_mednext(path: str | Path, **known: Any) -> MedNeXt:
     return model
 
 
-def _state_mismatch(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], show: int = 3) -> str:
+def state_mismatch(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], show: int = 3) -> str:
     """What keeps ``state`` from loading strictly where ``expected`` is (the first ``show`` of each kind), or ``""``."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]

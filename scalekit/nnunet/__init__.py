@@ -8,6 +8,8 @@
 - :func:`train_stage`: one study stage (MedNeXt in nnU-Net's training loop, UpKern start, per-epoch
   checkpoints and callbacks, Dice and surface Dice on the fold's validation cases).
 - :func:`export_to_nnunet`: plans, trainer and starting weights for stock ``nnUNetv2_train``.
+- :func:`predict` with :func:`stage_model` or :func:`export_model`: segment images with a trained stage or an
+  export, through nnU-Net's predictor set up directly (no trainer lookup by name).
 
 nnunetv2 itself is imported only inside these functions, after nnU-Net's environment variables are set.
 """
@@ -17,6 +19,7 @@ from .demo import make_demo_dataset
 from .errors import NonFiniteLossError
 from .export import ExportResult, export_to_nnunet, run_exported_training
 from .plans import TRAINER_NAME, TrainerSettings
+from .predict import TrainedModel, export_model, predict, stage_model
 from .prepare import PreparedDataChangedError, PreparedDataset, prepare_dataset
 from .stage import StageMismatchError, StageOutcome, StageRequest, train_stage
 from .validate import DatasetValidationError, validate_raw_dataset
@@ -32,11 +35,15 @@ __all__ = [
     "StageOutcome",
     "StageMismatchError",
     "StageRequest",
+    "TrainedModel",
     "TrainerSettings",
+    "export_model",
     "export_to_nnunet",
     "make_demo_dataset",
+    "predict",
     "prepare_dataset",
     "run_exported_training",
+    "stage_model",
     "train_stage",
     "validate_raw_dataset",
 ]

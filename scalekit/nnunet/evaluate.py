@@ -16,7 +16,7 @@ from scalekit.mednext import MedNeXt
 from scalekit.metrics import case_metrics, mean_over_cases
 
 from . import _env
-from .plans import TRAINER_NAME
+from .inference import make_predictor
 from .prepare import PreparedDataset
 from .splits import SPLITS_FILE
 
@@ -66,11 +66,9 @@ def evaluate_fold(
     ``mirror`` switches on nnU-Net's mirroring test-time augmentation (8 forward passes per window in 3-D).
     """
     _env.configure(preprocessed=prepared.preprocessed_root)
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     plans_manager = PlansManager(plans)
-    configuration_manager = plans_manager.get_configuration(configuration)
     dataset_json = prepared.load_dataset_json()
     ending = dataset_json["file_ending"]
     cases = validation_cases(prepared, fold)
@@ -81,12 +79,8 @@ def evaluate_fold(
          for channel in range(prepared.num_input_channels)]
         for case in cases
     ]
+    predictor = make_predictor(network, plans, configuration, dataset_json, device, mirror)
     with _env.nnunet_output_to_log():
-        predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirror,
-                                    perform_everything_on_device=device.type == "cuda", device=device,
-                                    verbose=False, allow_tqdm=False)
-        predictor.manual_initialization(network, plans_manager, configuration_manager, [network.state_dict()],
-                                        dataset_json, TRAINER_NAME, tuple(range(len(configuration_manager.patch_size))))
         predictions = predictor.predict_from_files_sequential(image_lists, None)
     reader = plans_manager.image_reader_writer_class()
     labels = range(1, prepared.num_classes)

@@ -4,7 +4,9 @@
 dataset's preprocessed folder, writes a one-line trainer module for ``nnUNet_extTrainer``, optionally writes
 UpKern-initialised starting weights, and returns the exact commands, including the UpKern chain
 (train k3, resample, train k5). :func:`build_nnunet_export` does all of its reading and checking and holds the
-export in memory, for callers that write it into a folder of their own (``scalekit study export``).
+export in memory, for callers that write it into a folder of their own (``scalekit study export``). A plans file
+may record its owner (the study stage it was exported from); an export never replaces another owner's plans.
+The export folder also holds dataset.json and ``nnunet_export.json``, which ``scalekit predict --export`` reads.
 :func:`run_exported_training` runs such a training without nnU-Net's trainer lookup by name (which fails
 where torchvision does not import).
 """
@@ -38,6 +40,11 @@ TRAINER_SOURCE = (
     f"from scalekit.nnunet.trainer import {TRAINER_NAME}  # noqa: F401\n"
 )
 SCRIPT = "train.sh"
+DATASET_JSON = "dataset.json"
+MANIFEST = "nnunet_export.json"
+"""What ``scalekit predict --export`` reads: the plans file, configuration and weights of the export folder."""
+OWNER_KEY = "scalekit_export"
+"""Key of the plans' owner (the study stage it was exported from) inside a plans file (nnU-Net keeps unknown keys)."""
 
 
 @dataclass(frozen=True)
@@ -98,14 +105,24 @@ class NnunetExport:
     result: ExportResult
     plans: dict[str, Any]
     starting_weights: MedNeXt | None
+    dataset_json: dict[str, Any]
+
+    def manifest(self) -> dict[str, Any]:
+        """The export folder's description for inference (file names relative to the folder)."""
+        result = self.result
+        weights = result.initial_weights.name if result.initial_weights is not None else None
+        return {"plans": f"{result.plans_identifier}.json", "configuration": result.configuration,
+                "dataset_json": DATASET_JSON, "weights": weights}
 
     def write(self, staging: Staging) -> list[Path]:
         """Write the export folder's files into ``staging``; returns every path of the export as it will be
         once in place (the shared plans file first: :meth:`finish` writes it)."""
         result = self.result
         staging.write(f"{result.plans_identifier}.json", _json(self.plans))
+        staging.write(DATASET_JSON, _json(self.dataset_json))
+        manifest = staging.write(MANIFEST, _json(self.manifest()))
         staging.write(f"{TRAINER_DIR}/{TRAINER_MODULE}", TRAINER_SOURCE)
-        written = [result.plans_file, result.script, result.trainer_dir]
+        written = [result.plans_file, result.script, result.trainer_dir, manifest]
         if result.initial_weights is not None and self.starting_weights is not None:
             with staging.file(result.initial_weights.name) as path:
                 write_starting_weights(path, self.starting_weights)
@@ -132,6 +149,7 @@ def build_nnunet_export(
     fold: int | str = 0,
     results_dir: Path | None = None,
     batch_size: int | None = None,
+    owner: dict[str, str] | None = None,
 ) -> NnunetExport:
     """Read and check everything an export of ``arch`` to ``out_dir`` needs, writing nothing.
 
@@ -149,6 +167,9 @@ def build_nnunet_export(
         settings: epochs, iterations, learning rate, AMP (default: the paper's 1000 x 250).
         plans_name: nnU-Net plans identifier (``-p``); an existing file of that name keeps its other
             configurations.
+        owner: whose plans these are (a study stage: ``{"study": name, "stage_id": id}``), recorded in the
+            plans file; an existing plans file of another owner (or of none, when ``owner`` is given) is
+            refused rather than overwritten.
         name: prefix of the configuration names (``{name}_k3``, ``{name}_k5``).
         fold: fold in the printed commands.
         results_dir: ``nnUNet_results`` in the printed commands (default: ``out_dir/nnUNet_results``).
@@ -167,7 +188,16 @@ def build_nnunet_export(
     if not base_file.is_file():
         raise ScalekitError(f"{base_file} does not exist: dataset {prepared.dataset_name} is not preprocessed; "
                          "run `scalekit data prepare` first")
-    plans = plans_with(prepared, configurations, plans_name=plans_name, base=json.loads(base_file.read_text()))
+    base = json.loads(base_file.read_text())
+    if base_file == plans_file and base.get(OWNER_KEY) != owner:
+        raise ScalekitError(
+            f"{plans_file} holds the plans of {_describe_owner(base.get(OWNER_KEY))}; exporting "
+            f"{_describe_owner(owner)} would overwrite them: choose another plans name (--plans NAME), or delete "
+            "that file if its export is no longer used"
+        )
+    plans = plans_with(prepared, configurations, plans_name=plans_name, base=base)
+    if owner is not None:
+        plans[OWNER_KEY] = owner
     names = list(configurations)
     starting = _starting_weights(weights, arch) if weights is not None else None
     initial = out_dir / f"{names[-1]}_init.pth" if starting is not None else None
@@ -178,7 +208,13 @@ def build_nnunet_export(
                          Path(results_dir) if results_dir else out_dir / "nnUNet_results")
     result = ExportResult(plans_file, plans_name, tuple(names), TRAINER_NAME, trainer_dir, initial,
                           parameter_count, tuple(commands), out_dir / SCRIPT)
-    return NnunetExport(result, plans, starting)
+    return NnunetExport(result, plans, starting, prepared.load_dataset_json())
+
+
+def _describe_owner(owner: dict[str, str] | None) -> str:
+    if owner is None:
+        return "a `scalekit nnunet export`"
+    return f"stage {owner.get('stage_id')} of study {owner.get('study')}"
 
 
 def export_to_nnunet(prepared: PreparedDataset, arch: MedNeXtConfig, out_dir: Path, **options: Any) -> ExportResult:

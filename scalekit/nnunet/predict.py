@@ -1,0 +1,222 @@
+"""Inference with a trained MedNeXt: nnU-Net v2's predictor, set up directly with the network and its weights.
+
+nnU-Net's ``nnUNetv2_predict`` finds the trainer by its class name, a lookup that imports modules needing
+torchvision; here the predictor gets the :class:`~scalekit.nnunet.adapter.MedNeXtNetwork` that the plans
+describe, the weights, the plans and dataset.json (:func:`~scalekit.nnunet.inference.make_predictor`, which
+the validation of a study stage uses too, so a prediction repeats that validation exactly). Two sources of a trained network:
+
+- :func:`stage_model`: a stage of a study (its ``final.pt``, the weights its validation Dice was measured with,
+  and the plans and dataset.json nnU-Net saved in the stage's model folder);
+- :func:`export_model`: an nnU-Net export (``scalekit study export --to nnunet`` or ``scalekit nnunet export``),
+  with the starting weights it carries or any trained checkpoint of it (``checkpoint_final.pth``).
+
+:func:`predict` writes nnU-Net's output layout: one segmentation per case, named like the case and in the
+dataset's file ending, beside ``plans.json``, ``dataset.json`` and ``predict_from_raw_data_args.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scalekit._atomic import staged_dir
+from scalekit.errors import ScalekitError
+from scalekit.mednext import MedNeXt, load_state, read_checkpoint, recipe, state_mismatch
+from scalekit.mednext.config import NUM_LEVELS
+from scalekit.records import read_results
+
+from . import _env
+from .adapter import NETWORK_CLASS_NAME, MedNeXtNetwork
+from .export import MANIFEST
+from .inference import make_predictor
+from .stage import STAGE_CONFIGURATION
+
+log = logging.getLogger(__name__)
+
+PREDICTION_MARKER = "predict_from_raw_data_args.json"
+"""The file nnU-Net writes into every prediction folder (an earlier prediction may be replaced)."""
+_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """What inference needs: plans, the configuration to predict with, dataset.json and a weights file.
+
+    ``source`` says where it came from, in words (``stage f…-k5 of runs/demo``).
+    """
+
+    plans: dict[str, Any]
+    configuration: str
+    dataset_json: dict[str, Any]
+    weights: Path
+    source: str
+
+    @property
+    def file_ending(self) -> str:
+        return str(self.dataset_json["file_ending"])
+
+    @property
+    def num_input_channels(self) -> int:
+        return len(self.dataset_json["channel_names"])
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ScalekitError(f"{path} does not exist: {what}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ScalekitError(f"{path} is not valid JSON ({err.msg}, line {err.lineno})") from None
+
+
+def stage_model(study_dir: str | Path, stage_id: str, weights: str | Path | None = None) -> TrainedModel:
+    """A stage of the study in ``study_dir``: its final weights (or ``weights``) and the plans and dataset.json
+    nnU-Net saved in the stage's model folder when it trained."""
+    study_dir = Path(study_dir)
+    if not (study_dir / "results.csv").is_file():
+        raise ScalekitError(f"{study_dir} is not a study directory (no results.csv); give the study's output_dir")
+    by_id = {r.stage_id: r for r in read_results(study_dir)}
+    if stage_id not in by_id:
+        known = ", ".join(sorted(by_id)[:8]) + (", ..." if len(by_id) > 8 else "")
+        raise ScalekitError(f"--stage {stage_id!r} is not a stage of {study_dir} (stages: {known or 'none yet'}); "
+                            "see `scalekit study show`")
+    record = by_id[stage_id]
+    checkpoint = record.checkpoint_path(study_dir)
+    if checkpoint is None:
+        raise ScalekitError(f"stage {stage_id} is {record.status}: it has no trained weights to predict with")
+    if weights is None and not checkpoint.is_file():
+        raise ScalekitError(f"stage {stage_id}: weights {checkpoint} do not exist; rerun `scalekit study run` on "
+                            f"{study_dir / 'study.yaml'} to retrain the stage")
+    folders = sorted(checkpoint.parent.glob(f"nnunet/*/*__{STAGE_CONFIGURATION}/plans.json"))
+    if not folders:
+        raise ScalekitError(f"stage {stage_id}: no nnU-Net model folder with plans.json under "
+                            f"{checkpoint.parent / 'nnunet'}; rerun `scalekit study run` to retrain the stage")
+    model_dir = folders[-1].parent
+    return TrainedModel(
+        plans=_read_json(model_dir / "plans.json", "the stage's plans"), configuration=STAGE_CONFIGURATION,
+        dataset_json=_read_json(model_dir / "dataset.json", "the stage's dataset.json"),
+        weights=Path(weights) if weights is not None else checkpoint, source=f"stage {stage_id} of {study_dir}",
+    )
+
+
+def export_model(export_dir: str | Path, weights: str | Path | None = None) -> TrainedModel:
+    """The network of an nnU-Net export folder: its plans copy, configuration and dataset.json, with the
+    starting weights it carries (a study export: the stage's trained weights) or ``weights`` (for example the
+    ``checkpoint_final.pth`` of training it with its ``train.sh``)."""
+    export_dir = Path(export_dir)
+    manifest = _read_json(export_dir / MANIFEST, "not an nnU-Net export of this scalekit version; export it again "
+                          "with `scalekit study export --to nnunet`")
+    plans = _read_json(export_dir / manifest["plans"], "the export is incomplete; export it again")
+    if weights is None:
+        if manifest.get("weights") is None:
+            raise ScalekitError(f"{export_dir} carries no trained weights (it starts {manifest['configuration']} "
+                                "from scratch); train it with its train.sh and pass --weights "
+                                ".../fold_0/checkpoint_final.pth")
+        weights = export_dir / manifest["weights"]
+    return TrainedModel(plans=plans, configuration=manifest["configuration"],
+                        dataset_json=_read_json(export_dir / manifest["dataset_json"], "the export is incomplete"),
+                        weights=Path(weights), source=f"export {export_dir}")
+
+
+def input_cases(folder: str | Path, file_ending: str, num_channels: int) -> list[list[Path]]:
+    """The images of ``folder`` grouped by case, in nnU-Net's naming (``CASE_0000<ending>`` for channel 0,
+    ...), sorted by case; every case must have exactly the channels 0..num_channels-1."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ScalekitError(f"input folder {folder} does not exist")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if p.name.endswith(file_ending)]
+    if not images:
+        endings = sorted({"".join(p.suffixes) or p.name for p in files})
+        raise ScalekitError(f"{folder} holds no images ending in {file_ending}, the dataset's file ending "
+                            f"(found: {', '.join(endings) or 'nothing'})")
+    cases: dict[str, dict[int, Path]] = {}
+    for path in images:
+        match = _CHANNEL.match(path.name[: -len(file_ending)])
+        if match is None:
+            raise ScalekitError(f"{path}: name images CASE_0000{file_ending} (a case id, '_' and a 4-digit "
+                                "channel number), as in nnU-Net's imagesTr")
+        cases.setdefault(match["case"], {})[int(match["channel"])] = path
+    expected = list(range(num_channels))
+    for case, channels in sorted(cases.items()):
+        if sorted(channels) != expected:
+            raise ScalekitError(
+                f"case {case} in {folder} has channel(s) {sorted(channels)} but the network takes {num_channels} "
+                f"({', '.join(f'{case}_{c:04d}{file_ending}' for c in expected)})"
+            )
+    return [[channels[c] for c in expected] for _, channels in sorted(cases.items())]
+
+
+def _network_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from an nnU-Net checkpoint or starting-weights file (``network_weights``) or a scalekit
+    checkpoint (``final.pt``, ``weights.pt``), read with ``weights_only``."""
+    data = read_checkpoint(path)
+    if isinstance(data, Mapping) and isinstance(data.get("network_weights"), Mapping):
+        return dict(data["network_weights"])
+    state, _, _ = load_state(path)
+    return state
+
+
+def load_network(model: TrainedModel) -> MedNeXt:
+    """The MedNeXt the plans' configuration describes, with the model's weights loaded strictly, in eval mode
+    and without deep supervision."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    if model.configuration not in model.plans.get("configurations", {}):
+        raise ScalekitError(f"{model.source}: its plans have no configuration {model.configuration!r}")
+    plans_manager = PlansManager(model.plans)
+    configuration = plans_manager.get_configuration(model.configuration)
+    if configuration.network_arch_class_name != NETWORK_CLASS_NAME:
+        raise ScalekitError(f"{model.source}: configuration {model.configuration} builds "
+                            f"{configuration.network_arch_class_name}, not a scalekit MedNeXt")
+    state = _network_weights(model.weights)
+    heads = f"out_{NUM_LEVELS - 1}.conv_out.weight" in state
+    outputs = plans_manager.get_label_manager(model.dataset_json).num_segmentation_heads
+    network = MedNeXtNetwork(input_channels=model.num_input_channels, num_classes=outputs, deep_supervision=heads,
+                             **configuration.network_arch_init_kwargs)
+    problems = state_mismatch(network.state_dict(), state)
+    if problems:
+        raise ScalekitError(f"{model.weights}: these weights do not fit the network of {model.source}: {problems}")
+    network.load_state_dict(state, strict=True)
+    network.deep_supervision = False
+    return network.eval()
+
+
+def predict(model: TrainedModel, input_dir: str | Path, output_dir: str | Path, device: str = "auto",
+            mirror: bool = False) -> list[Path]:
+    """Segment every case of ``input_dir`` with ``model`` into ``output_dir`` in nnU-Net's layout; returns the
+    segmentation files.
+
+    Everything is checked before any work (the images' names, channels and file ending, the weights against
+    the plans' network). The folder is written beside ``output_dir`` and takes its place only when complete;
+    an existing ``output_dir`` must be empty or an earlier prediction (it holds ``predict_from_raw_data_args.json``).
+    """
+    torch_device = recipe.resolve_device(device)
+    cases = input_cases(input_dir, model.file_ending, model.num_input_channels)
+    output_dir = Path(output_dir)
+    if output_dir.is_file() or (output_dir.is_dir() and any(output_dir.iterdir())
+                                and not (output_dir / PREDICTION_MARKER).is_file()):
+        raise ScalekitError(f"{output_dir} is not empty and not an earlier prediction (it has no "
+                            f"{PREDICTION_MARKER}); choose a new or an empty folder")
+    _env.configure()
+    with _env.nnunet_output_to_log():  # nnunetv2's first import prints notes on its folder variables
+        network = load_network(model)
+    log.info("predicting %d case(s) of %s with %s on %s", len(cases), input_dir, model.source, torch_device)
+    predictor = make_predictor(network, model.plans, model.configuration, model.dataset_json, torch_device, mirror)
+    with staged_dir(output_dir, PREDICTION_MARKER) as staging:
+        with _env.nnunet_output_to_log():
+            predictor.predict_from_files_sequential([[str(p) for p in case] for case in cases], str(staging.folder))
+        # nnU-Net records its arguments; name the folder the prediction ends up in, not the staging folder
+        arguments = staging.folder / PREDICTION_MARKER
+        recorded = json.loads(arguments.read_text())
+        recorded["output_folder_or_list_of_truncated_output_files"] = str(output_dir.resolve())
+        staging.write(PREDICTION_MARKER, json.dumps(recorded, indent=2) + "\n")
+    names = sorted(case[0].name[: -len(model.file_ending) - 5] for case in cases)
+    return [output_dir / f"{name}{model.file_ending}" for name in names]
