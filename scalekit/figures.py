@@ -168,9 +168,9 @@ def _budget_request(axis: Axis, metric: str, area: PlotArea, font_px: float) -> 
 
 
 def _labels(area: PlotArea, points: list[PointSpec], links: list[LinkSpec], x_metric: str,
-            colours: dict[str, str], style: Style) -> tuple[list[DrawnLabel], list[str]]:
-    """Place the budget label, each UpKern step's gain beside its arrow and each family's name beside its
-    chain's last stage (in that order of priority)."""
+            colours: dict[str, str], style: Style, families: bool) -> tuple[list[DrawnLabel], list[str]]:
+    """Place the budget label, each UpKern step's gain beside its arrow and (with ``families``) each family's
+    name beside its chain's last stage, in that order of priority."""
     by_id = {p.stage_id: p for p in points}
     f, radius = style.font_px, style.marker_px / 2 + 2
     markers = [Box.around(*area.px(p.x, p.y), radius, radius) for p in points]
@@ -185,7 +185,7 @@ def _labels(area: PlotArea, points: list[PointSpec], links: list[LinkSpec], x_me
             mid, size = area.px((a.x + b.x) / 2, (a.y + b.y) / 2), text_size(text, f)
             requests.append(LabelRequest(f"delta:{link.to_id}", text,
                                          tuple(c for gap in GAPS for c in beside(mid, size, gap))))
-    for fid in dict.fromkeys(p.family_id for p in points):
+    for fid in dict.fromkeys(p.family_id for p in points) if families else ():
         end = max((p for p in points if p.family_id == fid), key=lambda p: (p.kernel, not p.hollow, p.x))
         anchor, size = area.px(end.x, end.y), text_size(end.family, f)
         requests.append(LabelRequest(f"family:{fid}", end.family,
@@ -208,7 +208,8 @@ def panel_layout(name: str, title: str, x_metric: str, y_metric: str, points: Se
     """Fit the axes to ``points`` (and the budget, see :func:`scalekit.plotlayout.fit_axis`) and place the
     labels, none overlapping another, a marker or the plot's edge. A family whose name finds no place is
     named in the legend instead; the legend's room is taken from the top margin, so the plot area is
-    recomputed (at most three times) until the families in the legend are those that found no place."""
+    recomputed (at most three times) until the families in the legend are those that found no place; failing
+    that, every family is named in the legend."""
     points = list(points)
     by_id = {p.stage_id: p for p in points}
     links = [link for link in links if link.from_id in by_id and link.to_id in by_id]
@@ -217,11 +218,14 @@ def panel_layout(name: str, title: str, x_metric: str, y_metric: str, points: Se
     entries = legend_entries(points, links, y_metric)
     names = {p.family_id: p.family for p in points}
     in_legend: list[str] = []
-    for _ in range(3):
+    for attempt in range(4):
+        named_on_plot = attempt < 3
+        if not named_on_plot:
+            in_legend = list(names)
         margins = legend_margins(style, entries + [names[fid] for fid in in_legend])
         left, right, top, bottom = margins
         area = PlotArea(x_axis, y_axis, style.width_px - left - right, style.height_px - top - bottom)
-        labels, left_off = _labels(area, points, links, x_metric, colours, style)
+        labels, left_off = _labels(area, points, links, x_metric, colours, style, named_on_plot)
         on_plot = {label.key.partition(":")[2] for label in labels if label.kind == "family"}
         missing = [fid for fid in names if fid not in on_plot]
         if set(missing) <= set(in_legend):

@@ -51,8 +51,8 @@ class Style:
 
 
 STYLES = {
-    # One column of a two-column paper (3.5 in): 2 px per point, so 20 px is 10 pt; white, no title.
-    "paper": Style("paper", 504, 400, 3.0, 20.0, False, 3.5),
+    # One column of a two-column paper (3.5 x 3 in): 2 px per point, so 20 px is 10 pt; white, no title.
+    "paper": Style("paper", 504, 432, 3.0, 20.0, False, 3.5),
     # A browser page or a slide (9.4 in at 96 px per inch): larger, with a title above each figure.
     "screen": Style("screen", 900, 600, 2.0, 14.0, True, 9.375),
 }

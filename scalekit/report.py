@@ -316,13 +316,14 @@ def write_report(study_dir: str | Path, out: str | Path | None = None, images: b
     (a temporary file beside it, then renamed), so a kill or a failure leaves the earlier report, never a
     partial one.
     """
+    figure_style = style_named(style)
     data = build_report_data(study_dir)
     out = Path(out) if out is not None else Path(study_dir) / "report.html"
-    figures = build_figures(data, style_named(style))
+    figures = build_figures(data, figure_style)
     written: list[Path] = []
     note = "Static images were not requested." if not images else None
     if images:
-        written, note = write_images(figures, out.parent / f"{out.stem}_figures", style)
+        written, note = write_images(figures, out.parent / f"{out.stem}_figures", figure_style)
     html = render_html(data, figures, note)
     fault_point("report")
     write_atomic(out, html)
