@@ -22,23 +22,18 @@ from scalekit._atomic import atomic_path, write_atomic
 from scalekit.answer import study_answer
 from scalekit.faults import fault_point
 from scalekit.fidelity import findings
+from scalekit.drawing import panel_figure, scaling_figure
+from scalekit.figures import LABELS, LinkSpec, PanelLayout, PointSpec, family_colours, panel_layout
 from scalekit.pareto import StudyGoals, pareto_front, study_front
+from scalekit.plotlayout import Style, style_named
 from scalekit.records import Objective, StageRecord, describe_spent, training_spent
+from scalekit.scaling import ScalingView, scaling_tables, scaling_view
 from scalekit.selection import rule_choices
 from scalekit.tables import Table, fmt, stage_tables
 
 log = logging.getLogger(__name__)
 
 IMAGE_FORMATS = ("png", "svg")
-KERNEL_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
-INIT_SYMBOLS = {"scratch": "circle", "upkern": "diamond", "continue": "square"}
-LABELS = {
-    "mean_dice": "mean Dice",
-    "mean_nsd": "mean surface Dice (NSD)",
-    "peak_memory_gb": "peak GPU memory (GB, 2^30 bytes)",
-    "gflops_train": "training GFLOPs per step",
-    "params": "parameters",
-}
 PANELS = (
     ("dice_vs_memory", "peak_memory_gb", "mean_dice", "max_memory_gb"),
     ("dice_vs_gflops", "gflops_train", "mean_dice", "max_gflops"),
@@ -60,6 +55,8 @@ class Panel:
     front_ids: list[str]
     """Stage ids on the (min x, max y) front, ordered by x: the step line is drawn through them."""
     budget: float | None = None
+    partial: list[tuple[str, float, float]] = field(default_factory=list)
+    """(stage id, x, y) of stages scored at a rung only (halted there, or waiting to be promoted): drawn hollow."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +87,8 @@ class ReportData:
     hover: dict[str, str]
     choices: dict[str, str] = field(default_factory=dict)
     """Rule -> stage id for ``best`` and ``knee`` (absent while no stage is valid)."""
+    scaling: ScalingView = field(default_factory=lambda: ScalingView([], [], {}))
+    """What each scaling axis bought (:mod:`scalekit.scaling`)."""
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -103,7 +102,7 @@ def hover_text(record: StageRecord) -> str:
         f"status: {record.status}" + (f" ({html.escape(record.reason)})" if record.reason else ""),
         f"init: {record.init}" + (f" from {html.escape(record.parent_stage)}" if record.parent_stage else ""),
         f"mean Dice {fmt(record.mean_dice)}, NSD {fmt(record.mean_nsd)}",
-        f"peak memory {fmt(record.peak_memory_gb, 2)} GB ({record.memory_method or 'n/a'})",
+        f"peak memory {fmt(record.peak_memory_gb, 3)} GiB ({record.memory_method or 'n/a'})",
         f"GFLOPs train {fmt(record.gflops_train, 1)}, params {fmt(record.params)}",
     ]
     lines += [f"{key}: {html.escape(str(value))}" for key, value in record.config.items()]
@@ -112,10 +111,14 @@ def hover_text(record: StageRecord) -> str:
 
 def _panel(name: str, x_metric: str, y_metric: str, budget: float | None, records: list[StageRecord]) -> Panel:
     objectives = (Objective(x_metric, "minimize"), Objective(y_metric, "maximize"))
-    usable = [r for r in records if r.is_valid and all(o.value(r) is not None for o in objectives)]
+    measured = [r for r in records if all(o.value(r) is not None for o in objectives)]
+    usable = [r for r in measured if r.is_valid]
     points = [(r.stage_id, objectives[0].value(r), objectives[1].value(r)) for r in usable]
+    partial = [(r.stage_id, objectives[0].value(r), objectives[1].value(r)) for r in measured
+               if r.status in ("stopped", "paused") and r.epochs]
     front = sorted(pareto_front(usable, objectives), key=lambda r: (objectives[0].value(r), r.stage_id))
-    return Panel(name, x_metric, y_metric, points, [r.stage_id for r in front], budget)  # type: ignore[arg-type]
+    return Panel(name, x_metric, y_metric, points, [r.stage_id for r in front], budget,  # type: ignore[arg-type]
+                 partial)  # type: ignore[arg-type]
 
 
 def _steps(records: list[StageRecord]) -> list[UpKernStep]:
@@ -145,71 +148,43 @@ def build_report_data(study_dir: str | Path) -> ReportData:
     choices = {rule: choice.stage.stage_id for rule, choice in rule_choices(records).items()}
     return ReportData(
         Path(study_dir), records, goals, study.front_ids, panels, _steps(records),
-        {r.stage_id: hover_text(r) for r in records}, choices,
+        {r.stage_id: hover_text(r) for r in records}, choices, scaling_view(records),
     )
 
 
-def _kernel_colour(kernel: int, kernels: Sequence[int]) -> str:
-    return KERNEL_COLOURS[sorted(kernels).index(kernel) % len(KERNEL_COLOURS)]
-
-
-def _figure(panel: Panel, data: ReportData) -> go.Figure:
+def panel_layouts(data: ReportData, style: Style) -> dict[str, PanelLayout]:
+    """The layout of every panel (fitted axes, placed labels, legend), keyed by panel name."""
     by_id = {r.stage_id: r for r in data.records}
-    xy = {sid: (x, y) for sid, x, y in panel.points}
-    kernels = sorted({by_id[sid].kernel_size for sid in xy})
-    fig = go.Figure()
-    for k in kernels:
-        ids = [sid for sid in xy if by_id[sid].kernel_size == k]
-        fig.add_trace(go.Scatter(
-            x=[xy[s][0] for s in ids], y=[xy[s][1] for s in ids], mode="markers", name=f"k{k}",
-            marker=dict(size=11, color=_kernel_colour(k, kernels),
-                        symbol=[INIT_SYMBOLS[by_id[s].init] for s in ids]),
-            hovertext=[data.hover[s] for s in ids], hovertemplate="%{hovertext}<extra></extra>",
-        ))
-    fig.add_trace(go.Scatter(
-        x=[xy[s][0] for s in panel.front_ids], y=[xy[s][1] for s in panel.front_ids], mode="lines+markers",
-        name="Pareto front", line=dict(shape="hv", color="black", width=1.5),
-        marker=dict(size=18, symbol="circle-open", color="black"), hoverinfo="skip",
-    ))
-    if panel.name == "dice_vs_memory":
-        _draw_chains(fig, data, xy)
-    if panel.budget is not None:
-        unit = "GB" if panel.x_metric == "peak_memory_gb" else "GFLOPs"
-        fig.add_vline(x=panel.budget, line_dash="dash", line_color="firebrick",
-                      annotation_text=f"budget {panel.budget:g} {unit}", annotation_position="top left")
-    fig.update_layout(
-        title=f"{LABELS[panel.y_metric]} vs {LABELS[panel.x_metric]}", template="plotly_white",
-        xaxis_title=LABELS[panel.x_metric], yaxis_title=LABELS[panel.y_metric], width=900, height=560,
-        legend_title="kernel (◇ UpKern, ○ scratch, □ continued)",
-    )
-    return fig
+    colours = family_colours([r.family_id for r in data.records])
+    layouts = {}
+    for panel in data.panels:
+        points = [
+            PointSpec(sid, x, y, by_id[sid].family_id, by_id[sid].family_label or by_id[sid].family_id,
+                      by_id[sid].kernel_size, by_id[sid].memory_method, hollow)
+            for hollow, group in ((False, panel.points), (True, panel.partial)) for sid, x, y in group
+        ]
+        y_of = {p.stage_id: (p.y, p.hollow) for p in points}
+        links = []
+        for p in points:
+            record = by_id[p.stage_id]
+            if record.init == "scratch" or record.parent_stage not in y_of:
+                continue
+            (y0, hollow0), hollow = y_of[record.parent_stage], p.hollow
+            delta = None if hollow or hollow0 else p.y - y0
+            links.append(LinkSpec(record.parent_stage, p.stage_id, record.init, delta))
+        title = f"{LABELS[panel.y_metric]} vs {LABELS[panel.x_metric]}"
+        layouts[panel.name] = panel_layout(panel.name, title, panel.x_metric, panel.y_metric, points, links,
+                                           panel.budget, colours, style)
+    return layouts
 
 
-def _draw_chains(fig: go.Figure, data: ReportData, xy: dict[str, tuple[float, float]]) -> None:
-    """Arrows parent -> child for every UpKern step with both ends drawn, labelled with the Dice gain."""
-    mids = []
-    for step in data.steps:
-        if step.stage_id not in xy or step.parent_id not in xy or step.dice_delta is None:
-            continue
-        (x0, y0), (x1, y1) = xy[step.parent_id], xy[step.stage_id]
-        fig.add_annotation(x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y", text="",
-                           showarrow=True, arrowhead=2, arrowsize=1.2, arrowwidth=1.2, arrowcolor="grey",
-                           standoff=7, startstandoff=7)
-        mids.append(((x0 + x1) / 2, (y0 + y1) / 2, step))
-    if mids:
-        fig.add_trace(go.Scatter(
-            x=[m[0] for m in mids], y=[m[1] for m in mids], mode="text", name="UpKern ΔDice",
-            text=[f"{m[2].dice_delta:+.3f}" for m in mids], textposition="middle left",
-            textfont=dict(size=10, color="grey"),
-            hovertext=[f"{m[2].parent_id} → {m[2].stage_id} (k{m[2].from_kernel}→k{m[2].to_kernel}): "
-                       f"ΔDice {m[2].dice_delta:+.4f}" for m in mids],
-            hovertemplate="%{hovertext}<extra></extra>",
-        ))
-
-
-def build_figures(data: ReportData) -> dict[str, go.Figure]:
-    """One plotly figure per panel, keyed by panel name (also the image file stem)."""
-    return {panel.name: _figure(panel, data) for panel in data.panels}
+def build_figures(data: ReportData, style: str | Style = "paper") -> dict[str, go.Figure]:
+    """One plotly figure per panel, keyed by panel name (also the image file stem), then ``compound_scaling``."""
+    style = style_named(style) if isinstance(style, str) else style
+    layouts = panel_layouts(data, style)
+    figures = {panel.name: panel_figure(layouts[panel.name], panel.front_ids, data.hover) for panel in data.panels}
+    figures["compound_scaling"] = scaling_figure(data.scaling, style)
+    return figures
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -217,8 +192,10 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()
 
 
-def write_images(figures: dict[str, go.Figure], folder: Path) -> tuple[list[Path], str | None]:
-    """PNG and SVG of every figure in one browser start; returns the files and a note if none were written.
+def write_images(figures: dict[str, go.Figure], folder: Path, style: str | Style = "paper",
+                 ) -> tuple[list[Path], str | None]:
+    """PNG and SVG of every figure in one browser start, at the style's size (PNGs at its scale); returns the
+    files and a note if none were written.
 
     Each image is written to a temporary file beside it that replaces it only once every image is complete;
     when the browser fails, the images of an earlier report are left as they were.
@@ -226,13 +203,15 @@ def write_images(figures: dict[str, go.Figure], folder: Path) -> tuple[list[Path
     import kaleido
     from choreographer.errors import ChromeNotFoundError
 
+    style = style_named(style) if isinstance(style, str) else style
+    size = {"width": style.width_px, "height": style.height_px, "scale": style.scale}
     folder.mkdir(parents=True, exist_ok=True)
     targets = [(fig, folder / f"{name}.{fmt}", fmt) for name, fig in figures.items() for fmt in IMAGE_FORMATS]
     try:
         with contextlib.ExitStack() as stack:
             jobs = [
                 {"fig": fig, "path": stack.enter_context(atomic_path(path)),
-                 "opts": {"format": fmt, "width": 900, "height": 560}}
+                 "opts": {"format": fmt, **size}}
                 for fig, path, fmt in targets
             ]
             kaleido.write_fig_from_object_sync(jobs, kopts={"mathjax": False}, cancel_on_error=True)
@@ -268,6 +247,19 @@ def _tables(data: ReportData) -> str:
     )
 
 
+def _scaling_section(data: ReportData) -> str:
+    """The compound-scaling tables under its figure, with what to add where an axis has no move."""
+    notes = "".join(f"<p>{html.escape(line)}</p>" for line in data.scaling.missing.values())
+    tables = "".join(
+        f"<h3>{html.escape(t.title)}</h3>" + (_table(t.headers, t.rows) if t.rows else "<p>None.</p>")
+        for t in scaling_tables(data.scaling)
+    )
+    return ("<h2>Compound scaling: what each axis bought</h2><p>Pairs of completed stages that differ in one "
+            "scaling axis alone (B block counts, R expansion ratio, C channels, k kernel), and moves along "
+            "several axes at once against the best single-axis move of equal memory cost.</p>"
+            + notes + tables)
+
+
 def _summary(data: ReportData, note: str | None) -> str:
     counts = {s: sum(r.status == s for r in data.records) for s in sorted({r.status for r in data.records})}
     goals = data.goals
@@ -275,7 +267,7 @@ def _summary(data: ReportData, note: str | None) -> str:
     items = [
         f"study: {data.study_dir.resolve()}", f"generated: {time.strftime('%Y-%m-%d %H:%M:%S')}",
         "stages: " + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none yet"),
-        f"objectives: {objectives}; budgets: memory {goals.max_memory_gb or 'none'} GB, "
+        f"objectives: {objectives}; budgets: memory {goals.max_memory_gb or 'none'} GiB, "
         f"GFLOPs {goals.max_gflops or 'none'}",
         "Pareto front (study objectives): " + (", ".join(sorted(data.front_ids)) or "empty")
         + "; each figure outlines the front of its own two axes",
@@ -303,7 +295,7 @@ def render_html(data: ReportData, figures: dict[str, go.Figure], note: str | Non
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>scalekit study report</title>"
         f"<style>{_CSS}</style></head><body><h1>scalekit study report</h1>"
         f'<h2>Answer</h2><ul class="answer">{answer}</ul>{_summary(data, note)}'
-        + "".join(divs) + _tables(data) + "</body></html>"
+        + "".join(divs) + _scaling_section(data) + _tables(data) + "</body></html>"
     )
 
 
@@ -316,21 +308,25 @@ class ReportResult:
     note: str | None
 
 
-def write_report(study_dir: str | Path, out: str | Path | None = None, images: bool = True) -> ReportResult:
+def write_report(study_dir: str | Path, out: str | Path | None = None, images: bool = True,
+                 style: str = "paper") -> ReportResult:
     """Write the report of ``study_dir`` to ``out`` (default ``STUDY_DIR/report.html``).
 
+    ``style``: ``paper`` (3.5 in wide figures with 10 pt type, for one column of a two-column paper; no
+    titles) or ``screen`` (larger, titled); see :data:`scalekit.plotlayout.STYLES`.
     Images go to ``<out stem>_figures/`` beside the page: ``dice_vs_memory.png``, ``.svg`` and so on.
     Safe to call while the study runs: it reads the current ``results.csv``. Every file is written atomically
     (a temporary file beside it, then renamed), so a kill or a failure leaves the earlier report, never a
     partial one.
     """
+    figure_style = style_named(style)
     data = build_report_data(study_dir)
     out = Path(out) if out is not None else Path(study_dir) / "report.html"
-    figures = build_figures(data)
+    figures = build_figures(data, figure_style)
     written: list[Path] = []
     note = "Static images were not requested." if not images else None
     if images:
-        written, note = write_images(figures, out.parent / f"{out.stem}_figures")
+        written, note = write_images(figures, out.parent / f"{out.stem}_figures", figure_style)
     html = render_html(data, figures, note)
     fault_point("report")
     write_atomic(out, html)

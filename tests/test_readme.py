@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from scalekit.selection import knee_stage
+from scalekit.selection import find_knee
 
 from .fixtures.study_fixture import make_study
 
@@ -47,4 +47,4 @@ def test_readme_python_blocks_run_as_written(tmp_path: Path, monkeypatch: pytest
     printed = capsys.readouterr().out.splitlines()
     assert "copied" in printed[1] and "resampled" in printed[1]  # the UpKern summary
     assert printed[2].startswith("B-k5 0.8")  # the fixture's highest Dice (tied with G-k3, listed later)
-    assert printed[2].endswith(f"knee: {knee_stage(records).stage_id}")
+    assert printed[2].endswith(f"knee: {find_knee(records).stage.stage_id}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import re
 import shutil
@@ -11,7 +12,8 @@ import subprocess
 import pytest
 
 from scalekit.records import read_results, write_results
-from scalekit.report import build_figures, build_report_data, write_report
+from scalekit.plotlayout import GAPS, Axis, Box, LabelRequest, beside, fit_axis, place_labels, style_named
+from scalekit.report import build_figures, build_report_data, panel_layouts, write_report
 from scalekit.selection import select_stage
 
 from .fixtures.study_fixture import DICE_MEMORY_FRONT, STAGES, STUDY_FRONT, make_study
@@ -56,21 +58,94 @@ def test_upkern_steps_compare_each_stage_with_its_parent(study) -> None:
 def test_figures_draw_the_records(study) -> None:
     data = build_report_data(study)
     figures = build_figures(data)
-    assert list(figures) == ["dice_vs_memory", "dice_vs_gflops", "dice_vs_params", "nsd_vs_memory"]
+    assert list(figures) == ["dice_vs_memory", "dice_vs_gflops", "dice_vs_params", "nsd_vs_memory",
+                             "compound_scaling"]
     fig = figures["dice_vs_memory"]
     front = next(t for t in fig.data if t.name == "Pareto front")
     assert front.line.shape == "hv"
     assert list(front.y) == pytest.approx([0.70, 0.74, 0.74, 0.75, 0.76, 0.80])
-    points = [t for t in fig.data if t.name and t.name.startswith("k")]
-    assert sorted(t.name for t in points) == ["k3", "k5", "k7"]
-    assert sum(len(t.x) for t in points) == len(VALID_IDS)
+    families = [t for t in fig.data if t.mode == "markers" and t.x[0] is not None]
+    assert sum(len(t.x) for t in families) == len(VALID_IDS)
+    assert len({t.marker.color for t in families}) == len(families) == 6  # a colour per family (D never trained)
+    symbol_of: dict[int, set[str]] = {}
+    for trace in families:
+        for symbol, kernel in zip(trace.marker.symbol, _kernels(trace)):
+            symbol_of.setdefault(kernel, set()).add(symbol)
+    assert symbol_of == {3: {"circle"}, 5: {"diamond"}, 7: {"square"}}  # the marker is the kernel, nothing else
+    key = [t.name for t in fig.data if t.x[0] is None]
+    assert key[:3] == ["k3", "k5", "k7"] and "UpKern step (ΔDice)" in key
     arrows = [a for a in fig.layout.annotations if a.showarrow and a.axref == "x"]
-    assert len(arrows) == 3  # A-k3->A-k5, A-k5->A-k7, B-k3->B-k5
-    deltas = next(t for t in fig.data if t.name == "UpKern ΔDice")
-    assert sorted(deltas.text) == ["+0.010", "+0.040", "+0.040"]
-    assert [s.x0 for s in fig.layout.shapes] == [24.0]
-    hover = " ".join(points[0].hovertext)
+    assert len(arrows) == 3  # A-k3->A-k5, A-k5->A-k7, B-k3->B-k5, each in its family's colour
+    assert {a.arrowcolor for a in arrows} == {t.marker.color for t in families if t.name in ("C4 B1 R2", "C8 B1 R2")}
+    texts = [a.text for a in fig.layout.annotations if not a.showarrow]
+    assert sorted(t for t in texts if t.startswith("+")) == ["+0.010", "+0.040", "+0.040"]
+    # The 24 GiB budget lies far right of the data (2-10 GiB): an edge marker, not a line that squashes them.
+    assert "budget 24 GiB →" in texts and list(fig.layout.shapes) == []
+    assert fig.layout.xaxis.title.text == "measured peak GPU memory (GiB)"
+    hover = " ".join(families[0].hovertext)
     assert "up_alignment: reference" in hover and "block_counts:" in hover
+
+
+def _kernels(trace) -> list[int]:
+    return [int(re.search(r"-k(\d+)", h).group(1)) for h in trace.hovertext]
+
+
+@pytest.mark.parametrize("style", ["paper", "screen"])
+def test_figures_fit_the_data_and_no_labels_overlap(study, style) -> None:
+    data = build_report_data(study)
+    layouts = panel_layouts(data, style_named(style))
+    figures = build_figures(data, style)
+    for name, layout in layouts.items():
+        for axis, values in ((layout.x, [p.x for p in layout.points]), (layout.y, [p.y for p in layout.points])):
+            assert all(axis.lo <= v <= axis.hi for v in values), name
+            assert (max(values) - min(values)) / axis.span >= 0.5, name  # the data fill at least half the axis
+            assert axis.lo >= 0  # positive quantities, positive axes
+        assert list(figures[name].layout.xaxis.range) == [layout.x.lo, layout.x.hi]
+        assert list(figures[name].layout.yaxis.range) == [layout.y.lo, layout.y.hi]
+        boxes = [label.box for label in layout.labels]
+        assert all(b.inside(layout.area.box) for b in boxes)
+        assert not [(a, b) for a, b in itertools.combinations(boxes, 2) if a.overlaps(b)], name
+        radius = layout.style.marker_px / 2
+        markers = [Box.around(*layout.area.px(p.x, p.y), radius, radius) for p in layout.points]
+        assert not [b for b in boxes for m in markers if b.overlaps(m)], name
+        # Each family is named once: by a label on the plot or, where none fits, in the legend.
+        on_plot = [label.text for label in layout.labels if label.kind == "family"]
+        legend = [t.name for t in figures[name].data if t.showlegend is not False and t.x[0] is not None
+                  and t.mode == "markers"]
+        names = {p.family for p in layout.points}
+        assert sorted(on_plot + legend) == sorted(names), name
+        assert not [k for k in layout.left_off if not k.startswith(("family:", "delta:"))]
+    memory = layouts["dice_vs_memory"]
+    assert sum(label.kind == "delta" for label in memory.labels) == 3  # every ΔDice found a place
+    assert memory.x.budget_mode == "edge" and memory.x.hi < 24
+    assert style_named(style).font_pt() >= 10
+
+
+def test_axes_of_a_single_point_a_near_budget_and_mixed_memory(study, tmp_path) -> None:
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(study / "study.yaml", one)
+    records = read_results(study)
+    halted = dataclasses.replace(records[1], stage_id="A-k5", status="stopped", reason="halted at rung 1")
+    write_results(one, [dataclasses.replace(records[0], memory_method="predicted"), halted])
+    layout = panel_layouts(build_report_data(one), style_named("paper"))["dice_vs_memory"]
+    assert [p.hollow for p in layout.points] == [False, True]  # the halted stage is drawn hollow
+    assert 0 <= layout.x.lo < 2.0 < 3.0 < layout.x.hi and 0 < layout.y.lo < 0.70 < 0.74 < layout.y.hi <= 1
+    assert layout.x_title == "predicted/measured peak GPU memory (GiB)"
+    assert fit_axis([2.0]) == Axis(pytest.approx(1.8), pytest.approx(2.2))  # one point: +-10%, never negative
+    assert fit_axis([0.0, 10.0], 9.0).budget_mode == "line"  # inside the data
+    near = fit_axis([2.0, 10.0], 12.0)  # outside, but the data keep more than half the axis: taken in
+    assert near.budget_mode == "line" and near.hi > 12.0
+    assert (fit_axis([2.0, 10.0], 40.0).budget_mode, fit_axis([20.0, 22.0], 1.0).budget_side) == ("edge", "low")
+
+
+def test_greedy_placement_never_overlaps() -> None:
+    crowd = [(50 + 7 * i, 60) for i in range(30)]  # thirty labels wanted around nearly the same spot
+    requests = [LabelRequest(str(i), "+0.040", tuple(c for gap in GAPS for c in beside(at, (60, 26), gap)))
+                for i, at in enumerate(crowd)]
+    placed, left_off = place_labels(requests, Box(0, 0, 300, 200), [Box(45, 55, 60, 65)], 20.0)
+    assert len(placed) + len(left_off) == 30 and len(placed) >= 6
+    assert not [(a, b) for a, b in itertools.combinations(placed, 2) if a.box.overlaps(b.box)]
 
 
 def test_html_report_lists_every_stage_and_reason(study, tmp_path) -> None:
@@ -90,7 +165,8 @@ def test_html_report_lists_every_stage_and_reason(study, tmp_path) -> None:
     assert f"<li>train for the study&#x27;s 24 GiB budget: {under} (" in answer
     assert f"<li>knee: {knee} (" in answer and "<li>UpKern: " in answer
     assert "Static images were not requested." in page and result.images == []
-    assert len(re.findall(r'id="fig-', page)) == 4
+    assert len(re.findall(r'id="fig-', page)) == 5
+    assert "Compound scaling: what each axis bought" in page and "<td>A-k3 → C-k3</td>" in page
     assert "<script src=" not in page and "Plotly.newPlot" in page  # plotly.js embedded: opens offline
 
 
@@ -138,7 +214,7 @@ def test_report_opens_in_headless_chromium_and_images_are_written(study, tmp_pat
     png = tmp_path / "report_figures" / "dice_vs_memory.png"
     assert png in result.images and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "report_figures" / "dice_vs_memory.svg").read_text().lstrip().startswith("<svg")
-    assert len(result.images) == 8
+    assert len(result.images) == 10
     # Record uncaught errors and console.error calls on the page itself, then read them from the final DOM.
     probe = tmp_path / "probe.html"
     probe.write_text(result.html.read_text().replace("<head>", "<head>" + _ERROR_HOOK, 1))
@@ -152,5 +228,11 @@ def test_report_opens_in_headless_chromium_and_images_are_written(study, tmp_pat
     errors = re.search(r'data-errors="([^"]*)"', body.group(0))
     assert errors, f"the page's scripts did not run: {body.group(0)}"
     assert json.loads(errors.group(1).replace("&quot;", '"')) == []
-    assert 'data-plots="4"' in body.group(0)
+    assert 'data-plots="5"' in body.group(0)
     assert not [line for line in run.stderr.splitlines() if "CONSOLE" in line and "Uncaught" in line]
+    # A screenshot of the page as a reader sees it (paper-style figures, the compound-scaling section).
+    shot = tmp_path / "report.png"
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1400,2400", "--virtual-time-budget=5000", f"--screenshot={shot}",
+                    probe.as_uri()], capture_output=True, text=True, timeout=120)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000

@@ -14,11 +14,13 @@ def report_command(
     study_dir: StudyDir,
     out: Annotated[Path | None, typer.Option(help="HTML file to write (default STUDY_DIR/report.html).")] = None,
     images: Annotated[bool, typer.Option(help="Also write PNG and SVG of each figure (needs Chromium).")] = True,
+    style: Annotated[str, typer.Option(help="Figure style: 'paper' (3.5 in wide, 10 pt type, no titles: one "
+                                            "column of a two-column paper) or 'screen' (larger, titled).")] = "paper",
 ) -> None:
     """Write the HTML report (Pareto plots, UpKern gains, all stages); safe to run while the study runs."""
     from scalekit.report import write_report
 
-    result = write_report(study_dir, out, images=images)
+    result = write_report(study_dir, out, images=images, style=style)
     print(f"report: {result.html}")
     if result.images:
         print(f"images: {len(result.images)} files in {result.images[0].parent}")

@@ -1,0 +1,219 @@
+"""Figure geometry without a plotting library: figure styles, axis ranges fitted to the data (with a budget
+that never squashes them), and text labels placed so that no two overlap.
+
+Everything here is plain arithmetic on data values and estimated pixel extents, so tests can check the
+layout (every point inside the range, label boxes pairwise disjoint) without rendering an image. Pixel
+coordinates are those of the plot area: x to the right, y upwards, (0, 0) at its lower left corner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scalekit.errors import ScalekitError
+
+PAD = 0.06
+"""Padding on each side of the data, as a fraction of the data's span."""
+MIN_DATA_SHARE = 0.5
+"""A budget is drawn inside the axis only while the data keep at least this share of the axis."""
+CHAR_WIDTHS = {**dict.fromkeys(" .,:;'!|iljtf()[]", 0.34), **dict.fromkeys("mwMW%", 0.9),
+               **dict.fromkeys("ABCDEFGHKNOPQRSUVXYZΔ", 0.72), **dict.fromkeys("→←", 1.0)}
+CHAR_WIDTH = 0.6
+"""Estimated advance of a character in font heights (Arial, rounded up by about 5%): :data:`CHAR_WIDTHS`
+for narrow, wide and capital letters, :data:`CHAR_WIDTH` for the rest (digits, signs, lower case)."""
+LINE_HEIGHT = 1.3
+TEXT_PAD = 2.0
+"""Pixels added on every side of a text box's estimate."""
+
+
+@dataclass(frozen=True)
+class Style:
+    """The size and type of one family of figures. ``font_px`` is the smallest font used anywhere."""
+
+    name: str
+    width_px: int
+    height_px: int
+    scale: float
+    """Image export scale: PNGs have ``scale`` times the pixels."""
+    font_px: float
+    show_title: bool
+    width_in: float
+    """Printed width the style is made for: at it, ``font_px`` is :meth:`font_pt` points."""
+
+    def font_pt(self) -> float:
+        """The smallest font in points when the figure is printed ``width_in`` inches wide."""
+        return self.font_px * self.width_in * 72 / self.width_px
+
+    @property
+    def marker_px(self) -> float:
+        return round(self.font_px * 0.6)
+
+
+STYLES = {
+    # One column of a two-column paper (3.5 x 3 in): 2 px per point, so 20 px is 10 pt; white, no title.
+    "paper": Style("paper", 504, 432, 3.0, 20.0, False, 3.5),
+    # A browser page or a slide (9.4 in at 96 px per inch): larger, with a title above each figure.
+    "screen": Style("screen", 900, 600, 2.0, 14.0, True, 9.375),
+}
+
+
+def style_named(name: str) -> Style:
+    try:
+        return STYLES[name]
+    except KeyError:
+        raise ScalekitError(f"figure style {name!r} is unknown; use one of {', '.join(STYLES)}") from None
+
+
+@dataclass(frozen=True)
+class Axis:
+    """A fitted axis range and how its budget (if any) is shown: ``line`` inside the range, ``edge`` as a
+    marker at the edge it lies beyond (``low`` or ``high``), ``none`` without a budget."""
+
+    lo: float
+    hi: float
+    budget: float | None = None
+    budget_mode: str = "none"
+    budget_side: str = ""
+
+    @property
+    def span(self) -> float:
+        return self.hi - self.lo
+
+    def contains(self, value: float) -> bool:
+        return self.lo <= value <= self.hi
+
+
+def _padded(lo: float, hi: float, floor: float | None, ceiling: float | None) -> tuple[float, float]:
+    span = hi - lo
+    pad = PAD * span if span > 0 else (0.1 * abs(hi) or 0.5)
+    lo, hi = lo - pad, hi + pad
+    if floor is not None and lo < floor:
+        lo = floor
+    if ceiling is not None and hi > ceiling:
+        hi = ceiling
+    return lo, hi
+
+
+def fit_axis(values: Sequence[float], budget: float | None = None, floor: float | None = 0.0,
+             ceiling: float | None = None) -> Axis:
+    """The range of ``values`` padded by :data:`PAD` of their span (a single value or equal values get 10% of
+    the value), never below ``floor`` (0 for positive quantities; None for signed ones) nor above ``ceiling``.
+
+    A budget inside the padded range is drawn as a line; one outside is taken in only while the data still
+    span at least :data:`MIN_DATA_SHARE` of the axis, otherwise it is shown at the axis edge.
+    """
+    if not values:
+        return Axis(0.0, 1.0, budget, "edge" if budget is not None else "none", "high")
+    data_lo, data_hi = min(values), max(values)
+    lo, hi = _padded(data_lo, data_hi, floor if data_lo >= (floor or 0.0) else None, ceiling)
+    if budget is None:
+        return Axis(lo, hi)
+    if lo <= budget <= hi:
+        return Axis(lo, hi, budget, "line")
+    wide_lo, wide_hi = _padded(min(data_lo, budget), max(data_hi, budget), floor, None)
+    span = data_hi - data_lo
+    if span > 0 and span / (wide_hi - wide_lo) >= MIN_DATA_SHARE:
+        return Axis(wide_lo, wide_hi, budget, "line")
+    return Axis(lo, hi, budget, "edge", "high" if budget > hi else "low")
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned rectangle in plot-area pixels."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    def overlaps(self, other: Box) -> bool:
+        return self.x0 < other.x1 and other.x0 < self.x1 and self.y0 < other.y1 and other.y0 < self.y1
+
+    def inside(self, other: Box) -> bool:
+        return other.x0 <= self.x0 and self.x1 <= other.x1 and other.y0 <= self.y0 and self.y1 <= other.y1
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
+
+    @classmethod
+    def around(cls, x: float, y: float, half_w: float, half_h: float) -> Box:
+        return cls(x - half_w, y - half_h, x + half_w, y + half_h)
+
+
+def text_size(text: str, font_px: float) -> tuple[float, float]:
+    """Estimated (width, height) in pixels of one line of ``text``, with :data:`TEXT_PAD` on every side."""
+    width = sum(CHAR_WIDTHS.get(c, CHAR_WIDTH) for c in text) * font_px
+    return width + 2 * TEXT_PAD, LINE_HEIGHT * font_px + 2 * TEXT_PAD
+
+
+@dataclass(frozen=True)
+class PlotArea:
+    """The plot area of a figure: maps data values to its pixels."""
+
+    x: Axis
+    y: Axis
+    width_px: float
+    height_px: float
+
+    def px(self, x: float, y: float) -> tuple[float, float]:
+        return ((x - self.x.lo) / self.x.span * self.width_px, (y - self.y.lo) / self.y.span * self.height_px)
+
+    @property
+    def box(self) -> Box:
+        return Box(0.0, 0.0, self.width_px, self.height_px)
+
+    def segment_boxes(self, a: tuple[float, float], b: tuple[float, float], step: float = 6.0) -> list[Box]:
+        """Small boxes along the straight line from data point ``a`` to ``b`` (an arrow, as an obstacle)."""
+        (x0, y0), (x1, y1) = self.px(*a), self.px(*b)
+        n = max(1, int(((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5 / step))
+        return [Box.around(x0 + (x1 - x0) * i / n, y0 + (y1 - y0) * i / n, 1.5, 1.5) for i in range(n + 1)]
+
+
+DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1))
+GAPS = (3.0, 8.0, 14.0, 22.0, 32.0, 44.0, 58.0, 76.0)
+
+
+def beside(anchor: tuple[float, float], size: tuple[float, float], gap: float) -> list[tuple[float, float]]:
+    """Centres of a box of ``size`` put beside ``anchor`` (pixels), ``gap`` pixels off, in the eight
+    directions (right, left, up, down, then the diagonals)."""
+    (x, y), (w, h) = anchor, size
+    return [(x + dx * (gap + w / 2), y + dy * (gap + h / 2)) for dx, dy in DIRECTIONS]
+
+
+@dataclass(frozen=True)
+class LabelRequest:
+    """A text to place: ``candidates`` are the centres to try, in order of preference (pixels)."""
+
+    key: str
+    text: str
+    candidates: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class PlacedLabel:
+    key: str
+    text: str
+    box: Box
+
+
+def place_labels(requests: Sequence[LabelRequest], area: Box, obstacles: Sequence[Box], font_px: float,
+                 soft: Sequence[Box] = ()) -> tuple[list[PlacedLabel], list[str]]:
+    """Greedy placement: each label in turn takes its first candidate that lies inside ``area`` and overlaps
+    no placed label nor ``obstacles`` (markers); candidates that also miss the ``soft`` obstacles (arrows) are
+    preferred. Returns the placed labels and the keys of those that found no place (left off the plot)."""
+    placed: list[PlacedLabel] = []
+    left_off: list[str] = []
+    for request in requests:
+        w, h = text_size(request.text, font_px)
+        boxes = [Box.around(cx, cy, w / 2, h / 2) for cx, cy in request.candidates]
+        free = [b for b in boxes if b.inside(area) and not any(b.overlaps(o) for o in obstacles)
+                and not any(b.overlaps(p.box) for p in placed)]
+        clear = [b for b in free if not any(b.overlaps(s) for s in soft)]
+        chosen = (clear or free or [None])[0]
+        if chosen is None:
+            left_off.append(request.key)
+        else:
+            placed.append(PlacedLabel(request.key, request.text, chosen))
+    return placed, left_off
