@@ -7,6 +7,8 @@ import re
 import time
 from pathlib import Path
 
+from rich.console import Console
+
 from scalekit.records import ResultsTable, StageRecord
 from scalekit.study.eventlog import EventLog
 from scalekit.study.events import (
@@ -19,6 +21,7 @@ from scalekit.study.events import (
     format_line,
     read_progress,
 )
+from scalekit.study.progress import StudyProgress
 
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d "
 
@@ -82,12 +85,19 @@ def test_event_log_follows_the_table_and_the_progress_files(tmp_path: Path) -> N
     stage_dir = tmp_path / "stages" / "f2-k3"
     stage_dir.mkdir(parents=True)
     ProgressWriter(stage_dir, "f2-k3", 2).append(metrics(0, 9.0))  # an earlier session's epoch
+    panel = StudyProgress(table, "study t", events, Console(width=200, record=True))
+    panel.console.print(panel)
+    assert "checking the raw dataset (0 s)" in panel.console.export_text()
     table.update("f2-k3", status="running", target_epochs=2)
     events.poll()
     assert events.step is None
     ProgressWriter(stage_dir, "f2-k3", 2).append(metrics(1, 0.8, 12.0))
     events.poll()
     assert events.epochs["f2-k3"].event.epoch == 2
+    panel.console.print(panel)
+    shown = panel.console.export_text()
+    assert "checking the raw dataset (" not in shown and "epoch 2/2 loss 0.800 ETA 0 s" in shown
+    assert "stage f2-k3 started" in shown, "the latest events"
     table.update("f2-k3", status="completed", mean_dice=0.45, wall_time_s=30.0, epochs=2)
     events.poll()
     events.poll()
