@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 PROGRESS_FILE = "progress.jsonl"
+STAGE_LOG = "stage.log"
+"""The stage worker's own output (prints, warnings, logging), in its stage folder."""
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 

@@ -28,13 +28,12 @@ from typing import Any
 from scalekit.studyfile import StudyConfig
 
 from .chain import ChainPlanner
-from .events import ProgressWriter
+from .events import STAGE_LOG, ProgressWriter
 from .messages import StageReport, StageSpec
 
 log = logging.getLogger(__name__)
 
 ERROR_LOG = "error.log"
-STAGE_LOG = "stage.log"
 DRIVER_POLL_S = 0.5
 
 
