@@ -110,4 +110,4 @@ def test_event_log_follows_the_table_and_the_progress_files(tmp_path: Path) -> N
         "stage f2-k3 completed: Dice 0.4500 after 2 epochs in 30 s",
     ]
     assert (tmp_path / "study.log").read_text().splitlines() == lines
-    assert "f2-k3" not in events.epochs and list(events.recent) == lines[-4:]
+    assert "f2-k3" not in events.epochs and events.latest_lines() == lines[-4:]

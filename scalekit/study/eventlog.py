@@ -82,6 +82,11 @@ class EventLog:
             self.recent.append(line)
         return line
 
+    def latest_lines(self) -> list[str]:
+        """The last few lines written (a copy: the panel renders from another thread)."""
+        with self._lock:
+            return list(self.recent)
+
     def data_step(self, step: str) -> None:
         """A step before training (shown as the panel's current step until the first stage starts)."""
         with self._lock:

@@ -68,7 +68,7 @@ class StudyProgress:
                 table.add_row("  running", record.stage_id, record.family_label, f"k{record.kernel_size}",
                               f"to {record.target_epochs} epochs" if record.target_epochs else "", origin, epoch)
             lines.append(table)
-        lines += [Text(line, style="dim") for line in self.events.recent]
+        lines += [Text(line, style="dim") for line in self.events.latest_lines()]
         return Group(*lines)
 
     def __rich__(self) -> Group:
