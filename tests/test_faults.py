@@ -9,6 +9,7 @@ consistent with results.csv, and no process of the killed run left.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from scalekit.study import read_results
+from scalekit.study.events import PROGRESS_FILE, read_progress
 
 from .faultkit import (
     ENV,
@@ -88,6 +90,12 @@ def test_kill_in_upkern_stage(tmp_path: Path, shared: dict, baseline: dict[int, 
     after = snapshot(study_dir)
     assert {k: after[k] for k in before} == before
     _equal_losses(study_dir, baseline)
+    k5 = next(r for r in read_results(study_dir) if r.kernel_size == 5)
+    epochs, _ = read_progress(study_dir / "stages" / k5.stage_id / PROGRESS_FILE)
+    assert [e.epoch for e in epochs] == [1, 2], "each epoch once, across the killed session and the rerun"
+    lines = (study_dir / "study.log").read_text().splitlines()
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S", line) for line in lines)
+    assert lines[-1][20:].startswith("study finished: 2 completed")
 
 
 def test_kill_while_results_are_rewritten(tmp_path: Path, shared: dict, baseline: dict[int, float]) -> None:

@@ -10,7 +10,7 @@ import torch
 from scalekit import nnunet
 from scalekit.mednext import preset_config
 from scalekit.study.messages import StageReport, StageSpec
-from scalekit.study.stage import ERROR_LOG, execute_stage
+from scalekit.study.stage import ERROR_LOG, STAGE_LOG, execute_stage
 
 PREPARED = {
     "dataset_id": 990, "dataset_name": "Dataset990_X", "raw_dir": "/nonexistent/raw/Dataset990_X",
@@ -50,6 +50,7 @@ def test_errors_become_reported_statuses(tmp_path: Path, monkeypatch, error, sta
     traceback_file = tmp_path / "stage" / ERROR_LOG
     if reason.startswith("RuntimeError"):
         assert "Traceback" in traceback_file.read_text() and str(traceback_file) in reports[-1]["stage_reason"]
+        assert "stage fabc-k3 failed: dataloader worker died" in (tmp_path / "stage" / STAGE_LOG).read_text()
     else:
         assert not traceback_file.exists()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -55,15 +56,16 @@ def study_file(tmp_path: Path, nnunet_dirs: dict, **changes) -> Path:
     return path
 
 
-def command(path: Path) -> list[str]:
-    return [sys.executable, "-c", "from scalekit.cli import main; main()", "study", "run", str(path), "--quiet"]
+def command(path: Path, quiet: bool = True) -> list[str]:
+    return [sys.executable, "-c", "from scalekit.cli import main; main()", "study", "run", str(path),
+            *(["--quiet"] if quiet else [])]
 
 
 ENV = {**os.environ, "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "1", "OMP_NUM_THREADS": "1"}
 
 
-def run(path: Path, expect: int = 0) -> subprocess.CompletedProcess:
-    result = subprocess.run(command(path), capture_output=True, text=True, timeout=900, env=ENV)
+def run(path: Path, expect: int = 0, quiet: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(command(path, quiet), capture_output=True, text=True, timeout=900, env=ENV)
     assert result.returncode == expect, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -72,8 +74,11 @@ def by_kernel(rows) -> dict:
     return {(r.family_label, r.kernel_size): r for r in rows}
 
 
+STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d "
+
+
 def test_two_families_chain_3_to_5(tmp_path: Path, nnunet_dirs: dict) -> None:
-    run(study_file(tmp_path, nnunet_dirs))
+    result = run(study_file(tmp_path, nnunet_dirs), quiet=False)  # stdout is a pipe: plain event lines
     rows = read_results(tmp_path / "study")
     assert len(rows) == 4
     stages = by_kernel(rows)
@@ -87,6 +92,18 @@ def test_two_families_chain_3_to_5(tmp_path: Path, nnunet_dirs: dict) -> None:
     ray_runs = list((tmp_path / "study" / "ray").iterdir())
     assert ray_runs, "the study directory holds the Ray experiment"
     assert (tmp_path / "study" / "optuna.db").is_file()
+    events = [line for line in result.stdout.splitlines() if re.match(STAMP, line)]
+    assert (tmp_path / "study" / "study.log").read_text().splitlines() == events
+    text = "\n".join(events)
+    assert re.search(r"(checking the raw dataset|reusing the preparation)", text)
+    for r in rows:
+        assert f"stage {r.stage_id} started: {r.family_label} k{r.kernel_size}" in text
+        assert re.search(rf"stage {r.stage_id} epoch 1/1 loss \d+\.\d{{3}} .*ETA 0 s", text)
+        assert re.search(rf"stage {r.stage_id} completed: Dice {r.mean_dice:.4f} after 1 epochs in \d+ s", text)
+    assert events[-1][20:].startswith("study finished: 4 completed; best Dice")
+    assert "Traceback" not in result.stdout + result.stderr and "elapsed" not in result.stdout  # no panel
+    assert result.stdout.splitlines()[len(events)].endswith("4 completed; finished")  # the result lines follow
+    assert all((tmp_path / "study" / "stages" / r.stage_id / "stage.log").is_file() for r in rows)
 
 
 def wait_for(proc: subprocess.Popen, study: Path, found, what: str, poll_s: float = 0.2):

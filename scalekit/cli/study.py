@@ -111,9 +111,13 @@ def run(
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address ('auto', 'ray://host:10001'); default: local.")
     ] = None,
-    quiet: Annotated[bool, typer.Option(help="No live progress display.")] = False,
+    quiet: Annotated[bool, typer.Option(
+        help="No live panel and no event lines on stdout (study.log is written all the same).")] = False,
 ) -> None:
     """Run a study, or resume it when its output directory already holds one.
+
+    A terminal shows a live panel (data steps, running stages with epoch, loss and ETA); any other stdout
+    gets one timestamped line per event, the lines that <study>/study.log collects in every case.
 
     Exit status: 0 finished with completed stages, 1 finished without any, 130 interrupted (rerun to
     resume), 2 bad input (the study file, its dataset, a study directory in use).

@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
@@ -289,6 +289,7 @@ def prepare_dataset(
     num_processes: int | None = None,
     raw_root: Path | None = None,
     splits: Path | None = None,
+    on_step: Callable[[str], None] = lambda step: None,
 ) -> PreparedDataset:
     """Validate a raw dataset, then run nnU-Net v2's fingerprint extraction, planning and preprocessing.
 
@@ -303,6 +304,8 @@ def prepare_dataset(
         raw_root: folder of raw datasets for id / name lookups.
         splits: a splits file (checked against the cases) copied to ``splits_final.json``; without one, the
             dataset's own ``splits_final.json`` is kept, else a random split of min(5, cases) folds is written.
+        on_step: hears each step as it begins (checking the raw dataset, reusing a preparation, nnU-Net's
+            fingerprint, plans, preprocessing), as one line of text.
 
     Returns:
         The :class:`PreparedDataset` with a digest of every preprocessed file; an unchanged dataset prepared
@@ -321,6 +324,7 @@ def prepare_dataset(
     raw_dir = resolve_raw_dataset(dataset, raw_root)
     preprocessed_root = Path(preprocessed_root).resolve()
     workers = num_processes or _env.default_workers()
+    on_step(f"checking the raw dataset {raw_dir}")
     raw = validate_raw_dataset(raw_dir, num_workers=workers)
     if any(isinstance(v, list) for v in raw.labels.values()):
         raise ScalekitError(f"{raw_dir}: region-based labels (lists in dataset.json 'labels') are not supported")
@@ -331,8 +335,9 @@ def prepare_dataset(
         prepared = _reusable(record_path, key, raw, preprocessed_root)
         if prepared is not None:
             log.info("reusing the preparation of %s in %s", raw.dataset_name, prepared.preprocessed_dir)
+            on_step(f"reusing the preparation of {raw.dataset_name} in {prepared.preprocessed_dir}")
         else:
-            prepared = _run_nnunet(raw, preprocessed_root, configuration, spacing, workers)
+            prepared = _run_nnunet(raw, preprocessed_root, configuration, spacing, workers, on_step)
             fault_point("prepare")
             write_atomic(record_path, json.dumps({"input_key": key, "prepared": prepared.to_dict()}, indent=2) + "\n")
         if splits is not None:
@@ -355,6 +360,7 @@ def _run_nnunet(
     configuration: str,
     spacing: Sequence[float] | None,
     workers: int,
+    on_step: Callable[[str], None],
 ) -> PreparedDataset:
     _env.configure(raw=raw.folder.parent, preprocessed=preprocessed_root, num_processes=workers)
     # nnU-Net's planner sets torch's thread count to the augmentation worker count, which must be >= 1.
@@ -368,13 +374,16 @@ def _run_nnunet(
     log.info("preparing %s: fingerprint, plans, preprocessing (%s, %d workers)", raw.dataset_name,
              configuration, workers)
     with _env.nnunet_output_to_log(), _env.temporary(nnUNet_n_proc_DA=planning_threads):
+        on_step(f"nnU-Net fingerprint of {raw.dataset_name} ({workers} workers)")
         extract_fingerprint_dataset(raw.dataset_id, num_processes=workers, clean=True, verbose=False,
                                     show_progress_bar=False)
         target = tuple(float(s) for s in spacing) if spacing else None
+        on_step(f"nnU-Net plans of {raw.dataset_name}")
         plans, identifier = plan_experiment_dataset(raw.dataset_id, overwrite_target_spacing=target)
         if configuration not in plans["configurations"]:
             raise ScalekitError(f"nnU-Net planned no {configuration!r} configuration for {raw.dataset_name}; "
                              f"planned: {sorted(plans['configurations'])}")
+        on_step(f"nnU-Net preprocessing of {raw.dataset_name} ({configuration})")
         preprocess_dataset(raw.dataset_id, identifier, configurations=[configuration], num_processes=[workers],
                            verbose=False, show_progress_bar=False)
     planned = plans["configurations"][configuration]

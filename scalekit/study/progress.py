@@ -1,5 +1,6 @@
-"""A live terminal view of a running study (rich): stage counts, running stages and the rung each trains to,
-best Dice, compute spent, rungs whose Dice carries no signal, elapsed time."""
+"""A live terminal view of a running study (rich): the data step under way before the first stage, stage
+counts, running stages with the rung each trains to and their last epoch (loss, ETA), best Dice, compute
+spent, rungs whose Dice carries no signal, the latest lines of ``study.log``, elapsed time."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from rich.text import Text
 from scalekit.fidelity import signal_warnings
 from scalekit.records import ResultsTable, describe_spent, training_spent
 
+from .eventlog import EventLog
+from .events import describe_duration
+
 _ORDER = ("completed", "running", "paused", "pending", "infeasible", "failed", "stopped")
 _STYLE = {"completed": "green", "running": "cyan", "paused": "blue", "pending": "white", "infeasible": "yellow",
           "failed": "red", "stopped": "dim"}
@@ -23,9 +27,10 @@ _STYLE = {"completed": "green", "running": "cyan", "paused": "blue", "pending": 
 class StudyProgress:
     """Renders the results table as a compact status panel; call :meth:`refresh` after every change."""
 
-    def __init__(self, table: ResultsTable, title: str, console: Console | None = None) -> None:
+    def __init__(self, table: ResultsTable, title: str, events: EventLog, console: Console | None = None) -> None:
         self.table = table
         self.title = title
+        self.events = events
         self.console = console or Console(stderr=True)
         self.started = time.monotonic()
         self._live: Live | None = None
@@ -43,6 +48,10 @@ class StudyProgress:
             head.append(f"{status} {counts[status]}  ", style=_STYLE[status])
         head.append(f"elapsed {elapsed / 60:.1f} min", style="dim")
         lines: list = [head]
+        step = self.events.step
+        if step is not None:
+            waited = time.monotonic() - self.events.step_started
+            lines.append(Text(f"  {step.describe()} ({describe_duration(waited)})", style="cyan"))
         lines.append(Text(f"spent {describe_spent(training_spent(records))}", style="dim"))
         if best is not None:
             lines.append(Text(f"best mean Dice {best.mean_dice:.4f}  ({best.stage_id}, {best.family_label})"))
@@ -52,9 +61,14 @@ class StudyProgress:
             table = Table(box=None, show_header=False, pad_edge=False)
             for record in running:
                 origin = f"{record.init} from {record.parent_stage}" if record.parent_stage else "from scratch"
+                latest = self.events.epochs.get(record.stage_id)
+                epoch = "" if latest is None else (
+                    f"epoch {latest.event.epoch}/{latest.event.target} loss {latest.event.train_loss:.3f} "
+                    f"ETA {describe_duration(latest.eta_now())}")
                 table.add_row("  running", record.stage_id, record.family_label, f"k{record.kernel_size}",
-                              f"to {record.target_epochs} epochs" if record.target_epochs else "", origin)
+                              f"to {record.target_epochs} epochs" if record.target_epochs else "", origin, epoch)
             lines.append(table)
+        lines += [Text(line, style="dim") for line in self.events.latest_lines()]
         return Group(*lines)
 
     def __rich__(self) -> Group:

@@ -8,11 +8,14 @@ Study directory layout::
 
     .scalekit.lock   held by the one process that runs the study (names its host and PID)
     study.yaml       the validated study file (a rerun must match it)
+    study.log        one timestamped line per event (data steps, stage started / epoch / ended, study end),
+                     appended by every run
     prepared.json    the prepared nnU-Net dataset
     results.csv      one row per chain stage, rewritten as each stage changes
     optuna.db        the Optuna storage (unless ``storage`` names another)
-    stages/<id>/     each stage's training folder, checkpoints and final weights
-    ray/run-*/       the Ray Tune experiments, one per invocation
+    stages/<id>/     each stage's training folder, checkpoints and final weights; progress.jsonl (a line per
+                     epoch), stage.log (the worker's output), error.log (the traceback of a failed stage)
+    ray/run-*/       the Ray Tune experiments, one per invocation; ray/driver.log: Ray's and Tune's messages
     nnunet/          nnU-Net raw / preprocessed / results folders (unless the study names others)
 """
 
@@ -22,7 +25,9 @@ import contextlib
 import json
 import logging
 import os
+import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +49,8 @@ from scalekit.studyfile import (
 from .advice import advise
 from .chain import ChainPlanner
 from .checks import demo_folder, preflight
+from .eventlog import EventLog
+from .events import StudyFinished
 from .lock import StudyLock
 from .planning import build_space, chain_rules, resolve_hardware, stage_planning
 
@@ -110,8 +117,9 @@ def check_same_study(config: StudyConfig, study_dir: Path) -> None:
         )
 
 
-def prepare_data(config: StudyConfig) -> Any:
-    """Generate the demo data if asked and missing, then validate and preprocess (reused when unchanged)."""
+def prepare_data(config: StudyConfig, on_step: Callable[[str], None] = lambda step: None) -> Any:
+    """Generate the demo data if asked and missing, then validate and preprocess (reused when unchanged);
+    ``on_step`` hears each step as it begins."""
     from scalekit import nnunet
 
     raw_root, pre_root = config.nnunet_roots()
@@ -120,7 +128,7 @@ def prepare_data(config: StudyConfig) -> Any:
     if d.demo is not None:
         folder = demo_folder(config)
         if not (folder / "dataset.json").exists():
-            log.info("generating the demo dataset in %s", folder)
+            on_step(f"generating the demo dataset in {folder}")
             nnunet.make_demo_dataset(
                 raw_root, cases=d.demo.cases, size=d.demo.size, seed=d.demo.seed, dataset_id=d.id or 990,
                 name=folder.name.split("_", 1)[1],
@@ -128,7 +136,7 @@ def prepare_data(config: StudyConfig) -> Any:
         dataset = folder
     return nnunet.prepare_dataset(
         dataset, pre_root, configuration=d.configuration, patch_size=d.patch_size, spacing=d.spacing,
-        raw_root=raw_root, splits=d.splits,
+        raw_root=raw_root, splits=d.splits, on_step=on_step,
     )
 
 
@@ -137,6 +145,9 @@ def run_study(
 ) -> StudySummary:
     """Run (or resume) the study described by ``study_file``; returns when every chain has ended or when the
     run is interrupted (Ctrl-C: the summary's state says so, and a rerun resumes).
+
+    Every event is appended to ``<study>/study.log``. With ``show_progress`` a terminal shows a live panel,
+    and any other stdout (a file, a pipe, a cluster job's log) gets the same lines as study.log.
 
     Raises:
         StudyConfigError: a bad study file, a study directory holding another study, or anything
@@ -152,21 +163,33 @@ def run_study(
     for warning in advise(config).warnings:
         log.warning("%s", warning)
     study_dir = config.output_dir
+    terminal = show_progress and sys.stdout.isatty()
     with StudyLock(study_dir):
         check_same_study(config, study_dir)
         write_atomic(study_dir / STUDY_FILE, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        events = EventLog(study_dir, echo=sys.stdout if show_progress and not terminal else None)
         try:
-            return _run_locked(config, show_progress)
+            summary = _run_locked(config, events, terminal)
         except KeyboardInterrupt:  # before or after the chains (data, report): nothing is lost, rerun resumes
             log.warning("interrupted")
-            return StudySummary(study_dir, ResultsTable(study_dir).counts(), "interrupted")
+            summary = StudySummary(study_dir, ResultsTable(study_dir).counts(), "interrupted")
+        events.emit(study_finished(summary))
+        return summary
 
 
-def _run_locked(config: StudyConfig, show_progress: bool) -> StudySummary:
+def study_finished(summary: StudySummary) -> StudyFinished:
+    """The last event of a run: how it ended, its best stage and what it spent."""
+    from scalekit.records import describe_spent
+
+    valid = [r for r in ResultsTable(summary.study_dir).records() if r.is_valid]
+    best = max(valid, key=lambda r: r.mean_dice) if valid else None
+    return StudyFinished(summary.state, summary.counts, best.stage_id if best else "",
+                         best.mean_dice if best else None, describe_spent(summary.spent) if summary.spent else "")
+
+
+def _run_locked(config: StudyConfig, events: EventLog, terminal: bool) -> StudySummary:
     from .progress import StudyProgress
-    from .search import ChainSearch, SearchSettings, open_optuna_study
-    from .stage import stage_launcher
-    from .tune import ChainSearcher, RaySettings, TrialResources, ray_cluster, run_chains
+    from .search import SearchSettings
 
     study_dir = config.output_dir
     space = build_space(config)
@@ -179,16 +202,33 @@ def _run_locked(config: StudyConfig, show_progress: bool) -> StudySummary:
         storage=config.storage or f"sqlite:///{study_dir / 'optuna.db'}",
         study_name=config.name,
     )
-    study = open_optuna_study(settings, space)
-    prepared = prepare_data(config)
-    write_atomic(study_dir / PREPARED_FILE, json.dumps(prepared.to_dict(), indent=1))
     table = ResultsTable(study_dir)
+    progress = StudyProgress(table, f"study {config.name}", events)
+    with progress.live() if terminal else contextlib.nullcontext():
+        planner, search, interrupted = _train_chains(config, space, settings, table, events, progress.refresh)
+    return _finish_run(config, table, planner, search, interrupted)
+
+
+def _train_chains(
+    config: StudyConfig, space: Any, settings: Any, table: ResultsTable, events: EventLog,
+    refresh: Callable[[], None],
+) -> tuple[ChainPlanner, Any, bool]:
+    """Prepare the data, start Ray and run the chains; the planner, the search and whether it was interrupted."""
+    from .search import ChainSearch, open_optuna_study
+    from .stage import stage_launcher
+    from .tune import ChainSearcher, RaySettings, TrialResources, ray_cluster, run_chains
+
+    study_dir = config.output_dir
+    study = open_optuna_study(settings, space)
+    prepared = prepare_data(config, events.data_step)
+    write_atomic(study_dir / PREPARED_FILE, json.dumps(prepared.to_dict(), indent=1))
+    events.data_step(f"data ready: {prepared.dataset_name}, patch {list(prepared.patch_size)}; starting Ray")
     threads = str(max(1, int(config.ray.cpus_per_trial)))
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1",
            STUDY_DIR_ENV: str(study_dir)}
     env.update({key: os.environ[key] for key in FORWARDED_ENV if key in os.environ})
     os.environ[STUDY_DIR_ENV] = str(study_dir)
-    with ray_cluster(RaySettings(config.ray.address, env)) as cluster:
+    with ray_cluster(RaySettings(config.ray.address, env, study_dir / "ray" / "driver.log")) as cluster:
         gpus, device, amp = resolve_hardware(config, cluster)
         planning = stage_planning(config, prepared.num_input_channels, prepared.num_classes, amp)
         planner = ChainPlanner(
@@ -198,16 +238,29 @@ def _run_locked(config: StudyConfig, show_progress: bool) -> StudySummary:
         for kind, stage_ids in planner.recover().items():
             if stage_ids:
                 log.warning("%s stages: %s", kind, ", ".join(stage_ids))
-        progress = StudyProgress(table, f"study {config.name}")
-        search = ChainSearch(planner, study, settings, on_change=progress.refresh)
+        events.watch(table, study_dir / "stages")
+
+        def on_change() -> None:
+            events.poll()
+            refresh()
+
+        search = ChainSearch(planner, study, settings, on_change=on_change)
         searcher = ChainSearcher(search, stage_launcher(config, prepared, device, amp))
         resources = TrialResources(config.ray.cpus_per_trial, gpus, config.ray.max_concurrent)
         try:
-            with progress.live() if show_progress else contextlib.nullcontext():
-                run_chains(searcher, resources, study_dir / "ray")
+            run_chains(searcher, resources, study_dir / "ray")
         except KeyboardInterrupt:
             log.warning("interrupted")
         interrupted = planner.interrupt()
+        events.poll()
+    return planner, search, interrupted
+
+
+def _finish_run(
+    config: StudyConfig, table: ResultsTable, planner: ChainPlanner, search: Any, interrupted: bool
+) -> StudySummary:
+    """The summary of the run; the report and the export when every chain ended."""
+    study_dir = config.output_dir
     spent = planner.spent()
     if interrupted or not search.finished:
         return StudySummary(study_dir, table.counts(), "interrupted", spent=spent)

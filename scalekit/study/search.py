@@ -31,6 +31,7 @@ from scalekit.records import StageRecord
 from scalekit.space import SOURCE, Family, SearchSpace
 
 from .chain import ChainPlanner, objective_values
+from .events import STAGE_LOG
 from .messages import StageReport
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,9 @@ class ChainSearch:
         on the family's trial and tell Optuna when that ended the family's chain."""
         report = None if error or not result else StageReport.from_dict(result)
         if error:
-            self.planner.finish(stage_id, "failed", "the trial process died (see the Ray trial log)")
+            log_file = self.planner.stage_dir(stage_id) / STAGE_LOG
+            self.planner.finish(stage_id, "failed", f"the trial process died (see {log_file} and the Ray trial's "
+                                                    "error.txt under ray/)")
         elif report is None:  # stopped by Tune before it ended (Ctrl-C)
             self.planner.interrupt([stage_id])
             self.on_change()

@@ -5,26 +5,30 @@ parent checkpoint for UpKern, training budget, folders). ``execute_stage`` runs 
 through ``scalekit.nnunet.train_stage`` and always ends with one :class:`~scalekit.study.messages.StageReport`:
 ``completed`` with the scores, ``failed`` (non-finite loss, any error: the reason and a traceback file), or
 ``infeasible`` (CUDA out of memory, with the memory figure). It never raises, so one bad stage never stops a
-study.
+study. After each epoch it appends a line to the stage's ``progress.jsonl`` (read by the driver's event log);
+the worker's own output (prints, warnings, logging) goes to the stage's ``stage.log``, never to the driver.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
 import os
 import socket
+import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from scalekit.studyfile import StudyConfig
 
 from .chain import ChainPlanner
+from .events import STAGE_LOG, ProgressWriter
 from .messages import StageReport, StageSpec
 
 log = logging.getLogger(__name__)
@@ -162,11 +166,48 @@ def _train(spec: StageSpec, on_epoch: Callable[[dict[str, Any]], None]) -> Stage
     )
 
 
+@contextlib.contextmanager
+def output_to(path: Path) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2, so C-level output and child processes
+    too) and the ``scalekit`` loggers' INFO records to ``path`` (appended) for the ``with`` block."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    logger = logging.getLogger("scalekit")
+    level = logger.level
+    with open(path, "a", encoding="utf-8", buffering=1) as f:
+        handler = logging.StreamHandler(f)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
 def execute_stage(spec: StageSpec, report: Callable[[dict[str, Any]], None]) -> None:
     """Train one stage (resuming from its folder's last checkpoint) and report how it ended, as the last of
-    its reports (the epoch reports come before it)."""
+    its reports (the epoch reports come before it, each after its line in the progress file)."""
     watch_driver(spec.driver_host, spec.driver_pid)
-    Path(spec.output_dir).mkdir(parents=True, exist_ok=True)
+    output_dir = Path(spec.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    progress = ProgressWriter(output_dir, spec.stage_id, spec.train_until)
+
+    def on_epoch(metrics: dict[str, Any]) -> None:
+        progress.append(metrics)
+        report(metrics)
+
     started = time.monotonic()
-    report(_train(spec, report).to_dict())
-    log.info("stage %s ended after %.1f s", spec.stage_id, time.monotonic() - started)
+    with output_to(output_dir / STAGE_LOG):
+        report(_train(spec, on_epoch).to_dict())
+        log.info("stage %s ended after %.1f s", spec.stage_id, time.monotonic() - started)

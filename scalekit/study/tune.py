@@ -108,6 +108,28 @@ def run_stage_trial(config: dict[str, Any]) -> None:
 class RaySettings:
     address: str | None
     env_vars: dict[str, str]
+    log_file: Path | None = None
+    """Where Ray's and Tune's driver-side messages go (e.g. a trial's error traceback), instead of stderr,
+    which a live panel owns."""
+
+
+@contextmanager
+def _ray_logs_to(path: Path | None) -> Iterator[None]:
+    """Send the ``ray`` loggers' records to ``path`` (their console handlers off) for the ``with`` block."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger("ray")
+    saved = list(logger.handlers), logger.propagate
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.handlers, logger.propagate = [handler], False
+    try:
+        yield
+    finally:
+        handler.close()
+        logger.handlers, logger.propagate = saved
 
 
 @dataclass(frozen=True)
@@ -127,20 +149,25 @@ def ray_cluster(settings: RaySettings) -> Iterator[dict[str, float]]:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     started = not ray.is_initialized()
     if started:
-        ray.init(
-            address=settings.address,
-            logging_level=logging.ERROR,
-            log_to_driver=False,
-            include_dashboard=False,
-            configure_logging=True,
-            runtime_env={"env_vars": settings.env_vars},
-            **({} if settings.address else {"num_cpus": max(os.cpu_count() or 1, 1)}),
-        )
+        _start_ray(settings)
     try:
-        yield {k: float(v) for k, v in ray.cluster_resources().items()}
+        with _ray_logs_to(settings.log_file):  # after ray.init, which sets up the ray loggers' handlers
+            yield {k: float(v) for k, v in ray.cluster_resources().items()}
     finally:
         if started:
             ray.shutdown()
+
+
+def _start_ray(settings: RaySettings) -> None:
+    ray.init(
+        address=settings.address,
+        logging_level=logging.ERROR,
+        log_to_driver=False,
+        include_dashboard=False,
+        configure_logging=True,
+        runtime_env={"env_vars": settings.env_vars},
+        **({} if settings.address else {"num_cpus": max(os.cpu_count() or 1, 1)}),
+    )
 
 
 def run_chains(searcher: ChainSearcher, resources: TrialResources, experiment_dir: Path) -> None:
