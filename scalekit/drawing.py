@@ -75,6 +75,10 @@ def panel_figure(layout: PanelLayout, front_ids: Sequence[str], hover: dict[str,
     if layout.x.budget_mode == "line":
         fig.add_vline(x=layout.x.budget, line_dash="dash", line_color="firebrick", line_width=1.2)
     for label in layout.labels:
+        if label.leader is not None:
+            (x0, y0), (x1, y1) = label.leader
+            fig.add_shape(type="line", x0=x0, y0=y0, x1=x1, y1=y1, xref="x", yref="y",
+                          layer="below", line=dict(color=label.colour, width=0.8))
         fig.add_annotation(x=label.at[0], y=label.at[1], xref="x", yref="y", text=label.text, showarrow=False,
                            xanchor="center", yanchor="middle", font=dict(size=f, color=label.colour))
     return frame(fig, style, layout.title, layout.x_title, layout.y_title, layout.margins,

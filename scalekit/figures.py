@@ -69,6 +69,8 @@ class DrawnLabel:
     at: tuple[float, float]
     box: Box
     colour: str
+    leader: tuple[tuple[float, float], tuple[float, float]] | None = None
+    """A thin line from the point the label names to the label (data values), when it sits away from it."""
 
 
 @dataclass(frozen=True)
@@ -167,16 +169,28 @@ def _budget_request(axis: Axis, metric: str, area: PlotArea, font_px: float) -> 
     return LabelRequest("budget", text, tuple((line_x + s * (w / 2 + 3), y) for y in ys for s in (-1, 1)))
 
 
-def _labels(area: PlotArea, points: list[PointSpec], links: list[LinkSpec], x_metric: str,
+def _lines(area: PlotArea, points: list[PointSpec], links: list[LinkSpec], front: Sequence[str]) -> list[Box]:
+    """The small boxes of every line drawn: chain arrows, the front's steps and the budget line."""
+    by_id = {p.stage_id: p for p in points}
+    segments = [((by_id[link.from_id].x, by_id[link.from_id].y), (by_id[link.to_id].x, by_id[link.to_id].y))
+                for link in links]
+    steps = [(by_id[sid].x, by_id[sid].y) for sid in front if sid in by_id]
+    for (x0, y0), (x1, y1) in zip(steps, steps[1:]):  # drawn as "hv": across, then up
+        segments += [((x0, y0), (x1, y0)), ((x1, y0), (x1, y1))]
+    if area.x.budget_mode == "line" and area.x.budget is not None:
+        segments.append(((area.x.budget, area.y.lo), (area.x.budget, area.y.hi)))
+    return [b for a, z in segments for b in area.segment_boxes(a, z)]
+
+
+def _labels(area: PlotArea, points: list[PointSpec], links: list[LinkSpec], front: Sequence[str], x_metric: str,
             colours: dict[str, str], style: Style, families: bool) -> tuple[list[DrawnLabel], list[str]]:
     """Place the budget label, each UpKern step's gain beside its arrow and (with ``families``) each family's
-    name beside its chain's last stage, in that order of priority."""
+    name beside its chain's last stage, in that order of priority; each as near its anchor as it can be
+    without covering a line, with a leader line when it had to move away."""
     by_id = {p.stage_id: p for p in points}
     f, radius = style.font_px, style.marker_px / 2 + 2
     markers = [Box.around(*area.px(p.x, p.y), radius, radius) for p in points]
-    arrows = [b for link in links
-              for b in area.segment_boxes((by_id[link.from_id].x, by_id[link.from_id].y),
-                                          (by_id[link.to_id].x, by_id[link.to_id].y))]
+    leader_after = radius + 0.6 * f
     requests = [r for r in [_budget_request(area.x, x_metric, area, f)] if r is not None]
     for link in links:
         if link.kind == "upkern" and link.delta is not None:
@@ -184,29 +198,32 @@ def _labels(area: PlotArea, points: list[PointSpec], links: list[LinkSpec], x_me
             text = f"{link.delta:+.3f}"
             mid, size = area.px((a.x + b.x) / 2, (a.y + b.y) / 2), text_size(text, f)
             requests.append(LabelRequest(f"delta:{link.to_id}", text,
-                                         tuple(c for gap in GAPS for c in beside(mid, size, gap))))
+                                         tuple(c for gap in GAPS for c in beside(mid, size, gap)), mid,
+                                         leader_after))
     for fid in dict.fromkeys(p.family_id for p in points) if families else ():
         end = max((p for p in points if p.family_id == fid), key=lambda p: (p.kernel, not p.hollow, p.x))
         anchor, size = area.px(end.x, end.y), text_size(end.family, f)
         requests.append(LabelRequest(f"family:{fid}", end.family,
-                                     tuple(c for gap in GAPS for c in beside(anchor, size, radius + gap))))
-    placed, left_off = place_labels(requests, area.box, markers, f, soft=arrows)
+                                     tuple(c for gap in GAPS for c in beside(anchor, size, radius + gap)), anchor,
+                                     radius + leader_after))
+    placed, left_off = place_labels(requests, area.box, markers, f, soft=_lines(area, points, links, front))
     labels = []
     for label in placed:
         kind, _, ref = label.key.partition(":")
         colour = (colours[ref] if kind == "family" else colours[by_id[ref].family_id] if kind == "delta"
                   else BUDGET_COLOUR)
-        cx, cy = label.box.centre
-        at = (area.x.lo + cx / area.width_px * area.x.span, area.y.lo + cy / area.height_px * area.y.span)
-        labels.append(DrawnLabel(label.key, kind, label.text, at, label.box, colour))
+        leader = None if label.leader is None else (area.data(*label.leader[0]), area.data(*label.leader[1]))
+        labels.append(DrawnLabel(label.key, kind, label.text, area.data(*label.box.centre), label.box, colour,
+                                 leader))
     return labels, left_off
 
 
 def panel_layout(name: str, title: str, x_metric: str, y_metric: str, points: Sequence[PointSpec],
                  links: Sequence[LinkSpec], budget: float | None, colours: dict[str, str],
-                 style: Style) -> PanelLayout:
+                 style: Style, front: Sequence[str] = ()) -> PanelLayout:
     """Fit the axes to ``points`` (and the budget, see :func:`scalekit.plotlayout.fit_axis`) and place the
-    labels, none overlapping another, a marker or the plot's edge. A family whose name finds no place is
+    labels, none overlapping another, a marker or the plot's edge, and each kept off the drawn lines (arrows,
+    the steps through ``front``, the budget) where it can be. A family whose name finds no place is
     named in the legend instead; the legend's room is taken from the top margin, so the plot area is
     recomputed (at most three times) until the families in the legend are those that found no place; failing
     that, every family is named in the legend."""
@@ -225,7 +242,7 @@ def panel_layout(name: str, title: str, x_metric: str, y_metric: str, points: Se
         margins = legend_margins(style, entries + [names[fid] for fid in in_legend])
         left, right, top, bottom = margins
         area = PlotArea(x_axis, y_axis, style.width_px - left - right, style.height_px - top - bottom)
-        labels, left_off = _labels(area, points, links, x_metric, colours, style, named_on_plot)
+        labels, left_off = _labels(area, points, links, front, x_metric, colours, style, named_on_plot)
         on_plot = {label.key.partition(":")[2] for label in labels if label.kind == "family"}
         missing = [fid for fid in names if fid not in on_plot]
         if set(missing) <= set(in_legend):

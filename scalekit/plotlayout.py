@@ -137,6 +137,15 @@ class Box:
     def centre(self) -> tuple[float, float]:
         return (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
 
+    def nearest(self, x: float, y: float) -> tuple[float, float]:
+        """The point of the box nearest to (x, y): the point itself when it lies inside."""
+        return min(max(x, self.x0), self.x1), min(max(y, self.y0), self.y1)
+
+    def distance(self, x: float, y: float) -> float:
+        """Pixels from (x, y) to the box (0 inside it)."""
+        nx, ny = self.nearest(x, y)
+        return ((nx - x) ** 2 + (ny - y) ** 2) ** 0.5
+
     @classmethod
     def around(cls, x: float, y: float, half_w: float, half_h: float) -> Box:
         return cls(x - half_w, y - half_h, x + half_w, y + half_h)
@@ -164,31 +173,52 @@ class PlotArea:
     def box(self) -> Box:
         return Box(0.0, 0.0, self.width_px, self.height_px)
 
-    def segment_boxes(self, a: tuple[float, float], b: tuple[float, float], step: float = 6.0) -> list[Box]:
+    def segment_boxes(self, a: tuple[float, float], b: tuple[float, float]) -> list[Box]:
         """Small boxes along the straight line from data point ``a`` to ``b`` (an arrow, as an obstacle)."""
-        (x0, y0), (x1, y1) = self.px(*a), self.px(*b)
-        n = max(1, int(((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5 / step))
-        return [Box.around(x0 + (x1 - x0) * i / n, y0 + (y1 - y0) * i / n, 1.5, 1.5) for i in range(n + 1)]
+        return line_boxes(self.px(*a), self.px(*b))
+
+    def data(self, x: float, y: float) -> tuple[float, float]:
+        """The data values at plot-area pixel (x, y)."""
+        return self.x.lo + x / self.width_px * self.x.span, self.y.lo + y / self.height_px * self.y.span
 
 
-DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1))
-GAPS = (3.0, 8.0, 14.0, 22.0, 32.0, 44.0, 58.0, 76.0)
+def line_boxes(a: tuple[float, float], b: tuple[float, float], step: float = 6.0) -> list[Box]:
+    """Small boxes every ``step`` pixels along the segment from pixel ``a`` to ``b``."""
+    (x0, y0), (x1, y1) = a, b
+    n = max(1, int(((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5 / step))
+    return [Box.around(x0 + (x1 - x0) * i / n, y0 + (y1 - y0) * i / n, 1.5, 1.5) for i in range(n + 1)]
+
+
+SOFT_COST = 20.0
+"""Pixels of distance from its anchor a label gives up to keep clear of one small box of a line (arrows, the
+front, the budget line, other labels' leaders): a label moves about 80 px rather than lie across a line."""
+ANCHOR_PX = 4.0
+"""Half the side of the square around a label's anchor that no other label may cover."""
+LEADER_COST = 15.0
+"""Pixels of distance a label gives up to need no leader line."""
+DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1),
+              (1, 0.5), (-1, 0.5), (1, -0.5), (-1, -0.5), (0.5, 1), (-0.5, 1), (0.5, -1), (-0.5, -1))
+GAPS = (3.0, 8.0, 14.0, 22.0, 32.0, 44.0, 58.0, 76.0, 98.0, 124.0)
 
 
 def beside(anchor: tuple[float, float], size: tuple[float, float], gap: float) -> list[tuple[float, float]]:
-    """Centres of a box of ``size`` put beside ``anchor`` (pixels), ``gap`` pixels off, in the eight
-    directions (right, left, up, down, then the diagonals)."""
+    """Centres of a box of ``size`` put beside ``anchor`` (pixels), ``gap`` pixels off, in sixteen
+    directions (right, left, up, down, the diagonals, then the directions between them)."""
     (x, y), (w, h) = anchor, size
     return [(x + dx * (gap + w / 2), y + dy * (gap + h / 2)) for dx, dy in DIRECTIONS]
 
 
 @dataclass(frozen=True)
 class LabelRequest:
-    """A text to place: ``candidates`` are the centres to try, in order of preference (pixels)."""
+    """A text to place: ``candidates`` are the centres to try (pixels); the one nearest to ``anchor`` (the
+    point the label names) wins, in order of preference when no anchor is given. A label put further than
+    ``leader_after`` pixels from its anchor gets a leader line to it."""
 
     key: str
     text: str
     candidates: tuple[tuple[float, float], ...]
+    anchor: tuple[float, float] | None = None
+    leader_after: float = float("inf")
 
 
 @dataclass(frozen=True)
@@ -196,24 +226,71 @@ class PlacedLabel:
     key: str
     text: str
     box: Box
+    leader: tuple[tuple[float, float], tuple[float, float]] | None = None
+    """From the anchor to the nearest point of the box (pixels), for a label placed away from its anchor."""
+
+
+def _leader(request: LabelRequest, box: Box) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    anchor = request.anchor
+    if anchor is None or box.distance(*anchor) <= request.leader_after:
+        return None
+    return anchor, box.nearest(*anchor)
+
+
+def _best_place(request: LabelRequest, size: tuple[float, float], area: Box, obstacles: Sequence[Box],
+                taken: Sequence[Box], lines: Sequence[Box]) -> tuple[float, Box] | None:
+    """The least costly free place of one label, with its cost (see :func:`place_labels`)."""
+    anchor = request.anchor
+    crossable = [*taken, *(o for o in obstacles if anchor is None or o.distance(*anchor) > 0)]
+    best: tuple[float, Box] | None = None
+    for order, (cx, cy) in enumerate(request.candidates):
+        box = Box.around(cx, cy, size[0] / 2, size[1] / 2)
+        if not box.inside(area) or any(box.overlaps(o) for o in (*obstacles, *taken)):
+            continue
+        cost = (box.distance(*anchor) if anchor is not None else float(order)) + SOFT_COST * sum(
+            box.overlaps(line) for line in lines)
+        leader = _leader(request, box)
+        if leader is not None:
+            cost += LEADER_COST + SOFT_COST * sum(b.overlaps(c) for b in line_boxes(*leader) for c in crossable)
+        if best is None or cost < best[0]:
+            best = (cost, box)
+    return best
 
 
 def place_labels(requests: Sequence[LabelRequest], area: Box, obstacles: Sequence[Box], font_px: float,
                  soft: Sequence[Box] = ()) -> tuple[list[PlacedLabel], list[str]]:
-    """Greedy placement: each label in turn takes its first candidate that lies inside ``area`` and overlaps
-    no placed label nor ``obstacles`` (markers); candidates that also miss the ``soft`` obstacles (arrows) are
-    preferred. Returns the placed labels and the keys of those that found no place (left off the plot)."""
-    placed: list[PlacedLabel] = []
-    left_off: list[str] = []
-    for request in requests:
-        w, h = text_size(request.text, font_px)
-        boxes = [Box.around(cx, cy, w / 2, h / 2) for cx, cy in request.candidates]
-        free = [b for b in boxes if b.inside(area) and not any(b.overlaps(o) for o in obstacles)
-                and not any(b.overlaps(p.box) for p in placed)]
-        clear = [b for b in free if not any(b.overlaps(s) for s in soft)]
-        chosen = (clear or free or [None])[0]
-        if chosen is None:
-            left_off.append(request.key)
-        else:
-            placed.append(PlacedLabel(request.key, request.text, chosen))
-    return placed, left_off
+    """Each label takes, of its candidates that lie inside ``area`` and overlap no other label, no other
+    label's anchor nor ``obstacles`` (markers), the one of least cost: its distance from the anchor, plus :data:`SOFT_COST` for
+    each ``soft`` obstacle (the small boxes of drawn lines) or stretch of another label's leader line it
+    covers, plus, where it needs a leader line, :data:`LEADER_COST` and :data:`SOFT_COST` for each stretch of
+    that line that crosses another label or a marker. A greedy pass in the order given, then one pass that
+    moves each label to its best place among the others. Returns the placed labels and the keys of those that
+    found no place (left off the plot)."""
+    sizes = [text_size(r.text, font_px) for r in requests]
+    anchors = [Box.around(*r.anchor, ANCHOR_PX, ANCHOR_PX) if r.anchor is not None else None for r in requests]
+
+    def blocked(i: int) -> list[Box]:  # the markers, and what the other labels name (no label hides those)
+        return [*obstacles, *(a for j, a in enumerate(anchors) if a is not None and j != i)]
+
+    boxes: list[Box | None] = []
+    for i, (request, size) in enumerate(zip(requests, sizes)):
+        taken = [b for b in boxes if b is not None]
+        lines = [*soft, *_leader_boxes(requests, boxes)]
+        best = _best_place(request, size, area, blocked(i), taken, lines)
+        boxes.append(None if best is None else best[1])
+    for i, (request, size) in enumerate(zip(requests, sizes)):
+        if boxes[i] is None:
+            continue
+        others = [b if j != i else None for j, b in enumerate(boxes)]
+        taken = [b for b in others if b is not None]
+        lines = [*soft, *_leader_boxes(requests, others)]
+        best = _best_place(request, size, area, blocked(i), taken, lines)
+        if best is not None:
+            boxes[i] = best[1]  # its old place is among the candidates: the best is never worse
+    placed = [PlacedLabel(r.key, r.text, b, _leader(r, b)) for r, b in zip(requests, boxes) if b is not None]
+    return placed, [r.key for r, b in zip(requests, boxes) if b is None]
+
+
+def _leader_boxes(requests: Sequence[LabelRequest], boxes: Sequence[Box | None]) -> list[Box]:
+    leaders = [_leader(r, b) for r, b in zip(requests, boxes) if b is not None]
+    return [box for leader in leaders if leader is not None for box in line_boxes(*leader)]

@@ -174,7 +174,7 @@ def panel_layouts(data: ReportData, style: Style) -> dict[str, PanelLayout]:
             links.append(LinkSpec(record.parent_stage, p.stage_id, record.init, delta))
         title = f"{LABELS[panel.y_metric]} vs {LABELS[panel.x_metric]}"
         layouts[panel.name] = panel_layout(panel.name, title, panel.x_metric, panel.y_metric, points, links,
-                                           panel.budget, colours, style)
+                                           panel.budget, colours, style, panel.front_ids)
     return layouts
 
 

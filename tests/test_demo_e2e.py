@@ -68,6 +68,9 @@ def test_shrunk_demo_runs_reports_and_exports(tmp_path: Path) -> None:
     script = (out / "export" / "train.sh").read_text()
     assert "nnUNetv2_train 990" in script and "-tr ScalekitMedNeXtTrainer" in script
     assert f"report: {out / 'report.html'}" in result.stdout
+    assert "\nanswer:\n  train for the study's 0.25 GiB budget: " in result.stdout  # the answer closes the run
+    plans = next((tmp_path / "preprocessed").glob(f"*/scalekitPlans_{selection['stage_id']}.json"))
+    assert f"note: the export wrote {plans} outside {out / 'export'}" in result.stderr
     _predictions_repeat_the_validation(tmp_path, out, selection["stage_id"], env)
 
 

@@ -23,7 +23,6 @@ from scalekit.nnunet import PreparedDataset
 from scalekit.records import read_results, write_results
 from scalekit.selection import export_stage
 
-from .fixtures.study_fixture import add_prepared_dataset, make_study, with_deep_supervision
 
 TARGETS = ("config", "nnunet")
 
@@ -32,21 +31,9 @@ class NotWeights:
     """Any class outside torch's allow-list: ``weights_only`` loading refuses to rebuild it."""
 
 
-@pytest.fixture(scope="module")
-def fixture_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("fixture") / "study"
-    make_study(path)
-    with_deep_supervision(path)
-    return path
-
-
 @pytest.fixture
-def study(fixture_study: Path, tmp_path: Path) -> Path:
-    """A copy of the fixture study with a prepared nnU-Net dataset (its record, plans and dataset.json only)."""
-    path = tmp_path / "study"
-    shutil.copytree(fixture_study, path)
-    add_prepared_dataset(path, tmp_path)
-    return path
+def study(exportable_study: Path) -> Path:
+    return exportable_study
 
 
 def _shared_plans(study: Path, stage: str) -> Path:
@@ -104,10 +91,10 @@ def test_atomic_write_failing_midway_keeps_the_old_file(tmp_path: Path, monkeypa
 
 @pytest.mark.parametrize("fault", ["render raises", "disk full while writing"])
 def test_report_over_an_old_report_survives_a_failure(
-    fixture_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str
+    deep_supervised_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str
 ) -> None:
     out = tmp_path / "report.html"
-    report.write_report(fixture_study, out, images=False)
+    report.write_report(deep_supervised_study, out, images=False)
     old = out.read_bytes()
     assert b"scalekit study report" in old
     with monkeypatch.context() as patch:
@@ -116,17 +103,17 @@ def test_report_over_an_old_report_survives_a_failure(
         else:
             patch.setattr(Path, "write_bytes", _write_half_then_fail)
         with pytest.raises((RuntimeError, OSError)):
-            report.write_report(fixture_study, out, images=False)
+            report.write_report(deep_supervised_study, out, images=False)
     assert out.read_bytes() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
 
 
 def test_images_replace_old_ones_only_when_all_are_written(
-    fixture_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    deep_supervised_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import kaleido
 
-    figures = report.build_figures(report.build_report_data(fixture_study))
+    figures = report.build_figures(report.build_report_data(deep_supervised_study))
     folder = tmp_path / "report_figures"
     paths_given: list[Path] = []
 

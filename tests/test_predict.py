@@ -5,7 +5,6 @@ in ``tests/test_demo_e2e.py``, the only place a trained stage exists."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,23 +16,11 @@ from scalekit.errors import ScalekitError
 from scalekit.nnunet.predict import export_model, input_cases, load_network, predict, stage_model
 from scalekit.selection import export_stage
 
-from .fixtures.study_fixture import add_prepared_dataset, make_study, with_deep_supervision
-
-
-@pytest.fixture(scope="module")
-def fixture_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("fixture") / "study"
-    make_study(path)
-    with_deep_supervision(path)
-    return path
 
 
 @pytest.fixture
-def study(fixture_study: Path, tmp_path: Path) -> Path:
-    path = tmp_path / "study"
-    shutil.copytree(fixture_study, path)
-    add_prepared_dataset(path, tmp_path)
-    return path
+def study(exportable_study: Path) -> Path:
+    return exportable_study
 
 
 def _plans(study: Path, stage: str) -> Path:

@@ -12,7 +12,9 @@ import subprocess
 import pytest
 
 from scalekit.records import read_results, write_results
-from scalekit.plotlayout import GAPS, Axis, Box, LabelRequest, beside, fit_axis, place_labels, style_named
+from scalekit.plotlayout import (
+    GAPS, Axis, Box, LabelRequest, beside, fit_axis, line_boxes, place_labels, style_named,
+)
 from scalekit.report import build_figures, build_report_data, panel_layouts, write_report
 from scalekit.selection import select_stage
 
@@ -80,7 +82,10 @@ def test_figures_draw_the_records(study) -> None:
     texts = [a.text for a in fig.layout.annotations if not a.showarrow]
     assert sorted(t for t in texts if t.startswith("+")) == ["+0.010", "+0.040", "+0.040"]
     # The 24 GiB budget lies far right of the data (2-10 GiB): an edge marker, not a line that squashes them.
-    assert "budget 24 GiB →" in texts and list(fig.layout.shapes) == []
+    assert "budget 24 GiB →" in texts and not [s for s in fig.layout.shapes if s.line.dash == "dash"]
+    leaders = [label.leader for label in panel_layouts(data, style_named("paper"))["dice_vs_memory"].labels
+               if label.leader is not None]  # a label placed away from what it names points to it
+    assert [((s.x0, s.y0), (s.x1, s.y1)) for s in fig.layout.shapes] == leaders
     assert fig.layout.xaxis.title.text == "measured peak GPU memory (GiB)"
     hover = " ".join(families[0].hovertext)
     assert "up_alignment: reference" in hover and "block_counts:" in hover
@@ -146,6 +151,21 @@ def test_greedy_placement_never_overlaps() -> None:
     placed, left_off = place_labels(requests, Box(0, 0, 300, 200), [Box(45, 55, 60, 65)], 20.0)
     assert len(placed) + len(left_off) == 30 and len(placed) >= 6
     assert not [(a, b) for a, b in itertools.combinations(placed, 2) if a.box.overlaps(b.box)]
+
+
+def test_labels_keep_off_lines_and_anchors_and_point_back_when_moved() -> None:
+    area, size, at = Box(0, 0, 400, 300), (60, 26), (200.0, 150.0)
+    wall = line_boxes((150.0, 0.0), (150.0, 300.0))  # a drawn line just left of the anchor
+    near = LabelRequest("a", "+0.040", tuple(c for gap in GAPS for c in beside(at, size, gap)), at, 20.0)
+    (label,), _ = place_labels([near], area, [], 20.0, soft=[Box.around(230, 150, 40, 40)] + wall)
+    assert not [w for w in wall if label.box.overlaps(w)]  # off the line, not merely near the anchor
+    moved = label.box.distance(*at) > 20.0
+    assert (label.leader is not None) == moved and (not moved or label.leader[0] == at)
+    # A second label wanted at the same spot may not hide the first one's anchor, nor the first one.
+    other = LabelRequest("b", "C4 B1 R2", tuple(c for gap in GAPS for c in beside(at, (90, 26), gap)), None)
+    placed, left_off = place_labels([other, near], area, [], 20.0)
+    assert not left_off and not placed[0].box.overlaps(Box.around(*at, 4, 4))
+    assert not placed[0].box.overlaps(placed[1].box)
 
 
 def test_html_report_lists_every_stage_and_reason(study, tmp_path) -> None:

@@ -186,8 +186,9 @@ def test_no_signal_study_refuses_to_pick_without_force_or_a_stage_id(study, tmp_
     assert any("completed stages: no signal" in n and "Raise training.epochs" in n for n in notes)
     config = load_study_config(flat / "study.yaml").model_copy(update={
         "output_dir": flat, "finish": FinishSection(report=False, export=ExportSpec(select="knee", to="config"))})
-    report, export_dir, refused = finish_study(config)
-    assert export_dir is None and "nothing exported" in refused and "no signal" in refused
+    report, export_dir, export_notes = finish_study(config)
+    assert export_dir is None and len(export_notes) == 1
+    assert "nothing exported" in export_notes[0] and "no signal" in export_notes[0]
     app = typer.Typer()
     app.command("show")(show_command)
     app.command("export")(export_command)

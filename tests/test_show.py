@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from scalekit.cli.study_results import show_command
 from scalekit.pareto import read_goals
 from scalekit.records import read_results
+from scalekit.scaling import scaling_summary
 from scalekit.selection import select_stage
 from scalekit.tables import Table, decimals, fit_table, fmt, stage_tables
 
@@ -53,6 +54,9 @@ def test_show_at_80_columns_opens_with_the_answer_and_cuts_no_value(study) -> No
         if reason:
             assert f"{stage_id}: {reason}" in flowing  # printed whole (wrapped at most)
     assert "(--wide adds: parent, params, epochs, TFLOPs since scratch)" in output
+    assert output.index("Pareto front") < output.index("Compound scaling")
+    for line in scaling_summary(records):  # what each scaling axis bought, as the report's table has it
+        assert " ".join(line.split()) in flowing
 
 
 def test_wide_shows_every_column(study) -> None:

@@ -134,6 +134,14 @@ def run(
         print(f"{summary.study_dir}: {counts}; interrupted: rerun the same command to resume")
         raise typer.Exit(130)
     print(f"{summary.study_dir}: {counts}; finished")
+    if summary.state == "finished":
+        from scalekit.answer import study_answer
+        from scalekit.pareto import study_front
+
+        study = study_front(summary.study_dir)
+        print("answer:")
+        for line in study_answer(study.records, study.goals).lines():
+            print(f"  {line}")
     print(f"results: {summary.study_dir / 'results.csv'}")
     if summary.report is not None:
         print(f"report: {summary.report}")

@@ -43,6 +43,7 @@ def show_command(
     from scalekit.fidelity import findings
     from scalekit.pareto import study_front
     from scalekit.records import describe_spent, training_spent
+    from scalekit.scaling import scaling_summary
     from scalekit.tables import fit_table, stage_tables
 
     study = study_front(study_dir)
@@ -76,6 +77,10 @@ def show_command(
     console.print(f"compute: {describe_spent(training_spent(study.records))}")
     for line in findings(study.records):
         console.print(line, markup=False)
+    console.print()
+    console.print("Compound scaling (what each axis bought; the report has the pairs)", style="bold")
+    for line in scaling_summary(study.records):
+        console.print(Padding(Text(line), (0, 0, 0, 2)))
 
 
 def export_command(

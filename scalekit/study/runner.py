@@ -274,8 +274,8 @@ def _finish_run(
         report, _, _ = finish_study(config, export=False)
         return StudySummary(study_dir, table.counts(), "none-completed", dict(reasons), report, None,
                             tuple(notes), spent)
-    report, export_dir, refused = finish_study(config)
-    notes += [refused] if refused else []
+    report, export_dir, export_notes = finish_study(config)
+    notes += export_notes
     return StudySummary(study_dir, table.counts(), "finished", {}, report, export_dir, tuple(notes), spent)
 
 
@@ -287,27 +287,30 @@ def result_notes(records: list[Any]) -> list[str]:
     return signal_warnings(records) + steps
 
 
-def finish_study(config: StudyConfig, export: bool = True) -> tuple[Path | None, Path | None, str]:
+def finish_study(config: StudyConfig, export: bool = True) -> tuple[Path | None, Path | None, list[str]]:
     """Write the report and the export that the study's ``finish`` section asks for (no export when
-    ``export`` is false: a study without a completed stage has nothing to export). The export is refused, and
-    the third value says why, when the stages' Dice carries no signal."""
+    ``export`` is false: a study without a completed stage has nothing to export). The third value holds what
+    the user must know of the export: that it was refused (the stages' Dice carries no signal) or forced, and
+    every file it wrote outside the export folder (the plans nnU-Net reads from the preprocessed folder)."""
     report = export_dir = None
     if config.finish.report:
         from scalekit.report import write_report
 
         report = write_report(config.output_dir).html
     spec = config.finish.export
-    if spec is not None and export:
-        from scalekit.selection import NoSignalError, export_stage
+    if spec is None or not export:
+        return report, None, []
+    from scalekit.selection import NoSignalError, export_stage
 
-        try:
-            selection, _ = export_stage(config.output_dir, spec.select, spec.to, config.output_dir / "export",
-                                        spec.force)
-        except NoSignalError as err:
-            log.warning("%s", err)
-            return report, None, f"nothing exported: {err}"
-        export_dir = config.output_dir / "export"
-        log.info("exported %s (%s) to %s", selection.stage.stage_id, spec.select, export_dir)
-        if selection.no_signal:
-            return report, export_dir, f"exported {selection.stage.stage_id} although its Dice carries no signal"
-    return report, export_dir, ""
+    export_dir = config.output_dir / "export"
+    try:
+        selection, files = export_stage(config.output_dir, spec.select, spec.to, export_dir, spec.force)
+    except NoSignalError as err:
+        log.warning("%s", err)
+        return report, None, [f"nothing exported: {err}"]
+    log.info("exported %s (%s) to %s", selection.stage.stage_id, spec.select, export_dir)
+    notes = [f"the export wrote {path} outside {export_dir}: nnU-Net reads plans from the preprocessed folder"
+             for path in files if not path.resolve().is_relative_to(export_dir.resolve())]
+    if selection.no_signal:
+        notes.insert(0, f"exported {selection.stage.stage_id} although its Dice carries no signal")
+    return report, export_dir, notes

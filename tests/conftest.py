@@ -1,0 +1,28 @@
+"""Fixtures shared by several test modules."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .fixtures.study_fixture import add_prepared_dataset, make_study, with_deep_supervision
+
+
+@pytest.fixture(scope="session")
+def deep_supervised_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture study with checkpoints of deep-supervised networks, as nnU-Net trains them (built once)."""
+    path = tmp_path_factory.mktemp("fixture") / "study"
+    make_study(path)
+    with_deep_supervision(path)
+    return path
+
+
+@pytest.fixture
+def exportable_study(deep_supervised_study: Path, tmp_path: Path) -> Path:
+    """A copy of the fixture study with a prepared nnU-Net dataset (its record, plans and dataset.json only)."""
+    path = tmp_path / "study"
+    shutil.copytree(deep_supervised_study, path)
+    add_prepared_dataset(path, tmp_path)
+    return path
