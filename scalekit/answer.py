@@ -70,7 +70,8 @@ class StudyAnswer:
     def _stage(self, stage: StageRecord) -> str:
         memory = ("memory unknown" if stage.peak_memory_gb is None else
                   " ".join(filter(None, (self._gib(stage.peak_memory_gb), stage.memory_method))))
-        return (f"{stage.stage_id} ({stage.family_label or stage.family_id} k{stage.kernel_size}, "
+        how = f" trained on from {stage.parent_stage}" if stage.init == "continue" else ""  # a control won
+        return (f"{stage.stage_id} ({stage.family_label or stage.family_id} k{stage.kernel_size}{how}, "
                 f"Dice {stage.mean_dice:.4f}, {memory})")
 
     def _fit(self, fit: Fit) -> str:

@@ -55,7 +55,7 @@ def panel_figure(layout: PanelLayout, front_ids: Sequence[str], hover: dict[str,
         pts = [p for p in layout.points if p.family_id == fid]
         fig.add_trace(go.Scatter(
             x=[p.x for p in pts], y=[p.y for p in pts], mode="markers", name=pts[0].family,
-            showlegend=fid in layout.legend_families,
+            showlegend=fid in layout.legend_families, cliponaxis=False,  # a Dice of 0 shows its whole marker
             marker=dict(size=style.marker_px, color=layout.colours[fid], line=dict(width=1.5),
                         symbol=[layout.symbols[p.kernel] + ("-open" if p.hollow else "") for p in pts],
                         opacity=[0.55 if p.hollow else 1.0 for p in pts]),
