@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Annotated
 
@@ -35,9 +36,7 @@ def show_command(
     """Print the study's answer, then its stages and Pareto front, in the terminal (80 columns are enough)."""
     from rich import box
     from rich.console import Console
-    from rich.padding import Padding
     from rich.table import Table
-    from rich.text import Text
 
     from scalekit.answer import study_answer
     from scalekit.fidelity import findings
@@ -51,7 +50,7 @@ def show_command(
     answer = study_answer(study.records, study.goals)
     console.print("Answer", style="bold")
     for line in answer.lines():
-        console.print(Padding(Text(line), (0, 0, 0, 2)))
+        console.print(_indented(line, console.width), markup=False, highlight=False)
     for table in stage_tables(study.records, study.front_ids):
         if not table.rows:
             continue
@@ -80,7 +79,13 @@ def show_command(
     console.print()
     console.print("Compound scaling (what each axis bought; the report has the pairs)", style="bold")
     for line in scaling_summary(study.records):
-        console.print(Padding(Text(line), (0, 0, 0, 2)))
+        console.print(_indented(line, console.width), markup=False, highlight=False)
+
+
+def _indented(line: str, width: int) -> str:
+    """A line wrapped at spaces to ``width`` and indented by two: ids and paths are never broken."""
+    return textwrap.fill(line, width, initial_indent="  ", subsequent_indent="  ", break_long_words=False,
+                         break_on_hyphens=False)
 
 
 def export_command(
