@@ -159,8 +159,10 @@ def ray_cluster(settings: RaySettings) -> Iterator[dict[str, float]]:
 
 
 def _start_ray(settings: RaySettings) -> None:
+    # Without an address, a new Ray on this machine: plain ray.init() would join a cluster that `ray start`
+    # left running here (it records itself in /tmp/ray/ray_current_cluster), which the study never asked for.
     ray.init(
-        address=settings.address,
+        address=settings.address or "local",
         logging_level=logging.ERROR,
         log_to_driver=False,
         include_dashboard=False,
