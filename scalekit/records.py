@@ -96,6 +96,8 @@ class StageRecord:
     """Training since scratch: this stage's and its ancestors' (the UpKern or continuation sources)."""
     device_hours: float | None = None
     """Wall time of its training sessions times the devices of a trial (GPUs, or 1 on a CPU)."""
+    node: str = ""
+    """The Ray node id that ran its last training session."""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -11,6 +11,13 @@ from .fixtures.study_fixture import add_prepared_dataset, make_study, with_deep_
 
 
 @pytest.fixture(scope="session")
+def nnunet_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """nnU-Net raw and preprocessed folders shared by the study runs of a session (prepared by the first)."""
+    root = tmp_path_factory.mktemp("nnunet")
+    return {"raw_dir": str(root / "raw"), "preprocessed_dir": str(root / "preprocessed")}
+
+
+@pytest.fixture(scope="session")
 def deep_supervised_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fixture study with checkpoints of deep-supervised networks, as nnU-Net trains them (built once)."""
     path = tmp_path_factory.mktemp("fixture") / "study"

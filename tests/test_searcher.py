@@ -169,7 +169,8 @@ def test_tune_adapter_keeps_the_drivers_errors(tmp_path: Path) -> None:
     from scalekit.study.tune import ChainSearcher
 
     search = searcher(tmp_path, families=1)
-    adapter = ChainSearcher(search, lambda planner, stage_id: SimpleNamespace(to_dict=lambda: {"stage_id": stage_id}))
+    adapter = ChainSearcher(search, lambda planner, stage_id: SimpleNamespace(to_dict=lambda: {"stage_id": stage_id}),
+                            nodes=dict)  # no Ray cluster here: no nodes
     assert adapter.suggest("t0") == {"stage_id": f"{SPACE.seeds[0]}-k3"}
     full = OSError(28, "No space left on device")
 

@@ -60,16 +60,23 @@ def test_where_and_how_it_runs_may_change(tmp_path: Path) -> None:
 
 
 def test_auto_gpus_follow_the_cluster(tmp_path: Path) -> None:
-    """Defect 12: `auto` asked for one GPU per trial on any cluster, and a CPU-only cluster waited forever."""
+    """Defect 12: `auto` asked for one GPU per trial on any cluster, and a CPU-only cluster waited forever.
+    Issue 15: a trial's CPUs and GPUs must fit on one node, not on the cluster's total."""
     cfg = config(tmp_path, ray={"address": "auto"})
-    assert resolve_hardware(cfg, {"CPU": 4.0}) == (0.0, "cpu", None)
-    assert resolve_hardware(cfg, {"CPU": 4.0, "GPU": 2.0}) == (1.0, "cuda", "fp16")
-    with pytest.raises(HardwareError, match="no GPU"):
-        resolve_hardware(config(tmp_path, training={"device": "cuda"}), {"CPU": 4.0})
-    with pytest.raises(HardwareError, match="gpus_per_trial=2 but the Ray cluster has 1"):
-        resolve_hardware(config(tmp_path, ray={"gpus_per_trial": 2}), {"CPU": 4.0, "GPU": 1.0})
-    with pytest.raises(HardwareError, match="cpus_per_trial=8"):
-        resolve_hardware(config(tmp_path, ray={"cpus_per_trial": 8}), {"CPU": 4.0})
+    cpu_nodes = [{"CPU": 4.0}, {"CPU": 2.0}]
+    assert resolve_hardware(cfg, cpu_nodes) == (0.0, "cpu", None)
+    assert resolve_hardware(cfg, [{"CPU": 4.0}, {"CPU": 4.0, "GPU": 2.0}]) == (1.0, "cuda", "fp16")
+    with pytest.raises(HardwareError, match=r"asks for training.device: cuda, .*\(node 1: 4 CPU \+ 0 GPU; "
+                                            r"node 2: 2 CPU \+ 0 GPU\)"):
+        resolve_hardware(config(tmp_path, training={"device": "cuda"}), cpu_nodes)
+    two_one_gpu_nodes = [{"CPU": 4.0, "GPU": 1.0}, {"CPU": 4.0, "GPU": 1.0}]
+    assert resolve_hardware(config(tmp_path, ray={"gpus_per_trial": 1}), two_one_gpu_nodes)[0] == 1.0
+    with pytest.raises(HardwareError, match=r"gpus_per_trial=2 on one node, .*node 2: 4 CPU \+ 1 GPU\)"):
+        resolve_hardware(config(tmp_path, ray={"gpus_per_trial": 2}), two_one_gpu_nodes)  # 2 GPUs in total
+    with pytest.raises(HardwareError, match="cpus_per_trial=6 and"):
+        resolve_hardware(config(tmp_path, ray={"cpus_per_trial": 6}), cpu_nodes)  # 6 CPUs in total
+    with pytest.raises(HardwareError, match="no alive node"):
+        resolve_hardware(cfg, [])
 
 
 def test_results_table_is_readable_by_others(tmp_path: Path) -> None:

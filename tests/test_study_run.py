@@ -27,12 +27,6 @@ FAMILIES = [
 ]
 
 
-@pytest.fixture(scope="session")
-def nnunet_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("nnunet")
-    return {"raw_dir": str(root / "raw"), "preprocessed_dir": str(root / "preprocessed")}
-
-
 def study_file(tmp_path: Path, nnunet_dirs: dict, **changes) -> Path:
     data = {
         "name": "tiny",

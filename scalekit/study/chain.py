@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 OPEN = ("pending", "running", "paused")
 """Statuses of a stage whose chain has not ended with it."""
+MAX_RETRIES = 3
+"""How often one run hands a stage out again after its trial was lost with its node."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class ChainPlanner:
         self.rules = rules or ChainRules()
         self.checkpointing = checkpointing
         self._running: set[str] = set()
+        self._retries: dict[str, int] = defaultdict(int)
 
     @property
     def schedule(self) -> Schedule:
@@ -114,13 +117,23 @@ class ChainPlanner:
             self._resume_later(stage_id)
         return stopped
 
-    def _resume_later(self, stage_id: str) -> None:
+    def retry(self, stage_id: str, reason: str) -> bool:
+        """A stage whose trial was lost with its node (not by its own error) waits again and resumes from its
+        last checkpoint, up to :data:`MAX_RETRIES` times per run; False, with nothing changed, once spent."""
+        if self._retries[stage_id] >= MAX_RETRIES:
+            return False
+        self._retries[stage_id] += 1
+        self._resume_later(stage_id, f"{reason}; resumes from its last checkpoint (retry {self._retries[stage_id]} "
+                                     f"of {MAX_RETRIES})")
+        return True
+
+    def _resume_later(self, stage_id: str, reason: str = "interrupted; resumes from its last checkpoint") -> None:
         """An interrupted stage waits again (``pending``, or ``paused`` at the rung it last reached) and resumes
         from its last checkpoint when handed out again."""
         self._running.discard(stage_id)
         record = self.table[stage_id]
         status = "paused" if record.epochs and str(record.epochs) in record.dice_curve else "pending"
-        self.table.update(stage_id, status=status, reason="interrupted; resumes from its last checkpoint")
+        self.table.update(stage_id, status=status, reason=reason)
 
     def best_stage(self, family_id: str) -> StageRecord:
         """The family's completed stage with the highest mean Dice, else its stage scored at the highest rung,

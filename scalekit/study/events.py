@@ -73,6 +73,8 @@ class EpochDone:
     epoch_seconds: float
     eta_s: float
     """Until the stage reaches ``target``, at this session's mean epoch time."""
+    node: str = ""
+    """The Ray node that trained the epoch."""
 
     def describe(self) -> str:
         dice = f" val pseudo-Dice {self.val_dice:.3f}" if self.val_dice is not None else ""
@@ -143,10 +145,11 @@ def format_line(event: Event, when: float) -> str:
 class ProgressWriter:
     """The worker's side of a stage's progress file: one :class:`EpochDone` line appended per epoch."""
 
-    def __init__(self, stage_dir: Path, stage_id: str, target: int) -> None:
+    def __init__(self, stage_dir: Path, stage_id: str, target: int, node: str = "") -> None:
         self.path = Path(stage_dir) / PROGRESS_FILE
         self.stage_id = stage_id
         self.target = target
+        self.node = node
         self._seconds: list[float] = []
         _drop_partial_line(self.path)
 
@@ -161,6 +164,7 @@ class ProgressWriter:
             stage_id=self.stage_id, epoch=epoch, target=self.target, train_loss=float(metrics["train_loss"]),
             val_dice=dice if math.isfinite(dice) else None, epoch_seconds=round(seconds, 3),
             eta_s=round(sum(self._seconds) / len(self._seconds) * max(0, self.target - epoch), 1),
+            node=self.node,
         )
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(event.to_json() + "\n")

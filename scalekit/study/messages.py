@@ -17,6 +17,8 @@ from scalekit.errors import ScalekitError
 REPORT_STATUSES = ("completed", "failed", "infeasible")
 STATUS_KEY = "stage_status"
 REASON_KEY = "stage_reason"
+NODE_KEY = "node"
+"""The Ray node id in every report of a stage worker."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class StageReport:
     memory_method: str = ""
     dice_curve: dict[str, float] = field(default_factory=dict)
     case_dice: list[float] = field(default_factory=list)
+    node: str = ""
+    """The Ray node id that trained it."""
 
     def __post_init__(self) -> None:
         if self.status not in REPORT_STATUSES:

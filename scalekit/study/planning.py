@@ -35,46 +35,60 @@ class HardwareError(ScalekitError):
     """The study asks for resources that the machine or the Ray cluster does not have."""
 
 
+def _describe_node(resources: dict[str, float]) -> str:
+    return f"{resources.get('CPU', 0.0):g} CPU + {resources.get('GPU', 0.0):g} GPU"
+
+
 def resolve_hardware(
-    config: StudyConfig, cluster: dict[str, float] | None = None
+    config: StudyConfig, nodes: list[dict[str, float]] | None = None
 ) -> tuple[float, str, str | None]:
     """GPUs per trial, the trials' device and the AMP mode used to train and to profile.
 
-    ``gpus_per_trial: auto`` and ``device: auto`` follow the Ray ``cluster``'s resources once connected (one
-    GPU per trial when it has GPUs, else the CPU), or this machine's CUDA without a cluster. A request that
-    no cluster node can satisfy raises :class:`HardwareError` before any trial starts (Ray would wait forever);
-    without a cluster (``study profile``) nothing is checked, so a GPU study can be profiled on a laptop.
+    ``nodes`` holds the resources of each alive node of the Ray cluster once connected. ``gpus_per_trial:
+    auto`` and ``device: auto`` follow them (one GPU per trial when some node has a GPU, else the CPU), or this
+    machine's CUDA without a cluster. A trial's CPUs and GPUs must fit on one node: a request that no node can
+    ever satisfy raises :class:`HardwareError` before any trial starts (Ray would wait forever); without a
+    cluster (``study profile``) nothing is checked, so a GPU study can be profiled on a laptop.
     """
-    if cluster is None:
+    if nodes is None:
         import torch
 
-        cluster_gpus = float(torch.cuda.device_count())
+        most_gpus = float(torch.cuda.device_count())
     else:
-        cluster_gpus = cluster.get("GPU", 0.0)
+        most_gpus = max((node.get("GPU", 0.0) for node in nodes), default=0.0)
     gpus = config.ray.gpus_per_trial
     if gpus == "auto":
-        gpus = 1.0 if cluster_gpus > 0 and config.training.device != "cpu" else 0.0
+        gpus = 1.0 if most_gpus > 0 and config.training.device != "cpu" else 0.0
     device = config.training.device
     if device == "auto":
         device = "cuda" if gpus > 0 else "cpu"
-    if cluster is not None and device == "cuda" and cluster_gpus == 0:
-        raise HardwareError(
-            "training.device is cuda but the Ray cluster has no GPU; use device: auto (runs on the CPU) "
-            "or a cluster with GPUs"
-        )
-    if cluster is not None and gpus > cluster_gpus:
-        raise HardwareError(
-            f"ray.gpus_per_trial={gpus:g} but the Ray cluster has {cluster_gpus:g} GPU(s); lower it or use auto"
-        )
-    if cluster is not None and config.ray.cpus_per_trial > cluster.get("CPU", 0.0):
-        raise HardwareError(
-            f"ray.cpus_per_trial={config.ray.cpus_per_trial:g} but the Ray cluster has "
-            f"{cluster.get('CPU', 0.0):g} CPU(s); lower it"
-        )
+    if nodes is not None:
+        check_fits(config.ray.cpus_per_trial, float(gpus), device, nodes)
     amp = config.training.amp
     if amp == "auto":
         amp = "fp16" if device == "cuda" else "none"
     return float(gpus), device, None if amp == "none" else amp
+
+
+def check_fits(cpus: float, gpus: float, device: str, nodes: list[dict[str, float]]) -> None:
+    """Raise :class:`HardwareError` unless some node holds one trial's ``cpus`` CPUs and ``gpus`` GPUs (and,
+    when ``device`` is cuda, some node has a GPU)."""
+    if device == "cuda" and not any(node.get("GPU", 0.0) > 0 for node in nodes):
+        asked = "training.device: cuda"
+    elif not any(fits_trial(node, cpus, gpus) for node in nodes):
+        asked = f"ray.cpus_per_trial={cpus:g} and ray.gpus_per_trial={gpus:g} on one node"
+    else:
+        return
+    has = "; ".join(f"node {i + 1}: {_describe_node(node)}" for i, node in enumerate(nodes)) or "no alive node"
+    raise HardwareError(
+        f"a trial asks for {asked}, but no node of the Ray cluster has that ({has}); lower the "
+        "request, use device: auto and gpus_per_trial: auto (the CPU when no node has a GPU), or add a node"
+    )
+
+
+def fits_trial(node: dict[str, float], cpus: float, gpus: float) -> bool:
+    """Whether a node's resources hold one trial's CPUs and GPUs."""
+    return node.get("CPU", 0.0) >= cpus and node.get("GPU", 0.0) >= gpus
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ from .checks import demo_folder, preflight
 from .eventlog import EventLog
 from .events import StudyFinished
 from .lock import StudyLock
-from .planning import build_space, chain_rules, resolve_hardware, stage_planning
+from .planning import build_space, chain_rules, fits_trial, resolve_hardware, stage_planning
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def _train_chains(
     """Prepare the data, start Ray and run the chains; the planner, the search and whether it was interrupted."""
     from .search import ChainSearch, open_optuna_study
     from .stage import stage_launcher
-    from .tune import ChainSearcher, RaySettings, TrialResources, ray_cluster, run_chains
+    from .tune import ChainSearcher, RaySettings, TrialResources, check_shared_storage, ray_cluster, run_chains
 
     study_dir = config.output_dir
     study = open_optuna_study(settings, space)
@@ -228,8 +228,13 @@ def _train_chains(
            STUDY_DIR_ENV: str(study_dir)}
     env.update({key: os.environ[key] for key in FORWARDED_ENV if key in os.environ})
     os.environ[STUDY_DIR_ENV] = str(study_dir)
-    with ray_cluster(RaySettings(config.ray.address, env, study_dir / "ray" / "driver.log")) as cluster:
-        gpus, device, amp = resolve_hardware(config, cluster)
+    with ray_cluster(RaySettings(config.ray.address, env, study_dir / "ray" / "driver.log")) as nodes:
+        gpus, device, amp = resolve_hardware(config, list(nodes.values()))
+        if config.ray.address is not None:
+            workers = [node_id for node_id, resources in nodes.items()
+                       if fits_trial(resources, config.ray.cpus_per_trial, gpus)]
+            events.data_step(f"checking that the {len(workers)} Ray node(s) that run trials see the study")
+            check_shared_storage(workers, study_dir, list(config.nnunet_roots()))
         planning = stage_planning(config, prepared.num_input_channels, prepared.num_classes, amp)
         planner = ChainPlanner(
             space, table, planning.template, planning.profile, planning.constraints, study_dir / "stages",

@@ -199,11 +199,17 @@ class ChainSearch:
                 self._tell(family_id)
         self.finished = True
 
-    def stage_ended(self, stage_id: str, result: dict[str, Any] | None, error: bool = False) -> None:
-        """Record how a stage's trial ended: ``error`` (the process died), a ``result`` without
+    def stage_ended(
+        self, stage_id: str, result: dict[str, Any] | None, error: bool = False, lost_node: str = ""
+    ) -> None:
+        """Record how a stage's trial ended: ``error`` (the process died; with ``lost_node``, the Ray node it ran
+        on was lost: it waits again, see :meth:`~scalekit.study.chain.ChainPlanner.retry`), a ``result`` without
         ``stage_status`` (stopped before it ended, e.g. Ctrl-C: it waits again), or the stage's report; show it
         on the family's trial and tell Optuna when that ended the family's chain."""
         report = None if error or not result else StageReport.from_dict(result)
+        if error and lost_node and self.planner.retry(stage_id, f"its Ray node {lost_node} was lost"):
+            self.on_change()
+            return
         if error:
             log_file = self.planner.stage_dir(stage_id) / STAGE_LOG
             self.planner.finish(stage_id, "failed", f"the trial process died (see {log_file} and the Ray trial's "

@@ -29,7 +29,7 @@ from scalekit.studyfile import StudyConfig
 
 from .chain import ChainPlanner
 from .events import STAGE_LOG, ProgressWriter
-from .messages import StageReport, StageSpec
+from .messages import NODE_KEY, StageReport, StageSpec
 
 log = logging.getLogger(__name__)
 
@@ -195,19 +195,20 @@ def output_to(path: Path) -> Iterator[None]:
             os.close(saved[1])
 
 
-def execute_stage(spec: StageSpec, report: Callable[[dict[str, Any]], None]) -> None:
+def execute_stage(spec: StageSpec, report: Callable[[dict[str, Any]], None], node: str = "") -> None:
     """Train one stage (resuming from its folder's last checkpoint) and report how it ended, as the last of
-    its reports (the epoch reports come before it, each after its line in the progress file)."""
+    its reports (the epoch reports come before it, each after its line in the progress file). ``node``, the
+    Ray node id this runs on, goes into every progress line and report."""
     watch_driver(spec.driver_host, spec.driver_pid)
     output_dir = Path(spec.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    progress = ProgressWriter(output_dir, spec.stage_id, spec.train_until)
+    progress = ProgressWriter(output_dir, spec.stage_id, spec.train_until, node)
 
     def on_epoch(metrics: dict[str, Any]) -> None:
         progress.append(metrics)
-        report(metrics)
+        report({**metrics, NODE_KEY: node})
 
     started = time.monotonic()
     with output_to(output_dir / STAGE_LOG):
-        report(_train(spec, on_epoch).to_dict())
+        report(dataclasses.replace(_train(spec, on_epoch), node=node).to_dict())
         log.info("stage %s ended after %.1f s", spec.stage_id, time.monotonic() - started)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,9 +25,13 @@ from typing import Any
 import ray
 from ray import tune
 from ray.tune.search import Searcher
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from scalekit._atomic import write_atomic
+from scalekit.errors import ScalekitError
 
 from .chain import ChainPlanner
-from .messages import StageSpec
+from .messages import NODE_KEY, StageSpec
 from .search import FINISHED, ChainSearch
 
 log = logging.getLogger(__name__)
@@ -34,18 +40,61 @@ StageLauncher = Callable[[ChainPlanner, str], StageSpec]
 """Builds the spec of a stage (called when the searcher hands the stage out)."""
 
 
+def alive_nodes() -> dict[str, dict[str, float]]:
+    """The resources (``CPU``, ``GPU``, ...) of each alive node of the connected Ray cluster, by node id."""
+    return {n["NodeID"]: {k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n["Alive"]}
+
+
+def _here() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+_probe = ray.remote(num_cpus=0, max_retries=0)(_here)
+PROBE_TIMEOUT_S = 120.0
+
+
+def _pinned(node_id: str) -> NodeAffinitySchedulingStrategy:
+    return NodeAffinitySchedulingStrategy(node_id, soft=False)
+
+
+def lost_nodes(node_ids: set[str]) -> list[str]:
+    """Those of ``node_ids`` that are gone. A tiny task pinned to each node answers at once from a node that
+    lives; to a lost one it fails once Ray declares the node dead (its health checks, some seconds), which
+    the cluster's node table then confirms."""
+    refs = {node_id: _probe.options(scheduling_strategy=_pinned(node_id)).remote() for node_id in node_ids}
+    unanswered = []
+    for node_id, ref in refs.items():
+        try:
+            ray.get(ref, timeout=PROBE_TIMEOUT_S)
+        except (ray.exceptions.RayError, TimeoutError):
+            unanswered.append(node_id)
+    alive = alive_nodes()
+    return sorted(node_id for node_id in unanswered if node_id not in alive)
+
+
 class ChainSearcher(Searcher):
     """Forwards Ray Tune's searcher calls to a :class:`ChainSearch`, one trial per stage.
 
     An error of the driver's own work (writing results.csv, the Optuna storage) would be swallowed by Tune
     into a trial failure: it is kept instead, no new stage starts, and :func:`run_chains` raises it.
+
+    A trial that errors (its process died: a stage's own errors are reports) is told to the search with the
+    node it ran on when that node is no longer alive (the node it last reported from; before its first
+    report, any node alive when it started and gone now), so that the stage resumes elsewhere.
     """
 
-    def __init__(self, search: ChainSearch, launch: StageLauncher) -> None:
+    def __init__(
+        self, search: ChainSearch, launch: StageLauncher,
+        nodes: Callable[[], dict[str, Any]] = alive_nodes, lost: Callable[[set[str]], list[str]] = lost_nodes,
+    ) -> None:
         super().__init__()
         self.search = search
         self.launch = launch
+        self.nodes = nodes
+        self.lost = lost
         self._trial_stage: dict[str, str] = {}
+        self._trial_nodes: dict[str, set[str]] = {}
+        """Per running trial: the node it last reported from, else the nodes alive when it was handed out."""
         self.error: Exception | None = None
 
     def suggest(self, trial_id: str) -> dict | str | None:
@@ -56,6 +105,7 @@ class ChainSearcher(Searcher):
             if stage_id is None or stage_id == FINISHED:
                 return None if stage_id is None else Searcher.FINISHED
             self._trial_stage[trial_id] = stage_id
+            self._trial_nodes[trial_id] = set(self.nodes())
             return self.launch(self.search.planner, stage_id).to_dict()
         except Exception as err:  # noqa: BLE001 - kept and raised by run_chains
             self._fail(err)
@@ -67,14 +117,18 @@ class ChainSearcher(Searcher):
             self.error = err
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if result.get(NODE_KEY):
+            self._trial_nodes[trial_id] = {result[NODE_KEY]}
         self.search.on_change()
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         stage_id = self._trial_stage.pop(trial_id, None)
+        nodes = self._trial_nodes.pop(trial_id, set())
         if stage_id is None:
             return
         try:
-            self.search.stage_ended(stage_id, result, error)
+            lost = self.lost(nodes) if error else []
+            self.search.stage_ended(stage_id, result, error, lost_node=", ".join(lost))
         except Exception as err:  # noqa: BLE001 - see the class docstring
             self._fail(err)
 
@@ -96,12 +150,11 @@ class ChainSearcher(Searcher):
         )
 
 
-
 def run_stage_trial(config: dict[str, Any]) -> None:
     """Ray Tune function trainable: train one chain stage; never raises, reports its status as a metric."""
     from .stage import execute_stage
 
-    execute_stage(StageSpec.from_dict(config), report=tune.report)
+    execute_stage(StageSpec.from_dict(config), report=tune.report, node=ray.get_runtime_context().get_node_id())
 
 
 @dataclass(frozen=True)
@@ -140,9 +193,9 @@ class TrialResources:
 
 
 @contextmanager
-def ray_cluster(settings: RaySettings) -> Iterator[dict[str, float]]:
-    """Start (or join) Ray for the ``with`` block and yield the cluster's resources (``CPU``, ``GPU``, ...);
-    shut Ray down afterwards if it was started here."""
+def ray_cluster(settings: RaySettings) -> Iterator[dict[str, dict[str, float]]]:
+    """Start (or join) Ray for the ``with`` block and yield each alive node's resources (``CPU``, ``GPU``, ...)
+    by node id; shut Ray down afterwards if it was started here."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -152,7 +205,7 @@ def ray_cluster(settings: RaySettings) -> Iterator[dict[str, float]]:
         _start_ray(settings)
     try:
         with _ray_logs_to(settings.log_file):  # after ray.init, which sets up the ray loggers' handlers
-            yield {k: float(v) for k, v in ray.cluster_resources().items()}
+            yield alive_nodes()
     finally:
         if started:
             ray.shutdown()
@@ -196,3 +249,52 @@ def run_chains(searcher: ChainSearcher, resources: TrialResources, experiment_di
     tuner.fit()
     if searcher.error is not None:
         raise searcher.error
+
+
+class SharedStorageError(ScalekitError):
+    """A node of the Ray cluster that will run trials does not see the study directory or the nnU-Net folders."""
+
+
+NODE_CHECK_FILE = ".scalekit-node-check"
+
+
+def _what_is_missing(token_file: str, token: str, folders: list[str]) -> tuple[str, list[str]]:
+    """On a node: its host name and what of the study it does not see."""
+    missing = []
+    try:
+        if Path(token_file).read_text(encoding="utf-8") != token:
+            missing.append(f"{Path(token_file).parent} (another directory at that path)")
+    except OSError:
+        missing.append(str(Path(token_file).parent))
+    return socket.gethostname(), missing + [folder for folder in folders if not Path(folder).is_dir()]
+
+
+_remote_check = ray.remote(num_cpus=0, max_retries=0)(_what_is_missing)
+
+
+def node_views(node_ids: list[str], token_file: Path, token: str, folders: list[str]) -> dict[str, tuple]:
+    """Run :func:`_what_is_missing` on each node (pinned to it), by node id."""
+    refs = {
+        node_id: _remote_check.options(scheduling_strategy=_pinned(node_id)).remote(str(token_file), token, folders)
+        for node_id in node_ids
+    }
+    return {node_id: tuple(ray.get(ref, timeout=120)) for node_id, ref in refs.items()}
+
+
+def check_shared_storage(node_ids: list[str], study_dir: Path, folders: list[Path]) -> None:
+    """Before the first trial: every node in ``node_ids`` must see ``study_dir`` (a token file the driver
+    writes is read back there) and ``folders`` at the driver's paths; else :class:`SharedStorageError` names
+    the first node that does not and what it misses."""
+    token_file = study_dir / NODE_CHECK_FILE
+    token = uuid.uuid4().hex
+    write_atomic(token_file, token)
+    try:
+        views = node_views(node_ids, token_file, token, [str(folder) for folder in folders])
+    finally:
+        token_file.unlink(missing_ok=True)
+    for node_id, (host, missing) in views.items():
+        if missing:
+            raise SharedStorageError(
+                f"Ray node {node_id} on {host} does not see {', '.join(missing)}; every node that runs trials "
+                "needs the study directory and the nnU-Net folders on shared storage at the driver's paths"
+            )
