@@ -17,7 +17,8 @@ bin_dir() {
   fi
   local found
   found=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-  [ -n "$found" ] && [ -x "$found/initdb" ] || fail "no PostgreSQL server found (initdb, pg_ctl); install the distribution's postgresql package"
+  [ -n "$found" ] && [ -x "$found/initdb" ] \
+    || fail "no PostgreSQL server found (initdb, pg_ctl); install the distribution's postgresql package"
   echo "$found"
 }
 
