@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -84,8 +85,10 @@ def wait_for_no_processes(study_dir: Path, timeout_s: float = 10.0) -> float:
     return time.monotonic() - start
 
 
-def kill_at(path: Path, point: str, study_dir: Path, timeout_s: float = 600) -> None:
-    """Run the study until it reaches fault ``point`` (``name`` or ``name:stage``), then SIGKILL its group."""
+def kill_at(path: Path, point: str, study_dir: Path, timeout_s: float = 600,
+            while_waiting: Callable[[], None] = lambda: None) -> None:
+    """Run the study until it reaches fault ``point`` (``name`` or ``name:stage``), then SIGKILL its group;
+    ``while_waiting`` is called every 0.1 s until then."""
     marker = path.parent / f"fault-{point.replace(':', '-')}"
     marker.unlink(missing_ok=True)
     env = {**ENV, "SCALEKIT_FAULT": point, "SCALEKIT_FAULT_MARKER": str(marker)}
@@ -97,6 +100,7 @@ def kill_at(path: Path, point: str, study_dir: Path, timeout_s: float = 600) -> 
             raise AssertionError(f"the study ended (rc {proc.returncode}) before fault point {point}: "
                                  + proc.stderr.read().decode()[-2000:])
         assert time.monotonic() < deadline, f"fault point {point} not reached in {timeout_s} s"
+        while_waiting()
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
@@ -126,8 +130,9 @@ def first_losses(study_dir: Path) -> dict[int, float]:
     return out
 
 
-def check_consistent(study_dir: Path, kernels: list[int]) -> None:
-    """Every stage once and completed, UpKern parents right, Optuna storage agreeing with results.csv."""
+def check_consistent(study_dir: Path, kernels: list[int], storage: str | None = None, name: str = "faults") -> None:
+    """Every stage once and completed, UpKern parents right, the Optuna study ``name`` in ``storage`` (default:
+    the study directory's SQLite) agreeing with results.csv."""
     rows = read_results(study_dir)
     assert sorted(r.kernel_size for r in rows) == sorted(kernels), [r.stage_id for r in rows]
     assert len({r.stage_id for r in rows}) == len(rows)
@@ -141,7 +146,7 @@ def check_consistent(study_dir: Path, kernels: list[int]) -> None:
         if parent:
             upkern = json.loads((study_dir / "stages" / row.stage_id / "upkern.json").read_text())
             assert upkern["source_kernel"][0] == kernels[index - 1]
-    study = optuna.load_study(study_name="faults", storage=f"sqlite:///{study_dir / 'optuna.db'}")
+    study = optuna.load_study(study_name=name, storage=storage or f"sqlite:///{study_dir / 'optuna.db'}")
     states = [t.state for t in study.trials]
     assert states == [optuna.trial.TrialState.COMPLETE], states
     trial = study.trials[0]

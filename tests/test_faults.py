@@ -45,9 +45,9 @@ def dirs(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """nnU-Net folders prepared once by the uninterrupted run."""
-    return dirs(tmp_path_factory.mktemp("nnunet"))
+def shared(faults_dataset: dict[str, str]) -> dict[str, str]:
+    """nnU-Net folders prepared once (by the uninterrupted run, unless test_postgres.py ran first)."""
+    return faults_dataset
 
 
 @pytest.fixture(scope="module")

@@ -115,13 +115,14 @@ def test_storage_that_is_not_a_url(monkeypatch, capsys, tmp_path) -> None:
 
 
 def test_storage_that_does_not_answer(monkeypatch, capsys, tmp_path) -> None:
-    """Nothing listens on port 1: a connection refused (or, without psycopg2, a missing driver), found quickly."""
+    """Nothing listens on port 1: a connection refused (or, without psycopg2, a missing driver), found quickly,
+    the URL named with its password masked."""
     start = time.monotonic()
-    study = demo_study(tmp_path, storage="postgresql://nobody@127.0.0.1:1/x")
+    study = demo_study(tmp_path, storage="postgresql://nobody:secret@127.0.0.1:1/x")
     problems = refused(monkeypatch, capsys, write(tmp_path, study))
     assert time.monotonic() - start < 30
     assert len(problems) == 1 and problems[0].startswith("storage: ")
-    assert "postgresql://nobody@127.0.0.1:1/x" in problems[0]
+    assert "postgresql://nobody:***@127.0.0.1:1/x" in problems[0] and "secret" not in problems[0]
     assert "cannot connect" in problems[0] or "driver that is not installed" in problems[0]
 
 

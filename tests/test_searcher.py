@@ -3,6 +3,7 @@ crash recovery, the grid sampler with queued families, Ctrl-C versus a dead tria
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,6 +18,7 @@ from scalekit.study.search import (
     FINISHED,
     ChainSearch,
     SearchSettings,
+    StorageError,
     open_optuna_study,
     suggest_family,
 )
@@ -180,3 +182,13 @@ def test_tune_adapter_keeps_the_drivers_errors(tmp_path: Path) -> None:
     search.planner.finish = broken
     adapter.on_trial_complete("t0", completed(0.5))
     assert adapter.error is full and adapter.suggest("t1") == ChainSearcher.FINISHED
+
+
+def test_a_storage_that_cannot_be_opened_is_one_line_without_its_password(tmp_path: Path) -> None:
+    """Nothing listens on port 1 (or the driver is missing): the error names the URL, its password masked."""
+    url = "postgresql+psycopg2://someone:secret@127.0.0.1:1/x"
+    with pytest.raises(StorageError) as err:
+        open_optuna_study(replace(settings(tmp_path), storage=url), SPACE)
+    message = str(err.value)
+    assert message.startswith("storage postgresql+psycopg2://someone:***@127.0.0.1:1/x cannot be opened: ")
+    assert "secret" not in message and len(message.splitlines()) == 1

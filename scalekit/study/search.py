@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError, SQLAlchemyError
 
 from scalekit.errors import ScalekitError
 from scalekit.records import StageRecord
@@ -45,6 +47,8 @@ FIDELITY_ATTR = "told_epochs"
 CONSTRAINT_ATTR = "constraint_excess"
 STAGE_ATTR = "stage."
 MAX_DUPLICATE_ASKS = 50
+SCHEMA_ATTEMPTS = 5
+"""How often a study is opened while other drivers create the tables of the same fresh database."""
 
 
 @dataclass(frozen=True)
@@ -115,20 +119,41 @@ class StorageError(ScalekitError):
     """The Optuna storage cannot be opened."""
 
 
+def shown_storage(storage: str) -> str:
+    """The storage URL as messages show it: its password, if any, as ``***``."""
+    try:
+        return make_url(storage).render_as_string(hide_password=True)
+    except ArgumentError:
+        return storage
+
+
+def _create_study(settings: SearchSettings) -> optuna.Study:
+    """Create or load the study. Optuna creates its tables on first use, and two drivers doing so at once on
+    a fresh database server collide (a duplicate type or table); the one that lost opens it again once the
+    winner's tables are committed. Every step is create-if-missing, so a repeat is harmless."""
+    def create() -> optuna.Study:
+        return optuna.create_study(study_name=settings.study_name, storage=settings.storage,
+                                   directions=list(settings.directions), sampler=make_sampler(settings),
+                                   load_if_exists=True)
+
+    for attempt in range(1, SCHEMA_ATTEMPTS):
+        try:
+            return create()
+        except (IntegrityError, ProgrammingError):
+            time.sleep(0.2 * attempt + random.random() * 0.2)  # jittered, so the losers do not collide again
+    return create()
+
+
 def open_optuna_study(settings: SearchSettings, space: SearchSpace) -> optuna.Study:
     """Create or resume the Optuna study and queue the planned families that no trial has yet (idempotent,
     so a run killed while queueing completes the queue when rerun)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.create_study(
-            study_name=settings.study_name,
-            storage=settings.storage,
-            directions=list(settings.directions),
-            sampler=make_sampler(settings),
-            load_if_exists=True,
-        )
+        study = _create_study(settings)
     except (ImportError, ValueError, RuntimeError, OSError, SQLAlchemyError) as err:
-        raise StorageError(f"storage {settings.storage!r} cannot be opened: {type(err).__name__}: {err}") from None
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines() or [""]
+        raise StorageError(f"storage {shown_storage(settings.storage)} cannot be opened: {type(err).__name__}: "
+                           f"{reason[0]}") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(settings.metrics))
