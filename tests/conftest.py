@@ -12,7 +12,8 @@ from .fixtures.study_fixture import add_prepared_dataset, make_study, with_deep_
 
 @pytest.fixture(scope="session")
 def nnunet_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """nnU-Net raw and preprocessed folders shared by the study runs of a session (prepared by the first)."""
+    """nnU-Net raw and preprocessed folders shared by the study runs of a session: the first study of each demo
+    dataset (test_study_run's, faultkit's) prepares it, the rest reuse it."""
     root = tmp_path_factory.mktemp("nnunet")
     return {"raw_dir": str(root / "raw"), "preprocessed_dir": str(root / "preprocessed")}
 
@@ -33,11 +34,3 @@ def exportable_study(deep_supervised_study: Path, tmp_path: Path) -> Path:
     shutil.copytree(deep_supervised_study, path)
     add_prepared_dataset(path, tmp_path)
     return path
-
-
-@pytest.fixture(scope="session")
-def faults_dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """nnU-Net folders for the demo dataset of tests/faultkit.py's studies: the first study to run prepares
-    it, the rest reuse it (test_faults.py, test_postgres.py)."""
-    root = tmp_path_factory.mktemp("nnunet")
-    return {"raw_dir": str(root / "raw"), "preprocessed_dir": str(root / "preprocessed")}

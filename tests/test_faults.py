@@ -45,9 +45,9 @@ def dirs(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def shared(faults_dataset: dict[str, str]) -> dict[str, str]:
+def shared(nnunet_dirs: dict[str, str]) -> dict[str, str]:
     """nnU-Net folders prepared once (by the uninterrupted run, unless test_postgres.py ran first)."""
-    return faults_dataset
+    return nnunet_dirs
 
 
 @pytest.fixture(scope="module")

@@ -61,15 +61,15 @@ def postgres_url() -> Iterator[str]:
 
 
 def test_killed_study_resumes_beside_another_on_one_database(tmp_path: Path, postgres_url: str,
-                                                             faults_dataset: dict[str, str]) -> None:
+                                                             nnunet_dirs: dict[str, str]) -> None:
     """Study A (k3 -> k5) is killed with SIGKILL once k5 started, while study B (another family, started when
     A's data was ready) runs on the same database; A's rerun finishes with every stage once, B finishes, and
     each Optuna study holds its own family's trial only."""
     tag = uuid.uuid4().hex[:8]  # a server kept between runs (SCALEKIT_TEST_POSTGRES) holds earlier studies
     names = {"a": f"pg-a-{tag}", "b": f"pg-b-{tag}"}
     quick = {"storage": postgres_url, "finish": {"report": False, "export": None}}
-    a = study_file(tmp_path / "a", faults_dataset, CHAIN, epochs=1, name=names["a"], **quick)
-    b = study_file(tmp_path / "b", faults_dataset, [3], epochs=1, name=names["b"],
+    a = study_file(tmp_path / "a", nnunet_dirs, CHAIN, epochs=1, name=names["a"], **quick)
+    b = study_file(tmp_path / "b", nnunet_dirs, [3], epochs=1, name=names["b"],
                    space={"families": [OTHER_FAMILY], "kernels": [3]}, **quick)
     beside = None
 
@@ -107,10 +107,10 @@ def test_killed_study_resumes_beside_another_on_one_database(tmp_path: Path, pos
 
 
 def test_wrong_password_is_one_line_naming_the_url(monkeypatch, capsys, tmp_path: Path, postgres_url: str,
-                                                   faults_dataset: dict[str, str]) -> None:
+                                                   nnunet_dirs: dict[str, str]) -> None:
     """The server answers but refuses the password: one preflight line, the URL's password masked."""
     url = make_url(postgres_url).set(password="not-the-password")
-    path = study_file(tmp_path, faults_dataset, [3], epochs=1, storage=url.render_as_string(hide_password=False))
+    path = study_file(tmp_path, nnunet_dirs, [3], epochs=1, storage=url.render_as_string(hide_password=False))
     problems = refused(monkeypatch, capsys, path)
     assert len(problems) == 1
     assert problems[0].startswith(f"storage: cannot connect to {url.render_as_string(hide_password=True)}: ")
