@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from scalekit.faults import ENV_MARKER, ENV_POINT
 from scalekit.study import read_results
 from scalekit.study.chain import MAX_RETRIES
 from scalekit.study.events import PROGRESS_FILE, read_progress
@@ -88,8 +89,10 @@ def test_a_node_without_the_study_is_named(tmp_path: Path, monkeypatch: pytest.M
 
 
 @pytest.fixture
-def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator:
-    """A head and one worker node, one CPU each; shut down (every process of both) whatever happens."""
+def cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator:
+    """A head and one worker node, one CPU each; shut down (every process of both) whatever happens. On the
+    worker node only, the first k5 stage blocks after its first epoch (fault point ``stage-epoch``, marker
+    ``tmp_path/worker-blocked``), so that the test kills the node at exactly that moment."""
     from ray.cluster_utils import Cluster
 
     for key, value in CLUSTER_ENV.items():
@@ -97,7 +100,8 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator:
     cluster = Cluster(initialize_head=True, connect=False, head_node_args={
         "num_cpus": 1, "include_dashboard": False, "_system_config": HEALTH_CHECKS})
     try:
-        cluster.add_node(num_cpus=1)
+        cluster.add_node(num_cpus=1, env_vars={ENV_POINT: "stage-epoch:-k5",
+                                               ENV_MARKER: str(tmp_path / "worker-blocked")})
         cluster.wait_for_nodes()
         yield cluster
     finally:
@@ -143,18 +147,15 @@ def test_study_on_two_nodes_survives_losing_the_worker(tmp_path: Path, nnunet_di
 
 
 def _kill_worker_mid_stage(proc: subprocess.Popen, study: Path, cluster, worker_node) -> str:
-    """Once a stage completed on the worker node, kill that node (all its processes) while another stage runs
-    there, after that stage's first epoch; returns that stage's id."""
-    worker = worker_node.node_id
+    """Once a k5 stage on the worker node is blocked after its first epoch (the fault point's marker is
+    there), kill that node with all its processes; returns that stage's id."""
+    marker = study.parent / "worker-blocked"
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        rows = read_results(study) if (study / "results.csv").exists() else []
-        if any(r.status == "completed" and r.node == worker for r in rows):
-            for r in rows:
-                progress = _progress(study, r.stage_id) if r.status == "running" else []
-                if progress and progress[-1].node == worker and progress[-1].epoch == 1:
-                    cluster.remove_node(worker_node, allow_graceful=False)
-                    return r.stage_id
+    while not marker.exists():
+        assert proc.poll() is None, "the study ended before a k5 stage ran on the worker node"
+        assert time.monotonic() < deadline, "no k5 stage reached its first epoch on the worker node"
         time.sleep(0.1)
-    raise AssertionError(f"no stage ran on the worker node after one completed there: {proc.poll()}")
-
+    victim = next(r.stage_id for r in read_results(study) if r.status == "running" and r.kernel_size == 5
+                  and [e.node for e in _progress(study, r.stage_id)] == [worker_node.node_id])
+    cluster.remove_node(worker_node, allow_graceful=False)
+    return victim
