@@ -11,8 +11,8 @@ from pathlib import Path
 
 PROBE = """
 from scalekit.study.tune import RaySettings, ray_cluster
-with ray_cluster(RaySettings(None, {})) as resources:
-    print("CPU", resources["CPU"])
+with ray_cluster(RaySettings(None, {})) as nodes:
+    print("nodes", len(nodes), "CPU", sum(node["CPU"] for node in nodes.values()))
 """
 
 
@@ -27,6 +27,6 @@ def test_a_local_study_ignores_a_cluster_that_ray_start_left() -> None:
         result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300,
                                 env={**env, "RAY_TMPDIR": str(root)})
         assert result.returncode == 0, result.stderr[-2000:]
-        assert f"CPU {float(os.cpu_count() or 1)}" in result.stdout
+        assert f"nodes 1 CPU {float(os.cpu_count() or 1)}" in result.stdout  # its own one-node Ray
     finally:
         shutil.rmtree(root, ignore_errors=True)
