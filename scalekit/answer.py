@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 
 from scalekit.fidelity import UpkernStep, signal_warnings, upkern_steps
 from scalekit.pareto import StudyGoals
-from scalekit.records import StageRecord
+from scalekit.records import GIB, StageRecord
 from scalekit.selection import Selection, max_dice_under, rule_choices
 from scalekit.tables import decimals
 
 GPU_SIZES_GB = (16.0, 24.0, 40.0, 80.0)
 """Common GPU memory sizes (GiB, as GPU memory is quoted) the answer names a stage for."""
-GIB = 2**30
 PREDICTED_ONLY = ("peak memory of every completed stage is predicted on CPU, not measured: measure it on the GPU "
                   "you will train on (`scalekit study profile STUDY.yaml` or `scalekit profile` there) before "
                   "trusting the stages per GPU size")

@@ -51,6 +51,8 @@ def make_stage_id(family_id: str, kernel: int, control: bool = False) -> str:
 
 TABLE_MODE = 0o644
 """results.csv is readable by the group and others, like every other file a study writes (mkstemp makes 0600)."""
+GIB = 2**30
+"""Bytes in a GB as GPU memory is quoted (a "24 GB" card), the unit of every ``*_gb`` value."""
 
 
 @dataclass
@@ -108,7 +110,7 @@ class StageRecord:
     @property
     def peak_memory_gb(self) -> float | None:
         """Peak training-step memory in GB as GPU memory is quoted (2**30 bytes: a "24 GB" card)."""
-        return None if self.peak_memory_bytes is None else self.peak_memory_bytes / 2**30
+        return None if self.peak_memory_bytes is None else self.peak_memory_bytes / GIB
 
     def checkpoint_path(self, study_dir: str | Path) -> Path | None:
         """The stage's final weights: ``checkpoint`` is stored relative to the study directory (absolute in

@@ -36,7 +36,7 @@ from scalekit._atomic import Staging, staged_dir
 from scalekit.errors import ScalekitError
 from scalekit.fidelity import dice_signal
 from scalekit.pareto import pareto_front
-from scalekit.records import Objective, StageRecord, read_results
+from scalekit.records import GIB, Objective, StageRecord, read_results
 from scalekit.rules import parse_rule
 
 if TYPE_CHECKING:
@@ -192,11 +192,11 @@ def _select(records: list[StageRecord], rule: str) -> Selection:
             measured = [r.peak_memory_gb for r in _valid(records) if r.peak_memory_gb is not None]
             smallest = f"{min(measured):.2f} GB" if measured else "none measured"
             raise ScalekitError(
-                f"no valid stage fits {rule.split('=', 1)[1]} ({budget / 2**30:.2f} GB); "
+                f"no valid stage fits {rule.split('=', 1)[1]} ({budget / GIB:.2f} GB); "
                 f"the smallest peak memory is {smallest}: raise the budget"
             )
         stage = found
-        why = f"highest mean Dice ({stage.mean_dice:.4f}) with peak memory <= {budget / 2**30:.2f} GB"
+        why = f"highest mean Dice ({stage.mean_dice:.4f}) with peak memory <= {budget / GIB:.2f} GB"
     elif rule in by_id:
         stage = by_id[rule]
         if not stage.is_valid:

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from scalekit.nnunet.prepare import RECORD
 from scalekit.nnunet.splits import SPLITS_FILE, SplitsError, random_splits, read_splits
 from scalekit.studyfile import StudyConfig
 
@@ -35,7 +36,7 @@ def _locations(config: StudyConfig, facts: DatasetFacts | None) -> list[str]:
     folder = facts.folder or demo_folder(config)
     state = " (demo data, generated on the first run)" if facts.folder is None else ""
     target = pre.path / facts.name
-    prepared = ", prepared before: reused when unchanged" if (target / "scalekit_prepared.json").is_file() else ""
+    prepared = ", prepared before: reused when unchanged" if (target / RECORD).is_file() else ""
     return [f"raw dataset: {folder}{state}; root from {raw.origin}",
             f"preprocessed into: {target}{prepared}; root from {pre.origin}"]
 

@@ -10,10 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from scalekit.mednext.config import MedNeXtConfig
-from scalekit.records import StageRecord, make_stage_id
+from scalekit.records import GIB, StageRecord, make_stage_id
 from scalekit.space import Family
-
-GiB = 2**30
 
 
 @dataclass(frozen=True)
@@ -27,7 +25,7 @@ class Constraints:
         """Why a profiled stage breaks a constraint, or an empty string."""
         reasons = []
         if self.max_memory_gb is not None and record.peak_memory_bytes is not None:
-            gb = record.peak_memory_bytes / GiB
+            gb = record.peak_memory_bytes / GIB
             if gb > self.max_memory_gb:
                 reasons.append(
                     f"{record.memory_method or 'profiled'} peak memory {gb:.2f} GB > budget {self.max_memory_gb:g} GB"
@@ -41,7 +39,7 @@ class Constraints:
         """Largest relative excess over a limit (<= 0 when feasible), for samplers that learn constraints."""
         values = [-1.0]
         if self.max_memory_gb is not None and record.peak_memory_bytes is not None:
-            values.append(record.peak_memory_bytes / GiB / self.max_memory_gb - 1.0)
+            values.append(record.peak_memory_bytes / GIB / self.max_memory_gb - 1.0)
         if self.max_gflops is not None and record.gflops_train is not None:
             values.append(record.gflops_train / self.max_gflops - 1.0)
         return max(values)
