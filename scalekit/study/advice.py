@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from scalekit.nnunet.prepare import RECORD
 from scalekit.nnunet.splits import SPLITS_FILE, SplitsError, random_splits, read_splits
@@ -61,16 +62,26 @@ def splits_warning(config: StudyConfig, facts: DatasetFacts) -> str | None:
             f"(an optimistic Dice); write a split grouped by subject as {target} or set dataset.splits to one")
 
 
+def planned(config: StudyConfig, facts: DatasetFacts) -> tuple[dict[str, Any], Path] | None:
+    """nnU-Net's plans of the study's configuration (patch, spacing, ...) and their file, where the dataset was
+    preprocessed before; None otherwise."""
+    plans = config.nnunet_roots()[1] / facts.name / PLANS_FILE
+    try:
+        return json.loads(plans.read_text())["configurations"][config.dataset.configuration], plans
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _spacing(config: StudyConfig, facts: DatasetFacts) -> tuple[tuple[float, ...], str] | None:
     """The voxel spacing the study's Dice is measured at, and where it comes from."""
     if config.dataset.spacing is not None:
         return config.dataset.spacing, "dataset.spacing"
-    plans = config.nnunet_roots()[1] / facts.name / PLANS_FILE
-    try:
-        planned = json.loads(plans.read_text())["configurations"][config.dataset.configuration]["spacing"]
-        return tuple(float(s) for s in planned), f"nnU-Net's plans {plans}"
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    found = planned(config, facts)
+    if found is not None:
+        try:
+            return tuple(float(s) for s in found[0]["spacing"]), f"nnU-Net's plans {found[1]}"
+        except (KeyError, TypeError, ValueError):
+            pass
     if facts.spacing is not None:
         return facts.spacing, "the first training image"
     return None

@@ -8,7 +8,6 @@ every stage within the GPU budget and exports the knee. It passes ``scalekit stu
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from scalekit._atomic import write_atomic
 from scalekit.errors import ScalekitError
 from scalekit.studyfile import StudyConfig, StudyConfigError, format_problems, study_problems
 
-from .advice import PLANS_FILE
+from .advice import planned
 from .checks import DatasetFacts, inspect_dataset, preflight
 
 PAPER_PRESETS = ("S", "B", "M", "L")
@@ -58,13 +57,6 @@ def _dataset_section(folder: Path, given_raw: paths.NnunetRoot | None,
     if preprocessed is not None and preprocessed.origin != f"${paths.PREPROCESSED}":
         section["preprocessed_dir"] = str(preprocessed.path)
     return section
-
-
-def _planned(plans: Path, configuration: str) -> dict[str, Any] | None:
-    try:
-        return json.loads(plans.read_text())["configurations"][configuration]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def _sections(dataset: dict[str, Any], gpu_memory_gb: float, output_dir: Path) -> dict[str, dict[str, Any] | Any]:
@@ -146,10 +138,10 @@ def new_study(
     if facts.dim == 2:
         section["configuration"] = "2d"
     config = _config(sections, Path.cwd())
-    planned = _planned(config.nnunet_roots()[1] / facts.name / PLANS_FILE, section["configuration"])
-    if planned is not None:
-        section["patch_size"] = list(mednext_patch(planned["patch_size"]))
-        spacing = [float(s) for s in planned["spacing"]]
+    plans = planned(config, facts)
+    if plans is not None:
+        section["patch_size"] = list(mednext_patch(plans[0]["patch_size"]))
+        spacing = [float(s) for s in plans[0]["spacing"]]
     else:
         section["patch_size"] = [PAPER_PATCH * (2 if facts.dim == 2 else 1)] * (facts.dim or 3)
         spacing = list(facts.spacing or ())
@@ -165,7 +157,7 @@ def new_study(
         f"background, {facts.cases} training cases) and a {gpu_memory_gb:g} GiB GPU; written by scalekit study new.",
         "Next: scalekit study validate FILE; scalekit study profile FILE; scalekit study run FILE",
     ]
-    return NewStudy(_render(sections, header), facts, planned is not None)
+    return NewStudy(_render(sections, header), facts, plans is not None)
 
 
 def _config(sections: dict[str, Any], base: Path) -> StudyConfig:
