@@ -26,7 +26,6 @@ from .events import (
     StageFinished,
     StageStarted,
     format_line,
-    progress_end,
     read_progress,
 )
 
@@ -112,7 +111,8 @@ class EventLog:
                 running = record.status == "running"
                 if running and before != "running":
                     self.step = None
-                    self._offsets[record.stage_id] = progress_end(self._progress(record.stage_id))
+                    # the epochs of earlier sessions are not news: read on from after them
+                    self._offsets[record.stage_id] = read_progress(self._progress(record.stage_id))[1]
                     self.emit(stage_started(record))
                 if running or before == "running":
                     self._read_epochs(record.stage_id)

@@ -203,11 +203,3 @@ def read_progress(path: Path, offset: int = 0) -> tuple[list[EpochDone], int]:
     events = [EpochDone.from_json(line) for line in complete.decode("utf-8", "replace").splitlines()]
     return [e for e in events if e is not None], offset + len(complete)
 
-
-def progress_end(path: Path) -> int:
-    """Where the next session's lines of a progress file will start: after its last complete line (0 when
-    there is none yet)."""
-    try:
-        return path.read_bytes().rfind(b"\n") + 1
-    except FileNotFoundError:
-        return 0
