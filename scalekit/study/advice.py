@@ -1,7 +1,7 @@
-"""What ``study validate`` and a run tell the user about a valid study's data before any work: where the raw
-dataset is looked for and where it is preprocessed (and by which setting), and two warnings: no split of the
-user's own (a random one mixes a subject's repeated scans over training and validation), and a surface-Dice
-tolerance finer than the voxels.
+"""What ``study validate`` and a run tell the user about a valid study before any work: where the raw dataset is
+looked for and where it is preprocessed (and by which setting), and three warnings: no split of the user's own
+(a random one mixes a subject's repeated scans over training and validation), a surface-Dice tolerance finer
+than the voxels, and a Ray cluster reached over a public address without token authentication.
 
 Pure reading: nothing is generated, preprocessed or written.
 """
@@ -18,6 +18,7 @@ from scalekit.nnunet.splits import SPLITS_FILE, SplitsError, random_splits, read
 from scalekit.studyfile import StudyConfig
 
 from .checks import DatasetFacts, demo_folder, inspect_dataset
+from .ray_access import cluster_warning
 
 PLANS_FILE = "nnUNetPlans.json"
 
@@ -101,7 +102,9 @@ def nsd_warning(config: StudyConfig, facts: DatasetFacts) -> str | None:
 
 
 def advise(config: StudyConfig) -> DataAdvice:
-    """Where the study's data is and goes, and the warnings about its split and surface-Dice tolerance."""
+    """Where the study's data is and goes, and the warnings about its split, its surface-Dice tolerance and
+    the exposure of its Ray cluster."""
     facts, _ = inspect_dataset(config)
-    warnings = [] if facts is None else [w for w in (splits_warning(config, facts), nsd_warning(config, facts)) if w]
+    data = [] if facts is None else [splits_warning(config, facts), nsd_warning(config, facts)]
+    warnings = [w for w in (*data, cluster_warning(config.ray.address)) if w]
     return DataAdvice(tuple(_locations(config, facts)), tuple(warnings))

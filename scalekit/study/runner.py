@@ -15,7 +15,8 @@ Study directory layout::
     optuna.db        the Optuna storage (unless ``storage`` names another)
     stages/<id>/     each stage's training folder, checkpoints and final weights; progress.jsonl (a line per
                      epoch), stage.log (the worker's output), error.log (the traceback of a failed stage)
-    ray/run-*/       the Ray Tune experiments, one per invocation; ray/driver.log: Ray's and Tune's messages
+    ray/run-*/       the Ray Tune experiments, one per invocation; ray/driver.log: Ray's and Tune's messages;
+                     ray/auth_token: the token of the study's own Ray while it runs (owner-readable only)
     nnunet/          nnU-Net raw / preprocessed / results folders (unless the study names others)
 """
 
@@ -215,6 +216,7 @@ def _train_chains(
 ) -> tuple[ChainPlanner, Any, bool]:
     """Prepare the data, start Ray and run the chains; the planner, the search and whether it was interrupted."""
     from .search import ChainSearch, open_optuna_study
+    from .ray_access import TOKEN_FILE
     from .stage import stage_launcher
     from .tune import ChainSearcher, RaySettings, TrialResources, check_shared_storage, ray_cluster, run_chains
 
@@ -228,7 +230,9 @@ def _train_chains(
            STUDY_DIR_ENV: str(study_dir)}
     env.update({key: os.environ[key] for key in FORWARDED_ENV if key in os.environ})
     os.environ[STUDY_DIR_ENV] = str(study_dir)
-    with ray_cluster(RaySettings(config.ray.address, env, study_dir / "ray" / "driver.log")) as nodes:
+    ray_settings = RaySettings(config.ray.address, env, study_dir / "ray" / "driver.log",
+                               study_dir / "ray" / TOKEN_FILE)
+    with ray_cluster(ray_settings) as nodes:
         gpus, device, amp = resolve_hardware(config, list(nodes.values()))
         if config.ray.address is not None:
             workers = [node_id for node_id, resources in nodes.items()

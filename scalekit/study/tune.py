@@ -6,14 +6,20 @@ nothing (Tune asks again later) while everything runnable is running. State live
 in Ray: the results table, the Optuna storage and each stage's folder (a checkpoint every epoch). A rerun
 therefore starts a fresh Tuner that skips completed stages, resumes interrupted ones from their last
 checkpoint and continues the search where the storage left it.
+
+A Ray started here (no address) listens on the loopback interface only and authenticates with a token of its
+own (:mod:`scalekit.study.ray_access`); before the first trial :func:`ray_cluster` checks every port it opened
+and stops if one is reachable from the network.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,14 +30,18 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray._private import ray_constants
+from ray._raylet import Config
 from ray.tune.search import Searcher
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from scalekit._atomic import write_atomic
 from scalekit.errors import ScalekitError
 
+from . import listeners
 from .chain import ChainPlanner
 from .messages import NODE_KEY, StageSpec
+from .ray_access import TOKEN_FILE, local_environment, write_token
 from .search import FINISHED, ChainSearch
 
 log = logging.getLogger(__name__)
@@ -164,6 +174,8 @@ class RaySettings:
     log_file: Path | None = None
     """Where Ray's and Tune's driver-side messages go (e.g. a trial's error traceback), instead of stderr,
     which a live panel owns."""
+    token_file: Path | None = None
+    """Where a Ray started here keeps its authentication token while it runs (default: a temporary folder)."""
 
 
 @contextmanager
@@ -192,23 +204,78 @@ class TrialResources:
     max_concurrent: int
 
 
+class RayExposedError(ScalekitError):
+    """The Ray started for a study listens on an address other machines can reach; it was stopped."""
+
+
 @contextmanager
 def ray_cluster(settings: RaySettings) -> Iterator[dict[str, dict[str, float]]]:
     """Start (or join) Ray for the ``with`` block and yield each alive node's resources (``CPU``, ``GPU``, ...)
-    by node id; shut Ray down afterwards if it was started here."""
+    by node id; shut Ray down afterwards if it was started here.
+
+    A Ray started here (no ``settings.address``) is local-only and token-authenticated, and raises
+    :class:`RayExposedError` (after stopping it) if a port it opened is bound to anything but loopback."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     started = not ray.is_initialized()
-    if started:
-        _start_ray(settings)
-    try:
-        with _ray_logs_to(settings.log_file):  # after ray.init, which sets up the ray loggers' handlers
-            yield alive_nodes()
-    finally:
+    local = started and settings.address is None
+    with _local_only(settings.token_file) if local else contextlib.nullcontext():
+        before = set(listeners.listening(listeners.descendants(os.getpid()))) if local else set()
         if started:
-            ray.shutdown()
+            _start_ray(settings)
+        try:
+            if local:
+                _check_loopback(before)
+            with _ray_logs_to(settings.log_file):  # after ray.init, which sets up the ray loggers' handlers
+                yield alive_nodes()
+        finally:
+            if started:
+                ray.shutdown()
+
+
+@contextmanager
+def _local_only(token_file: Path | None) -> Iterator[None]:
+    """For the block: the environment of :func:`~scalekit.study.ray_access.local_environment` with a new token
+    in ``token_file`` (removed afterwards), in this process (Ray reads its settings once: they are read again
+    here, as Ray's own token set-up does) and in every process it starts."""
+    with contextlib.ExitStack() as stack:
+        if token_file is None:
+            token_file = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="scalekit-ray-"))) / TOKEN_FILE
+        stack.callback(token_file.unlink, missing_ok=True)
+        write_token(token_file)
+        environment = local_environment(token_file)
+        stack.callback(Config.initialize, "")
+        saved_flag = ray_constants.ENABLE_RAY_CLUSTER
+        stack.callback(setattr, ray_constants, "ENABLE_RAY_CLUSTER", saved_flag)
+        saved = {key: os.environ.get(key) for key in environment}
+        stack.callback(_restore_environment, saved)
+        os.environ.update(environment)
+        ray_constants.ENABLE_RAY_CLUSTER = False  # read by Ray when it picks the node's address
+        Config.initialize("")
+        yield
+
+
+def _restore_environment(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _check_loopback(before: set[listeners.Listener]) -> None:
+    """Raise :class:`RayExposedError` if a port opened since ``before`` by this process or one it started is
+    bound to anything but loopback (Linux; elsewhere there is nothing to read and nothing is checked)."""
+    opened = [found for found in listeners.listening(listeners.descendants(os.getpid())) if found not in before]
+    exposed = [found.describe() for found in opened if not found.loopback]
+    log.debug("Ray listens on %s", ", ".join(found.describe() for found in opened))
+    if exposed:
+        raise RayExposedError(
+            f"the Ray started for this study listens on addresses other machines can reach ({', '.join(exposed)}), "
+            f"so it was stopped: Ray {ray.__version__} ignores its local-only setting; install a Ray whose "
+            "local node listens on 127.0.0.1, or run the study on a cluster you secured (ray.address)"
+        )
 
 
 def _start_ray(settings: RaySettings) -> None:
