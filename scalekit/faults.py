@@ -21,6 +21,8 @@ POINTS = (
     "stage-epoch",  # a stage wrote an epoch checkpoint and has epochs left
     "results-write",  # results.csv is being rewritten after a stage completed
     "report",  # the report is being written
+    "export",  # an export's folder is written, not yet in place (nor nnU-Net's shared plans file)
+    "predict-case",  # a prediction wrote a case's segmentation and has cases left
 )
 ENV_POINT = "SCALEKIT_FAULT"
 ENV_MARKER = "SCALEKIT_FAULT_MARKER"

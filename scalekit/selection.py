@@ -34,6 +34,7 @@ import numpy as np
 
 from scalekit._atomic import Staging, staged_dir
 from scalekit.errors import ScalekitError
+from scalekit.faults import fault_point
 from scalekit.fidelity import dice_signal
 from scalekit.pareto import pareto_front
 from scalekit.records import GIB, Objective, StageRecord, read_results
@@ -341,6 +342,7 @@ def export_stage(
                        else _nnunet_export(study_dir, selection.stage, out_dir, plans_name))
     with staged_dir(out_dir, SELECTION_FILE) as staging:
         files = export.write(staging)
+        fault_point("export", selection.stage.stage_id)
         record = {**selection.to_dict(), "study_dir": str(study_dir.resolve()), "to": to,
                   "files": [p.name for p in files]}
         files.append(staging.write(SELECTION_FILE, json.dumps(record, indent=2) + "\n"))

@@ -50,7 +50,7 @@ def study_file(folder: Path, nnunet_dirs: dict[str, str], kernels: list[int], ep
 
 
 def command(path: Path) -> list[str]:
-    return [sys.executable, "-c", "from scalekit.cli import main; main()", "study", "run", str(path), "--quiet"]
+    return scalekit("study", "run", str(path), "--quiet")
 
 
 def run(path: Path, expect: int = 0) -> subprocess.CompletedProcess:
@@ -89,15 +89,23 @@ def kill_at(path: Path, point: str, study_dir: Path, timeout_s: float = 600,
             while_waiting: Callable[[], None] = lambda: None) -> None:
     """Run the study until it reaches fault ``point`` (``name`` or ``name:stage``), then SIGKILL its group;
     ``while_waiting`` is called every 0.1 s until then."""
-    marker = path.parent / f"fault-{point.replace(':', '-')}"
+    kill_command_at(command(path), point, path.parent, timeout_s, while_waiting)
+    wait_for_no_processes(study_dir)
+
+
+def kill_command_at(args: list[str], point: str, folder: Path, timeout_s: float = 600,
+                    while_waiting: Callable[[], None] = lambda: None) -> None:
+    """Run ``args`` (any scalekit command) in a process group of its own until it reaches fault ``point``,
+    then SIGKILL the group; the marker file lives in ``folder``."""
+    marker = folder / f"fault-{point.replace(':', '-')}"
     marker.unlink(missing_ok=True)
     env = {**ENV, "SCALEKIT_FAULT": point, "SCALEKIT_FAULT_MARKER": str(marker)}
-    proc = subprocess.Popen(command(path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
                             start_new_session=True)
     deadline = time.monotonic() + timeout_s
     while not marker.exists():
         if proc.poll() is not None:
-            raise AssertionError(f"the study ended (rc {proc.returncode}) before fault point {point}: "
+            raise AssertionError(f"the command ended (rc {proc.returncode}) before fault point {point}: "
                                  + proc.stderr.read().decode()[-2000:])
         assert time.monotonic() < deadline, f"fault point {point} not reached in {timeout_s} s"
         while_waiting()
@@ -105,7 +113,11 @@ def kill_at(path: Path, point: str, study_dir: Path, timeout_s: float = 600,
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     proc.stderr.close()
-    wait_for_no_processes(study_dir)
+
+
+def scalekit(*args: str) -> list[str]:
+    """The command line of ``scalekit ARGS`` with this interpreter."""
+    return [sys.executable, "-c", "from scalekit.cli import main; main()", *args]
 
 
 def digest(path: Path) -> str:

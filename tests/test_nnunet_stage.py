@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
-from scalekit.mednext import MedNeXt, count_parameters, load_mednext, preset_config
+from scalekit.mednext import MedNeXt, count_parameters, load_mednext, preset_config, save_checkpoint
 from scalekit.nnunet import (
     NonFiniteLossError,
     PreparedDataset,
@@ -21,6 +22,8 @@ from scalekit.nnunet import (
     run_exported_training,
     train_stage,
 )
+
+from .faultkit import ENV, kill_command_at, scalekit
 
 pytestmark = pytest.mark.slow
 
@@ -161,3 +164,29 @@ def test_stage_trained_in_rungs_follows_one_schedule(prepared: PreparedDataset, 
     assert lrs == pytest.approx([1e-3 * (1 - e / 3) ** 0.9 for e in range(3)])
     with pytest.raises(ValueError, match="train_until=4"):
         train_stage(request(prepared, tmp_path, epochs=3, train_until=4, resume=True))
+
+
+def test_prediction_killed_midway_leaves_no_segmentation_under_a_final_name(prepared: PreparedDataset,
+                                                                           tmp_path: Path) -> None:
+    """SIGKILL after the first of two cases was segmented (a fault point): the output folder holds nothing
+    (or the earlier prediction, unchanged), no CASE.nii.gz stands anywhere but in the hidden staging folder,
+    and the rerun writes both."""
+    weights = save_checkpoint(tmp_path / "random.pt", MedNeXt(tiny(3).replace(deep_supervision=True)))
+    export_to_nnunet(prepared, tiny(3), tmp_path / "export", weights=weights, plans_name="predictKill")
+    images = tmp_path / "images"
+    images.mkdir()
+    for case in ("demo_000", "demo_001"):
+        (images / f"{case}_0000.nii.gz").write_bytes((prepared.raw_dir / "imagesTr" / f"{case}_0000.nii.gz").read_bytes())
+    out = tmp_path / "predictions"
+    args = scalekit("predict", "--export", str(tmp_path / "export"), "-i", str(images), "-o", str(out), "--device", "cpu")
+    kill_command_at(args, "predict-case", tmp_path, timeout_s=300)
+    assert not out.exists()
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("demo_00*.nii.gz") if p.parent != images)
+    assert len(written) == 1 and written[0].parts[0].startswith("."), written  # case 1, hidden while staging
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, env=ENV)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "segmented demo_000 (1/2)" in done.stdout and "segmented demo_001 (2/2)" in done.stdout
+    earlier = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {"demo_000.nii.gz", "demo_001.nii.gz", "predict_from_raw_data_args.json"} <= set(earlier)
+    kill_command_at(args, "predict-case", tmp_path, timeout_s=300)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier

@@ -23,6 +23,8 @@ from scalekit.nnunet import PreparedDataset
 from scalekit.records import read_results, write_results
 from scalekit.selection import export_stage
 
+from .faultkit import kill_command_at, scalekit
+
 
 TARGETS = ("config", "nnunet")
 
@@ -230,3 +232,23 @@ def test_relative_checkpoints_follow_a_moved_study(study: Path, tmp_path: Path, 
     with pytest.raises(ValueError, match=r"stage A-k5: checkpoint .*stages/A-k5/final.pt does not exist; "
                                          r"rerun `scalekit study run` on the study file"):
         export_stage(moved, "A-k5", to, tmp_path / "out")
+
+
+@pytest.mark.parametrize("earlier", [None, "B-k3"], ids=["first export", "over an earlier export"])
+def test_export_killed_midway_leaves_no_partial_export(study: Path, tmp_path: Path, earlier: str | None) -> None:
+    """SIGKILL while the export folder is being written (a fault point: the window is shorter than any poll):
+    the earlier export (or nothing) stays under --out, nnU-Net's shared plans file is not written, and the
+    rerun exports completely."""
+    out = tmp_path / "export"
+    if earlier is not None:
+        export_stage(study, earlier, "nnunet", out)
+    before = _snapshot(out) if earlier else None
+    plans = _shared_plans(study, "A-k3")
+    args = scalekit("study", "export", str(study), "--select", "A-k3", "--to", "nnunet", "--out", str(out))
+    kill_command_at(args, "export", tmp_path, timeout_s=120)
+    assert (_snapshot(out) == before) if earlier else not out.exists()
+    assert not plans.exists()
+    assert _hidden(tmp_path), "the killed run's staging folder, hidden"
+    _, files = export_stage(study, "A-k3", "nnunet", out)
+    assert all(path.exists() for path in files) and plans in files
+    assert json.loads((out / "selection.json").read_text())["stage_id"] == "A-k3"

@@ -98,8 +98,8 @@ def test_input_images_are_checked_against_the_dataset(tmp_path: Path) -> None:
     images.mkdir()
     for name in ("b_0000.nii.gz", "b_0001.nii.gz", "a_0001.nii.gz", "a_0000.nii.gz", ".hidden", "notes.txt"):
         (images / name).write_bytes(b"")
-    assert input_cases(images, ".nii.gz", 2) == [[images / "a_0000.nii.gz", images / "a_0001.nii.gz"],
-                                                 [images / "b_0000.nii.gz", images / "b_0001.nii.gz"]]
+    assert input_cases(images, ".nii.gz", 2) == {"a": [images / "a_0000.nii.gz", images / "a_0001.nii.gz"],
+                                                 "b": [images / "b_0000.nii.gz", images / "b_0001.nii.gz"]}
     with pytest.raises(ScalekitError, match=r"case a .* has channel\(s\) \[0, 1\] but the network takes 1 "
                                             r"\(a_0000.nii.gz\)"):
         input_cases(images, ".nii.gz", 1)

@@ -33,5 +33,6 @@ def predict_command(
     from scalekit.nnunet.predict import export_model, predict, stage_model
 
     model = export_model(export, weights) if export is not None else stage_model(study_dir, stage, weights)
-    files = predict(model, input_dir, output_dir, device=device, mirror=mirror)
+    files = predict(model, input_dir, output_dir, device=device, mirror=mirror,
+                    on_case=lambda case, done, total: print(f"segmented {case} ({done}/{total})", flush=True))
     print(f"{model.source}: {len(files)} segmentation(s) in {output_dir}")

@@ -43,15 +43,26 @@ class MedNeXtNetwork(MedNeXt):
         strides: list[list[int]] | None = None,
         **arch_kwargs: Any,
     ) -> None:
-        config = MedNeXtConfig.from_dict(
-            {**arch_kwargs, "in_channels": input_channels, "num_classes": num_classes,
-             "deep_supervision": bool(deep_supervision)}
+        super().__init__(config_from_arch_kwargs(arch_kwargs, input_channels, num_classes, deep_supervision, strides))
+
+
+def config_from_arch_kwargs(arch_kwargs: dict[str, Any], input_channels: int, num_classes: int,
+                            deep_supervision: bool = False, strides: list[list[int]] | None = None) -> MedNeXtConfig:
+    """The :class:`MedNeXtConfig` that a plans entry's ``arch_kwargs`` describe, checked field by field (unknown
+    fields, wrong types, strides other than MedNeXt's fixed pattern are an error)."""
+    config = MedNeXtConfig.from_dict(
+        {**arch_kwargs, "in_channels": input_channels, "num_classes": num_classes,
+         "deep_supervision": bool(deep_supervision)}
+    )
+    try:
+        given = None if strides is None else [list(s) for s in strides]
+    except TypeError:
+        given = strides
+    if given is not None and given != mednext_strides(config.dim):
+        raise ScalekitError(
+            f"strides {strides} do not describe a MedNeXt; it always uses {mednext_strides(config.dim)}"
         )
-        if strides is not None and [list(s) for s in strides] != mednext_strides(config.dim):
-            raise ScalekitError(
-                f"strides {strides} do not describe a MedNeXt; it always uses {mednext_strides(config.dim)}"
-            )
-        super().__init__(config)
+    return config
 
 
 def architecture_entry(config: MedNeXtConfig) -> dict[str, Any]:

@@ -28,7 +28,8 @@ from scalekit.mednext import MedNeXt, MedNeXtConfig, count_parameters, load_stat
 
 from . import _env
 from .checkpoints import read_nnunet_checkpoint, write_starting_weights
-from .plans import TRAINER_NAME, TrainerSettings, mednext_configuration, plans_with
+from .networks import check_plans
+from .plans import TRAINER_NAME, TrainerSettings, mednext_configuration, plans_with, read_json_object
 from .prepare import PreparedDataset
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ def build_nnunet_export(
     if not base_file.is_file():
         raise ScalekitError(f"{base_file} does not exist: dataset {prepared.dataset_name} is not preprocessed; "
                          "run `scalekit data prepare` first")
-    base = json.loads(base_file.read_text())
+    base = read_json_object(base_file, "the plans to export into")
     if base_file == plans_file and base.get(OWNER_KEY) != owner:
         raise ScalekitError(
             f"{plans_file} holds the plans of {_describe_owner(base.get(OWNER_KEY))}; exporting "
@@ -199,6 +200,8 @@ def build_nnunet_export(
     if owner is not None:
         plans[OWNER_KEY] = owner
     names = list(configurations)
+    for configuration in names:  # what train.sh makes nnU-Net build
+        check_plans(plans, configuration, plans_file)
     starting = _starting_weights(weights, arch) if weights is not None else None
     initial = out_dir / f"{names[-1]}_init.pth" if starting is not None else None
     with torch.device("meta"):
@@ -291,22 +294,19 @@ def run_exported_training(
     _env.configure(preprocessed=preprocessed_root, results=results_root)
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-    from .trainer import ScalekitMedNeXtTrainer
-
     dataset_name = maybe_convert_to_dataset_name(str(dataset) if not str(dataset).isdigit() else int(dataset))
     folder = Path(preprocessed_root) / dataset_name
     plans_file = folder / f"{plans_identifier}.json"
-    if not plans_file.is_file():
-        raise ScalekitError(f"plans file {plans_file} does not exist; run `scalekit nnunet export` first")
-    plans = json.loads(plans_file.read_text())
-    if configuration not in plans["configurations"]:
-        raise ScalekitError(f"configuration {configuration!r} is not in {plans_file}; "
-                         f"available: {sorted(plans['configurations'])}")
+    plans = read_json_object(plans_file, "run `scalekit nnunet export` first")
+    check_plans(plans, configuration, plans_file)  # before nnU-Net imports anything the plans name
+    dataset_json = read_json_object(folder / DATASET_JSON, "the preprocessed dataset is incomplete")
     fold_value: int | str = fold if str(fold) == "all" else int(fold)
+    from .trainer import ScalekitMedNeXtTrainer
+
     with _env.nnunet_output_to_log():
         trainer = ScalekitMedNeXtTrainer(
             plans={**plans, "continue_training": continue_training}, configuration=configuration, fold=fold_value,
-            dataset_json=json.loads((folder / "dataset.json").read_text()), device=torch_device,
+            dataset_json=dataset_json, device=torch_device,
         )
         trainer.initialize()
     output = Path(trainer.output_folder)

@@ -3,6 +3,7 @@ segments, with the same sliding-window settings, so a prediction repeats a stage
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -10,14 +11,16 @@ import torch
 from scalekit.mednext import MedNeXt
 
 from . import _env
+from .networks import check_plans
 from .plans import TRAINER_NAME
 
 
 def make_predictor(network: MedNeXt, plans: dict[str, Any], configuration: str, dataset_json: dict[str, Any],
-                   device: torch.device, mirror: bool = False) -> Any:
+                   device: torch.device, mirror: bool = False, source: str | Path = "the plans to predict with") -> Any:
     """An ``nnUNetPredictor`` for ``network`` (in eval mode, deep supervision off): sliding windows with
     half-patch steps and Gaussian weighting, mirroring test-time augmentation only if ``mirror``. No trainer is
-    looked up by name."""
+    looked up by name; the plans (read from ``source``) must build a network scalekit registers."""
+    check_plans(plans, configuration, source)
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 

@@ -4,7 +4,9 @@ preprocessed one. Plain data; nothing here imports nnunetv2."""
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from scalekit.errors import ScalekitError
@@ -61,6 +63,21 @@ class TrainerSettings:
         if unknown:
             raise ScalekitError(f"unknown {SETTINGS_KEY} setting(s) {unknown}; known: {sorted(known)}")
         return cls(**data)
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in ``path``; a missing file, invalid JSON or another JSON value is one line naming the
+    file (``what`` says what the file should have been, or why it is needed)."""
+    if not path.is_file():
+        raise ScalekitError(f"{path} does not exist: {what}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        detail = f"{err.msg}, line {err.lineno}" if isinstance(err, json.JSONDecodeError) else err.reason
+        raise ScalekitError(f"{path} is not valid JSON ({detail}): {what}") from None
+    if not isinstance(data, dict):
+        raise ScalekitError(f"{path} holds a JSON {type(data).__name__}, not an object: {what}")
+    return data
 
 
 def check_architecture(prepared: PreparedDataset, arch: MedNeXtConfig) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,14 +28,18 @@ import torch
 
 from scalekit._atomic import staged_dir
 from scalekit.errors import ScalekitError
+from scalekit.faults import fault_point
 from scalekit.mednext import MedNeXt, load_state, read_checkpoint, recipe, state_mismatch
 from scalekit.mednext.config import NUM_LEVELS
 from scalekit.records import read_results
 
 from . import _env
-from .adapter import NETWORK_CLASS_NAME, MedNeXtNetwork
+from .adapter import MedNeXtNetwork
 from .export import MANIFEST
 from .inference import make_predictor
+from .networks import check_plans
+from .plans import read_json_object
+from .validate import validate_images
 from .stage import STAGE_CONFIGURATION
 
 log = logging.getLogger(__name__)
@@ -49,7 +53,9 @@ _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 class TrainedModel:
     """What inference needs: plans, the configuration to predict with, dataset.json and a weights file.
 
-    ``source`` says where it came from, in words (``stage f…-k5 of runs/demo``).
+    ``source`` says where it came from, in words (``stage f…-k5 of runs/demo``); ``plans_file`` is the file
+    the plans were read from. The plans are checked on creation (:func:`~scalekit.nnunet.networks.check_plans`):
+    a model whose plans name other code than scalekit's networks cannot be made.
     """
 
     plans: dict[str, Any]
@@ -57,6 +63,10 @@ class TrainedModel:
     dataset_json: dict[str, Any]
     weights: Path
     source: str
+    plans_file: Path
+
+    def __post_init__(self) -> None:
+        check_plans(self.plans, self.configuration, self.plans_file)
 
     @property
     def file_ending(self) -> str:
@@ -65,15 +75,6 @@ class TrainedModel:
     @property
     def num_input_channels(self) -> int:
         return len(self.dataset_json["channel_names"])
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise ScalekitError(f"{path} does not exist: {what}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ScalekitError(f"{path} is not valid JSON ({err.msg}, line {err.lineno})") from None
 
 
 def stage_model(study_dir: str | Path, stage_id: str, weights: str | Path | None = None) -> TrainedModel:
@@ -100,34 +101,52 @@ def stage_model(study_dir: str | Path, stage_id: str, weights: str | Path | None
                             f"{checkpoint.parent / 'nnunet'}; rerun `scalekit study run` to retrain the stage")
     model_dir = folders[-1].parent
     return TrainedModel(
-        plans=_read_json(model_dir / "plans.json", "the stage's plans"), configuration=STAGE_CONFIGURATION,
-        dataset_json=_read_json(model_dir / "dataset.json", "the stage's dataset.json"),
+        plans=read_json_object(model_dir / "plans.json", "the stage's plans"), configuration=STAGE_CONFIGURATION,
+        dataset_json=read_json_object(model_dir / "dataset.json", "the stage's dataset.json"),
         weights=Path(weights) if weights is not None else checkpoint, source=f"stage {stage_id} of {study_dir}",
+        plans_file=model_dir / "plans.json",
     )
+
+
+def _member(export_dir: Path, manifest: dict[str, Any], key: str) -> Path:
+    """The file that field ``key`` of an export's manifest names: a plain file name inside the export folder."""
+    name = manifest.get(key)
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise ScalekitError(f"{export_dir / MANIFEST}: field {key!r} is {name!r}, not the name of a file in the "
+                            "export folder; export the stage again with `scalekit study export --to nnunet`")
+    return export_dir / name
 
 
 def export_model(export_dir: str | Path, weights: str | Path | None = None) -> TrainedModel:
     """The network of an nnU-Net export folder: its plans copy, configuration and dataset.json, with the
     starting weights it carries (a study export: the stage's trained weights) or ``weights`` (for example the
-    ``checkpoint_final.pth`` of training it with its ``train.sh``)."""
+    ``checkpoint_final.pth`` of training it with its ``train.sh``). Every file the manifest names must lie in
+    the export folder."""
     export_dir = Path(export_dir)
-    manifest = _read_json(export_dir / MANIFEST, "not an nnU-Net export of this scalekit version; export it again "
-                          "with `scalekit study export --to nnunet`")
-    plans = _read_json(export_dir / manifest["plans"], "the export is incomplete; export it again")
+    manifest = read_json_object(export_dir / MANIFEST, "not an nnU-Net export of this scalekit version; export it "
+                                "again with `scalekit study export --to nnunet`")
+    plans_file = _member(export_dir, manifest, "plans")
+    configuration = manifest.get("configuration")
+    if not isinstance(configuration, str):
+        raise ScalekitError(f"{export_dir / MANIFEST}: field 'configuration' is {configuration!r}, not a "
+                            "configuration name; export the stage again")
     if weights is None:
         if manifest.get("weights") is None:
-            raise ScalekitError(f"{export_dir} carries no trained weights (it starts {manifest['configuration']} "
+            raise ScalekitError(f"{export_dir} carries no trained weights (it starts {configuration} "
                                 "from scratch); train it with its train.sh and pass --weights "
                                 ".../fold_0/checkpoint_final.pth")
-        weights = export_dir / manifest["weights"]
-    return TrainedModel(plans=plans, configuration=manifest["configuration"],
-                        dataset_json=_read_json(export_dir / manifest["dataset_json"], "the export is incomplete"),
-                        weights=Path(weights), source=f"export {export_dir}")
+        weights = _member(export_dir, manifest, "weights")
+    return TrainedModel(plans=read_json_object(plans_file, "the export is incomplete; export it again"),
+                        configuration=configuration,
+                        dataset_json=read_json_object(_member(export_dir, manifest, "dataset_json"),
+                                                      "the export is incomplete"),
+                        weights=Path(weights), source=f"export {export_dir}", plans_file=plans_file)
 
 
-def input_cases(folder: str | Path, file_ending: str, num_channels: int) -> list[list[Path]]:
+def input_cases(folder: str | Path, file_ending: str, num_channels: int) -> dict[str, list[Path]]:
     """The images of ``folder`` grouped by case, in nnU-Net's naming (``CASE_0000<ending>`` for channel 0,
-    ...), sorted by case; every case must have exactly the channels 0..num_channels-1."""
+    ...): case id -> its channel files in order, sorted by case; every case must have exactly the channels
+    0..num_channels-1."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ScalekitError(f"input folder {folder} does not exist")
@@ -151,7 +170,23 @@ def input_cases(folder: str | Path, file_ending: str, num_channels: int) -> list
                 f"case {case} in {folder} has channel(s) {sorted(channels)} but the network takes {num_channels} "
                 f"({', '.join(f'{case}_{c:04d}{file_ending}' for c in expected)})"
             )
-    return [[channels[c] for c in expected] for _, channels in sorted(cases.items())]
+    return {case: [channels[c] for c in expected] for case, channels in sorted(cases.items())}
+
+
+def check_images(model: TrainedModel, cases: dict[str, list[Path]], folder: Path) -> None:
+    """Check the images to segment as training images are checked (:func:`~scalekit.nnunet.validate.
+    validate_images`, with the plans' image reader and the network's dimensionality); every bad case is named
+    in one :class:`~scalekit.nnunet.validate.ImagesValidationError`."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans_manager = PlansManager(model.plans)
+    try:
+        reader = plans_manager.image_reader_writer_class
+    except (KeyError, RuntimeError):
+        raise ScalekitError(f"{model.plans_file}: field 'image_reader_writer' names no image reader of nnU-Net "
+                            f"({model.plans.get('image_reader_writer')!r}); export the stage again") from None
+    dim = len(plans_manager.get_configuration(model.configuration).patch_size)
+    validate_images(cases, reader, dim, folder)
 
 
 def _network_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -169,13 +204,8 @@ def load_network(model: TrainedModel) -> MedNeXt:
     and without deep supervision."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    if model.configuration not in model.plans.get("configurations", {}):
-        raise ScalekitError(f"{model.source}: its plans have no configuration {model.configuration!r}")
     plans_manager = PlansManager(model.plans)
     configuration = plans_manager.get_configuration(model.configuration)
-    if configuration.network_arch_class_name != NETWORK_CLASS_NAME:
-        raise ScalekitError(f"{model.source}: configuration {model.configuration} builds "
-                            f"{configuration.network_arch_class_name}, not a scalekit MedNeXt")
     state = _network_weights(model.weights)
     heads = f"out_{NUM_LEVELS - 1}.conv_out.weight" in state
     outputs = plans_manager.get_label_manager(model.dataset_json).num_segmentation_heads
@@ -190,33 +220,43 @@ def load_network(model: TrainedModel) -> MedNeXt:
 
 
 def predict(model: TrainedModel, input_dir: str | Path, output_dir: str | Path, device: str = "auto",
-            mirror: bool = False) -> list[Path]:
+            mirror: bool = False, on_case: Callable[[str, int, int], None] | None = None) -> list[Path]:
     """Segment every case of ``input_dir`` with ``model`` into ``output_dir`` in nnU-Net's layout; returns the
-    segmentation files.
+    segmentation files. ``on_case(case, done, total)`` hears each case as it is written.
 
-    Everything is checked before any work (the images' names, channels and file ending, the weights against
-    the plans' network). The folder is written beside ``output_dir`` and takes its place only when complete;
+    Everything is checked before any case is predicted: the images' names, channels and file ending, every
+    image as training images are (:func:`check_images`: intact, finite, the network's dimensionality, a
+    spacing), the weights against the plans' network. The folder is written beside ``output_dir`` and takes
+    its place only when every case is done, so a failure or a kill leaves no segmentation under a final name;
     an existing ``output_dir`` must be empty or an earlier prediction (it holds ``predict_from_raw_data_args.json``).
     """
     torch_device = recipe.resolve_device(device)
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
     cases = input_cases(input_dir, model.file_ending, model.num_input_channels)
-    output_dir = Path(output_dir)
     if output_dir.is_file() or (output_dir.is_dir() and any(output_dir.iterdir())
                                 and not (output_dir / PREDICTION_MARKER).is_file()):
         raise ScalekitError(f"{output_dir} is not empty and not an earlier prediction (it has no "
                             f"{PREDICTION_MARKER}); choose a new or an empty folder")
     _env.configure()
     with _env.nnunet_output_to_log():  # nnunetv2's first import prints notes on its folder variables
+        check_images(model, cases, input_dir)
         network = load_network(model)
     log.info("predicting %d case(s) of %s with %s on %s", len(cases), input_dir, model.source, torch_device)
-    predictor = make_predictor(network, model.plans, model.configuration, model.dataset_json, torch_device, mirror)
+    predictor = make_predictor(network, model.plans, model.configuration, model.dataset_json, torch_device, mirror,
+                               source=model.plans_file)
+    inputs = [[str(p) for p in files] for files in cases.values()]
     with staged_dir(output_dir, PREDICTION_MARKER) as staging:
-        with _env.nnunet_output_to_log():
-            predictor.predict_from_files_sequential([[str(p) for p in case] for case in cases], str(staging.folder))
-        # nnU-Net records its arguments; name the folder the prediction ends up in, not the staging folder
-        arguments = staging.folder / PREDICTION_MARKER
-        recorded = json.loads(arguments.read_text())
-        recorded["output_folder_or_list_of_truncated_output_files"] = str(output_dir.resolve())
+        for done, (case, files) in enumerate(zip(cases, inputs), start=1):
+            with _env.nnunet_output_to_log():
+                predictor.predict_from_files_sequential([files], str(staging.folder))
+            if on_case is not None:
+                on_case(case, done, len(cases))
+            if done < len(cases):
+                fault_point("predict-case", case)
+        # nnU-Net records its arguments (of the last call): name every case and the folder the prediction ends
+        # up in, not the staging folder
+        recorded = json.loads((staging.folder / PREDICTION_MARKER).read_text())
+        recorded.update(list_of_lists_or_source_folder=inputs,
+                        output_folder_or_list_of_truncated_output_files=str(output_dir.resolve()))
         staging.write(PREDICTION_MARKER, json.dumps(recorded, indent=2) + "\n")
-    names = sorted(case[0].name[: -len(model.file_ending) - 5] for case in cases)
-    return [output_dir / f"{name}{model.file_ending}" for name in names]
+    return [output_dir / f"{case}{model.file_ending}" for case in cases]

@@ -6,7 +6,9 @@ plans' ``architecture`` entry (:mod:`scalekit.nnunet.adapter`); epochs, iteratio
 checkpoint interval come from the configuration's ``scalekit_trainer`` entry (:class:`TrainerSettings`), so the
 stock ``nnUNetv2_train -tr ScalekitMedNeXtTrainer`` trains exactly what the plans say.
 
-Checkpoints are read with ``torch.load(weights_only=True)`` (nnU-Net's own loader unpickles anything).
+Checkpoints are read with ``torch.load(weights_only=True)`` (nnU-Net's own loader unpickles anything), and the
+network is built by scalekit after :func:`~scalekit.nnunet.networks.check_architecture` (nnU-Net's own builder
+imports and calls whatever class the plans name), in training and in nnU-Net's own inference alike.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from scalekit.errors import ScalekitError
 from scalekit.mednext import recipe
 from scalekit.mednext.config import NUM_LEVELS
 
+from .adapter import MedNeXtNetwork
 from .checkpoints import read_nnunet_checkpoint
 from .errors import NonFiniteLossError
+from .networks import check_architecture
 from .plans import SETTINGS_KEY, TrainerSettings
 
 
@@ -59,6 +63,16 @@ class ScalekitMedNeXtTrainer(nnUNetTrainer):
             self.logger.plot_progress_png = lambda output_folder: None
         self.epoch_callback: Callable[[dict[str, Any]], None] | None = None
         self._train_started = time.monotonic()
+
+    @staticmethod
+    def build_network_architecture(plans_manager: Any, configuration_manager: Any, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True) -> torch.nn.Module:
+        """The configuration's MedNeXt (nnU-Net calls this to build the network for training and inference),
+        refused before anything is built if the plans name another network."""
+        architecture = configuration_manager.configuration.get("architecture")
+        check_architecture(architecture, f"plans {plans_manager.plans_name}: the configuration's architecture")
+        return MedNeXtNetwork(num_input_channels, num_output_channels, enable_deep_supervision,
+                              **architecture.get("arch_kwargs", {}))
 
     def bare_network(self) -> torch.nn.Module:
         module = self.network.module if self.is_ddp else self.network

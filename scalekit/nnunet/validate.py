@@ -17,7 +17,7 @@ import math
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,17 +38,34 @@ NIFTI_ENDINGS = (".nii", ".nii.gz")
 MAX_LISTED_VALUES = 5
 
 
-class DatasetValidationError(ScalekitError):
-    """The raw dataset has problems; ``problems`` lists one line per problem, each naming its case or file."""
+class InputValidationError(ScalekitError):
+    """Input files have problems; ``problems`` lists one line per problem, each naming its case or file. The
+    message is one line for one problem, else a line per problem under a heading."""
+
+    def __init__(self, what: str, problems: list[str], outcome: str) -> None:
+        self.problems = problems
+        if len(problems) == 1:
+            message = f"{what}: {problems[0]}; {outcome}"
+        else:
+            listing = "\n  ".join(problems)
+            message = f"{what} has {len(problems)} problem(s); {outcome}. Fix them and run again:\n  {listing}"
+        super().__init__(message)
+
+
+class DatasetValidationError(InputValidationError):
+    """The raw dataset has problems (see :class:`InputValidationError`); nothing was preprocessed."""
 
     def __init__(self, dataset_dir: Path, problems: list[str]) -> None:
         self.dataset_dir = dataset_dir
-        self.problems = problems
-        listing = "\n  ".join(problems)
-        super().__init__(
-            f"raw dataset {dataset_dir} has {len(problems)} problem(s); nothing was preprocessed. "
-            f"Fix them and run again:\n  {listing}"
-        )
+        super().__init__(f"raw dataset {dataset_dir}", problems, "nothing was preprocessed")
+
+
+class ImagesValidationError(InputValidationError):
+    """Images to segment have problems (see :class:`InputValidationError`); nothing was predicted."""
+
+    def __init__(self, folder: Path, problems: list[str]) -> None:
+        self.folder = folder
+        super().__init__(f"images to segment in {folder}", problems, "nothing was predicted")
 
 
 @dataclass(frozen=True)
@@ -214,40 +231,116 @@ def _nonfinite(counted: int | None, array: np.ndarray) -> int:
     return counted if counted is not None else int(array.size - np.count_nonzero(np.isfinite(array)))
 
 
+@dataclass(frozen=True)
+class _ReadFile:
+    """One file of a case as nnU-Net's reader returned it, with the NaN/infinite count of the byte scan."""
+
+    kind: str
+    path: Path
+    array: np.ndarray
+    spacing: np.ndarray | None
+    counted: int | None
+
+    @property
+    def shape(self) -> _FileShape:
+        return _file_shape(self.kind, self.path, self.array)
+
+
+def _read_case(case: str, files: list[tuple[str, Path]], reader_cls: type) -> tuple[list[str], list[_ReadFile]]:
+    """Problems of a case's files read one by one (intact bytes first, then nnU-Net's reader), and the files
+    read; no files once one has a problem."""
+    scans = [_scan_file(path) for _, path in files]
+    broken = [f"{case}: {problem}" for problem, _ in scans if problem]
+    if broken:
+        return broken, []
+    reader = reader_cls()
+    read = []
+    for (kind, path), (_, counted) in zip(files, scans):
+        try:
+            array, props = reader.read_seg(str(path)) if kind == "label" else reader.read_images([str(path)])
+        except Exception as err:  # noqa: BLE001 - any reader failure is a problem of this case
+            return [f"{case}: {kind} {path.name} cannot be read ({type(err).__name__}: {err})"], []
+        spacing = props.get("spacing") if isinstance(props, dict) else None
+        read.append(_ReadFile(kind, path, array, None if spacing is None else np.asarray(spacing, float), counted))
+    return [], read
+
+
+def _agreement(case: str, files: list[_ReadFile], reference: _ReadFile, named: str) -> list[str]:
+    """Images whose shape or spacing differ from ``reference`` (called ``named``), and NaN/infinite voxels."""
+    problems = []
+    for file in files:
+        if file is reference or file.kind != "image":
+            continue
+        if file.array.shape[1:] != reference.array.shape[1:]:
+            problems.append(f"{case}: image shape {tuple(file.array.shape[1:])} differs from {named} shape "
+                            f"{tuple(reference.array.shape[1:])} ({file.path.name})")
+        if (file.spacing is None or reference.spacing is None or file.spacing.shape != reference.spacing.shape
+                or not np.allclose(file.spacing, reference.spacing, rtol=SPACING_RTOL)):
+            problems.append(f"{case}: image spacing {_spacing_text(file.spacing)} differs from {named} spacing "
+                            f"{_spacing_text(reference.spacing)} ({file.path.name})")
+    for file in files:
+        bad = _nonfinite(file.counted, file.array) if file.kind == "image" else 0
+        if bad:
+            problems.append(f"{case}: image {file.path.name} contains {bad} NaN/infinite voxels")
+    return problems
+
+
+def _spacing_text(spacing: np.ndarray | None) -> str:
+    return "(none)" if spacing is None else str(tuple(float(s) for s in spacing))
+
+
 def _check_case(case: str, images: list[str], label: str, reader_cls: type, allowed: set[int]) -> _CaseReport:
     """Problems of one case whose files all exist: intact files, readability, dimensions, shapes, spacings,
     finite intensities, whole label values declared in dataset.json."""
     files = [("image", Path(p)) for p in images] + [("label", Path(label))]
-    scans = [_scan_file(path) for _, path in files]
-    broken = [f"{case}: {problem}" for problem, _ in scans if problem]
-    if broken:
-        return _CaseReport(broken)
-    reader = reader_cls()
-    arrays, spacings = [], []
-    for kind, path in files:
-        try:
-            array, props = reader.read_seg(str(path)) if kind == "label" else reader.read_images([str(path)])
-        except Exception as err:  # noqa: BLE001 - any reader failure is a problem of this case
-            return _CaseReport([f"{case}: {kind} {path.name} cannot be read ({type(err).__name__}: {err})"])
-        arrays.append(array)
-        spacings.append(np.asarray(props["spacing"]))
-    shapes = [_file_shape(kind, path, array) for (kind, path), array in zip(files, arrays)]
+    problems, read = _read_case(case, files, reader_cls)
+    if problems:
+        return _CaseReport(problems)
+    shapes = [file.shape for file in read]
     report = _CaseReport(shapes=shapes)
     if len({s.dims for s in shapes}) > 1 or any(s.volumes > 1 for s in shapes):
         return report  # reported against the whole dataset's dimensionality
-    seg, seg_spacing = arrays[-1], spacings[-1]
-    for (_, path), array, spacing, (_, counted) in zip(files[:-1], arrays, spacings, scans):
-        if array.shape[1:] != seg.shape[1:]:
-            report.problems.append(f"{case}: image shape {tuple(array.shape[1:])} differs from label shape "
-                                   f"{tuple(seg.shape[1:])} ({path.name})")
-        if spacing.shape != seg_spacing.shape or not np.allclose(spacing, seg_spacing, rtol=SPACING_RTOL):
-            report.problems.append(f"{case}: image spacing {tuple(spacing)} differs from label spacing "
-                                   f"{tuple(seg_spacing)} ({path.name})")
-        bad = _nonfinite(counted, array)
-        if bad:
-            report.problems.append(f"{case}: image {path.name} contains {bad} NaN/infinite voxels")
-    report.problems.extend(_label_problems(case, Path(label).name, seg, scans[-1][1], allowed))
+    seg = read[-1]
+    order = [f for f in read if f.kind == "image"] + [seg]
+    report.problems.extend(_agreement(case, order, seg, "label"))
+    report.problems.extend(_label_problems(case, seg.path.name, seg.array, seg.counted, allowed))
     return report
+
+
+def _check_images(case: str, images: list[Path], reader_cls: type, dim: int) -> list[str]:
+    """Problems of one case to segment: intact, readable files, one volume each of the network's
+    dimensionality (a 2-D network also takes 3-D images, slice by slice), a spacing, channels that agree in
+    shape and spacing, finite intensities."""
+    problems, read = _read_case(case, [("image", path) for path in images], reader_cls)
+    if problems:
+        return problems
+    for file in read:
+        shape = file.shape
+        if shape.volumes > 1:
+            problems.append(f"{case}: image {shape.name} is {shape.dims}-D ({shape.volumes} {shape.spatial_dims}-D "
+                            "volumes); nnU-Net takes one 2-D or 3-D file per channel (_0000, _0001, ...)")
+        elif dim == 3 and shape.spatial_dims == 2:
+            problems.append(f"{case}: image {shape.name} is 2-D but the network segments 3-D images")
+        elif file.spacing is None or not (np.isfinite(file.spacing).all() and (file.spacing > 0).all()):
+            problems.append(f"{case}: image {shape.name} has no valid voxel spacing ({_spacing_text(file.spacing)}); "
+                            "write the image with its spacing in the header")
+    if problems:
+        return problems
+    return _agreement(case, read, read[0], f"{read[0].path.name}'s")
+
+
+def validate_images(cases: Mapping[str, Sequence[Path]], reader_cls: type, dim: int, folder: Path,
+                    num_workers: int | None = None) -> None:
+    """Check images to segment (``cases``: case id -> its channel files in order) as training data is
+    checked, and raise one :class:`ImagesValidationError` listing every problem of every case: intact files
+    (complete gzip streams, NIfTI data as long as its header says), readable by ``reader_cls``, one volume of
+    ``dim`` spatial dimensions per file, a voxel spacing, channels that agree, finite intensities."""
+    workers = num_workers or _env.default_workers()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(lambda item: _check_images(item[0], list(item[1]), reader_cls, dim), cases.items()))
+    problems = [problem for found in results for problem in found]
+    if problems:
+        raise ImagesValidationError(folder, problems)
 
 
 def _listed(values: np.ndarray) -> str:

@@ -1,0 +1,117 @@
+"""The networks a plans file may name: scalekit's allow-list, checked before nnU-Net resolves any name.
+
+nnU-Net builds a configuration's network from its plans: it imports ``architecture["network_class_name"]``
+and every ``arch_kwargs`` entry listed in ``_kw_requires_import`` with ``pydoc.locate``, then calls the class
+with ``arch_kwargs``. A plans file therefore names code, and plans travel between people (an export is made to
+be handed on; a study folder may come from a colleague). :func:`check_plans` is the one check that every path
+handing plans to nnU-Net runs first (``scalekit train``, ``scalekit predict``, the predictor a stage is
+validated with, an export, and :class:`~scalekit.nnunet.trainer.ScalekitMedNeXtTrainer` itself, so also the
+stock ``nnUNetv2_train`` / ``nnUNetv2_predict``): the configuration must build a registered network kind, with
+no name to import outside what that kind allows, and arguments the kind accepts. Anything else is refused with
+one line naming the file and the field. This module imports no nnunetv2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scalekit.errors import ScalekitError
+
+from .adapter import NETWORK_CLASS_NAME, config_from_arch_kwargs
+
+
+class PlansRefusedError(ScalekitError):
+    """A plans file names code scalekit does not build, or arguments its network does not take."""
+
+
+def _mednext_arguments(arch_kwargs: dict[str, Any]) -> None:
+    strides = arch_kwargs.get("strides")
+    config_from_arch_kwargs({k: v for k, v in arch_kwargs.items() if k != "strides"}, 1, 2, strides=strides)
+
+
+@dataclass(frozen=True)
+class NetworkKind:
+    """A network nnU-Net may build from plans: its class, the ``_kw_requires_import`` arguments it may name
+    (each with the import paths allowed for it) and a check of its ``arch_kwargs`` (raises on bad ones)."""
+
+    class_name: str
+    check_arguments: Callable[[dict[str, Any]], None]
+    imports: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+
+KINDS: dict[str, NetworkKind] = {
+    NETWORK_CLASS_NAME: NetworkKind(NETWORK_CLASS_NAME, _mednext_arguments),
+}
+"""The registered network kinds by class name (the MedNeXt of :mod:`scalekit.nnunet.adapter`)."""
+
+
+def effective_configuration(plans: Mapping[str, Any], name: str, source: str | Path) -> tuple[dict[str, Any], str]:
+    """The configuration ``name`` as nnU-Net sees it (its ``inherits_from`` chain merged, the child's keys
+    winning) and the name of the configuration its ``architecture`` comes from."""
+    configurations = plans.get("configurations") if isinstance(plans, Mapping) else None
+    if not isinstance(configurations, Mapping):
+        raise PlansRefusedError(f"{source}: field 'configurations' is missing or not a mapping; "
+                                "this is not an nnU-Net plans file")
+    chain: list[str] = []
+    current: Any = name
+    while current is not None:
+        if not isinstance(current, str) or current not in configurations:
+            where = f"configurations.{chain[-1]}.inherits_from names" if chain else "has no"
+            known = ", ".join(sorted(map(str, configurations)))
+            raise PlansRefusedError(f"{source}: {where} configuration {current!r} (the plans have: {known})")
+        if current in chain:
+            raise PlansRefusedError(f"{source}: configurations.{chain[-1]}.inherits_from loops "
+                                    f"({' -> '.join([*chain, current])}); remove the loop")
+        if not isinstance(configurations[current], Mapping):
+            raise PlansRefusedError(f"{source}: configurations.{current} is not a mapping")
+        chain.append(current)
+        current = configurations[current].get("inherits_from")
+    merged: dict[str, Any] = {}
+    for link in reversed(chain):
+        merged.update(configurations[link])
+    origin = next((link for link in chain if "architecture" in configurations[link]), chain[0])
+    return merged, origin
+
+
+def check_architecture(architecture: Any, where: str) -> NetworkKind:
+    """The registered kind that a plans ``architecture`` entry builds; :class:`PlansRefusedError` naming
+    ``where`` (the file and the entry's field path) otherwise. Nothing is imported or called."""
+    if not isinstance(architecture, Mapping):
+        raise PlansRefusedError(f"{where} is missing or not a mapping; a scalekit plans file has "
+                                "network_class_name, arch_kwargs and _kw_requires_import there")
+    name = architecture.get("network_class_name")
+    kind = KINDS.get(name) if isinstance(name, str) else None
+    if kind is None:
+        raise PlansRefusedError(
+            f"{where}.network_class_name is {name!r}, not a network scalekit builds ({', '.join(sorted(KINDS))}): "
+            "a plans file that names other code is refused; export the stage again with scalekit"
+        )
+    arguments = architecture.get("arch_kwargs", {})
+    if not isinstance(arguments, Mapping):
+        raise PlansRefusedError(f"{where}.arch_kwargs is not a mapping of arguments")
+    imports = architecture.get("_kw_requires_import", [])
+    if not isinstance(imports, list) or not all(isinstance(entry, str) for entry in imports):
+        raise PlansRefusedError(f"{where}._kw_requires_import must be a list of argument names, got {imports!r}")
+    for entry in imports:
+        allowed = kind.imports.get(entry)
+        value = arguments.get(entry)
+        if allowed is None or (value is not None and value not in allowed):
+            raise PlansRefusedError(
+                f"{where}._kw_requires_import lists {entry!r} (= {value!r}), which {name} does not import: "
+                "a plans file that names other code is refused"
+            )
+    try:
+        kind.check_arguments(dict(arguments))
+    except (ScalekitError, TypeError) as err:
+        raise PlansRefusedError(f"{where}.arch_kwargs: {err}") from None
+    return kind
+
+
+def check_plans(plans: Mapping[str, Any], configuration: str, source: str | Path) -> NetworkKind:
+    """Check the network that configuration ``configuration`` of ``plans`` (read from ``source``, a file or a
+    description) makes nnU-Net build; returns its kind, or raises :class:`PlansRefusedError`."""
+    merged, origin = effective_configuration(plans, configuration, source)
+    return check_architecture(merged.get("architecture"), f"{source}: configurations.{origin}.architecture")
