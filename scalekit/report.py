@@ -9,10 +9,11 @@ the static images (kaleido, one browser start for all of them). This is the only
 from __future__ import annotations
 
 import contextlib
+import gc
 import html
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,6 +193,27 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()
 
 
+class _ToDebugLog(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        log.debug("image export: %s", record.getMessage())
+
+
+@contextlib.contextmanager
+def _browser_messages_to_debug_log() -> Iterator[None]:
+    """For the block, kaleido's event-loop messages go to scalekit's debug log: when the browser fails (a full
+    disk, a crash) its unfinished tasks report their tracebacks to the ``asyncio`` logger once collected,
+    which would print them on stderr after scalekit's own one-line error. They are collected before the block
+    ends."""
+    logger = logging.getLogger("asyncio")
+    saved = logger.handlers, logger.propagate
+    logger.handlers, logger.propagate = [_ToDebugLog()], False
+    try:
+        yield
+    finally:
+        gc.collect()
+        logger.handlers, logger.propagate = saved
+
+
 def write_images(figures: dict[str, go.Figure], folder: Path, style: str | Style = "paper",
                  ) -> tuple[list[Path], str | None]:
     """PNG and SVG of every figure in one browser start, at the style's size (PNGs at its scale); returns the
@@ -200,30 +222,34 @@ def write_images(figures: dict[str, go.Figure], folder: Path, style: str | Style
     Each image is written to a temporary file beside it that replaces it only once every image is complete;
     when the browser fails, the images of an earlier report are left as they were.
     """
+    style = style_named(style) if isinstance(style, str) else style
+    folder.mkdir(parents=True, exist_ok=True)
+    targets = [(fig, folder / f"{name}.{fmt}", fmt) for name, fig in figures.items() for fmt in IMAGE_FORMATS]
+    with _browser_messages_to_debug_log():
+        note = _render_images(targets, {"width": style.width_px, "height": style.height_px, "scale": style.scale})
+    if note is not None:
+        _remove_if_empty(folder)
+        return [], note
+    return [path for _, path, _ in targets], None
+
+
+def _render_images(targets: list[tuple[go.Figure, Path, str]], size: dict[str, float]) -> str | None:
+    """Render every target in one browser start, each atomically; a note saying why when none were written."""
     import kaleido
     from choreographer.errors import ChromeNotFoundError
 
-    style = style_named(style) if isinstance(style, str) else style
-    size = {"width": style.width_px, "height": style.height_px, "scale": style.scale}
-    folder.mkdir(parents=True, exist_ok=True)
-    targets = [(fig, folder / f"{name}.{fmt}", fmt) for name, fig in figures.items() for fmt in IMAGE_FORMATS]
     try:
         with contextlib.ExitStack() as stack:
-            jobs = [
-                {"fig": fig, "path": stack.enter_context(atomic_path(path)),
-                 "opts": {"format": fmt, **size}}
-                for fig, path, fmt in targets
-            ]
+            jobs = [{"fig": fig, "path": stack.enter_context(atomic_path(path)), "opts": {"format": fmt, **size}}
+                    for fig, path, fmt in targets]
             kaleido.write_fig_from_object_sync(jobs, kopts={"mathjax": False}, cancel_on_error=True)
     except ChromeNotFoundError:
-        _remove_if_empty(folder)
-        return [], ("PNG/SVG images were not written: no Chrome or Chromium was found. Install one "
-                    "(e.g. `apt-get install chromium`, or `plotly_get_chrome`) and run `scalekit study report` again.")
+        return ("PNG/SVG images were not written: no Chrome or Chromium was found. Install one "
+                "(e.g. `apt-get install chromium`, or `plotly_get_chrome`) and run `scalekit study report` again.")
     except Exception as err:  # noqa: BLE001 - a browser failure must not lose the HTML report
-        log.warning("static image export failed: %s", err)
-        _remove_if_empty(folder)
-        return [], f"PNG/SVG images were not written: the browser failed ({type(err).__name__}: {err})."
-    return [path for _, path, _ in targets], None
+        log.debug("static image export failed", exc_info=True)
+        return f"PNG/SVG images were not written: the browser failed ({type(err).__name__}: {err})."
+    return None
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], css: str = "") -> str:

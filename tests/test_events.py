@@ -70,8 +70,8 @@ def test_progress_file_ignores_a_partial_last_line_and_the_next_session_cuts_it(
 
 
 def record(stage_id: str, **changes) -> StageRecord:
-    return StageRecord(stage_id=stage_id, family_id="f1", n_channels=4, block_counts=[1] * 9, exp_r=[2] * 9,
-                       kernel_size=3, family_label="a", **changes)
+    fields = dict(family_id="f1", n_channels=4, block_counts=[1] * 9, exp_r=[2] * 9, kernel_size=3, family_label="a")
+    return StageRecord(stage_id=stage_id, **{**fields, **changes})
 
 
 def test_event_log_follows_the_table_and_the_progress_files(tmp_path: Path) -> None:
@@ -105,9 +105,30 @@ def test_event_log_follows_the_table_and_the_progress_files(tmp_path: Path) -> N
     assert all(re.match(STAMP, line) for line in lines)
     assert [line[20:] for line in lines] == [
         "checking the raw dataset",
-        "stage f2-k3 started: a k3 from scratch, to 2 epochs",
+        "stage f2-k3 started: a k3 resumed from its epoch-1 checkpoint, to 2 epochs",
         "stage f2-k3 epoch 2/2 loss 0.800 val pseudo-Dice 0.500 12.0 s/epoch ETA 0 s",
         "stage f2-k3 completed: Dice 0.4500 after 2 epochs in 30 s",
     ]
     assert (tmp_path / "study.log").read_text().splitlines() == lines
     assert "f2-k3" not in events.epochs and events.latest_lines() == lines[-4:]
+
+
+def test_a_promoted_stage_says_it_resumes_from_its_rung(tmp_path: Path) -> None:
+    """A stage paused at rung 2 and promoted to 4 epochs resumes from its rung-2 checkpoint, not from scratch;
+    a stage that never trained starts from scratch (or from its parent)."""
+    table = ResultsTable(tmp_path)
+    table.upsert(record("f1-k3", status="paused", mean_dice=0.2, epochs=2, dice_curve={"1": 0.1, "2": 0.2}))
+    table.upsert(record("f1-k5", kernel_size=5, parent_stage="f1-k3", init="upkern"))
+    echo = io.StringIO()
+    events = EventLog(tmp_path, echo=echo)
+    events.watch(table, tmp_path / "stages")
+    table.update("f1-k3", status="running", target_epochs=4)
+    table.update("f1-k5", status="running", target_epochs=2)
+    events.poll()
+    assert [line[20:] for line in echo.getvalue().splitlines()] == [
+        "stage f1-k3 started: a k3 resumed from its rung-2 checkpoint, to 4 epochs",
+        "stage f1-k5 started: a k5 upkern from f1-k3, to 2 epochs",
+    ]
+    panel = StudyProgress(table, "study t", events, Console(width=200, record=True))
+    panel.console.print(panel)
+    assert "resumed from its rung-2 checkpoint" in panel.console.export_text()

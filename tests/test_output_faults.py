@@ -11,6 +11,9 @@ import errno
 import json
 import os
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import NoReturn
 
@@ -27,6 +30,7 @@ from .faultkit import kill_command_at, scalekit
 
 
 TARGETS = ("config", "nnunet")
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
 
 class NotWeights:
@@ -252,3 +256,26 @@ def test_export_killed_midway_leaves_no_partial_export(study: Path, tmp_path: Pa
     _, files = export_stage(study, "A-k3", "nnunet", out)
     assert all(path.exists() for path in files) and plans in files
     assert json.loads((out / "selection.json").read_text())["stage_id"] == "A-k3"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (CI installs it in .ci/run; locally: "
+                                             "apt-get install -y chromium)")
+def test_a_full_disk_under_the_report_is_one_line_without_the_browsers_traceback(deep_supervised_study: Path,
+                                                                                tmp_path: Path) -> None:
+    """The disk fills while the browser writes the images and then the page: scalekit's one-line error is the
+    whole of stderr (kaleido's unfinished tasks used to print their tracebacks after it)."""
+    out = tmp_path / "report.html"
+    script = textwrap.dedent(f"""
+        import errno, os, pathlib, sys
+        def full(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        pathlib.Path.write_bytes = full
+        sys.argv = ["scalekit", "study", "report", {str(deep_supervised_study)!r}, "--out", {str(out)!r}]
+        from scalekit.cli import main
+        main()
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr == f"error: cannot write {out}: No space left on device (free some space on the disk of " \
+                            "the output folder)\n", result.stderr[-3000:]
+    assert not out.exists() and _hidden(tmp_path) == []

@@ -44,9 +44,19 @@ class LatestEpoch:
         return max(0.0, self.event.eta_s - (time.monotonic() - self.seen))
 
 
-def stage_started(record: StageRecord) -> StageStarted:
-    origin = f"{record.init} from {record.parent_stage}" if record.parent_stage else "from scratch"
-    return StageStarted(record.stage_id, record.family_label, record.kernel_size, record.target_epochs, origin)
+def stage_origin(record: StageRecord, epochs_before: int = 0) -> str:
+    """How a stage handed out now starts: ``from scratch``, ``upkern from <parent>``, ``continue from <parent>``,
+    or, when it trained before (``epochs_before`` epochs in its progress file, or the rung it was scored at),
+    ``resumed from its rung-N checkpoint`` (promoted from rung N) / ``resumed from its epoch-N checkpoint``."""
+    done = max(epochs_before, record.epochs or 0)
+    if done:
+        return f"resumed from its {'rung' if str(done) in record.dice_curve else 'epoch'}-{done} checkpoint"
+    return f"{record.init} from {record.parent_stage}" if record.parent_stage else "from scratch"
+
+
+def stage_started(record: StageRecord, epochs_before: int = 0) -> StageStarted:
+    return StageStarted(record.stage_id, record.family_label, record.kernel_size, record.target_epochs,
+                        stage_origin(record, epochs_before))
 
 
 def stage_finished(record: StageRecord) -> StageFinished:
@@ -112,8 +122,8 @@ class EventLog:
                 if running and before != "running":
                     self.step = None
                     # the epochs of earlier sessions are not news: read on from after them
-                    self._offsets[record.stage_id] = read_progress(self._progress(record.stage_id))[1]
-                    self.emit(stage_started(record))
+                    earlier, self._offsets[record.stage_id] = read_progress(self._progress(record.stage_id))
+                    self.emit(stage_started(record, earlier[-1].epoch if earlier else 0))
                 if running or before == "running":
                     self._read_epochs(record.stage_id)
                 if before == "running" and not running:

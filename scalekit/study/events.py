@@ -53,7 +53,8 @@ class StageStarted:
     kernel: int
     target_epochs: int | None
     origin: str
-    """``from scratch``, or ``upkern from <parent>`` / ``continue from <parent>``."""
+    """``from scratch``, ``upkern from <parent>`` / ``continue from <parent>``, or ``resumed from its rung-N
+    checkpoint`` (see :func:`~scalekit.study.eventlog.stage_origin`)."""
 
     def describe(self) -> str:
         target = f", to {self.target_epochs} epochs" if self.target_epochs else ""

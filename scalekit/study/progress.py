@@ -16,7 +16,7 @@ from rich.text import Text
 from scalekit.fidelity import signal_warnings
 from scalekit.records import ResultsTable, describe_spent, training_spent
 
-from .eventlog import EventLog
+from .eventlog import EventLog, stage_origin
 from .events import describe_duration
 
 _ORDER = ("completed", "running", "paused", "pending", "infeasible", "failed", "stopped")
@@ -60,7 +60,7 @@ class StudyProgress:
         if running:
             table = Table(box=None, show_header=False, pad_edge=False)
             for record in running:
-                origin = f"{record.init} from {record.parent_stage}" if record.parent_stage else "from scratch"
+                origin = stage_origin(record)
                 latest = self.events.epochs.get(record.stage_id)
                 epoch = "" if latest is None else (
                     f"epoch {latest.event.epoch}/{latest.event.target} loss {latest.event.train_loss:.3f} "
