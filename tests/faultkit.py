@@ -93,23 +93,29 @@ def kill_at(path: Path, point: str, study_dir: Path, timeout_s: float = 600,
     wait_for_no_processes(study_dir)
 
 
-def kill_command_at(args: list[str], point: str, folder: Path, timeout_s: float = 600,
-                    while_waiting: Callable[[], None] = lambda: None) -> None:
-    """Run ``args`` (any scalekit command) in a process group of its own until it reaches fault ``point``,
-    then SIGKILL the group; the marker file lives in ``folder``."""
+def start_until(args: list[str], point: str, folder: Path, timeout_s: float = 600,
+                while_waiting: Callable[[], None] = lambda: None, stdout: int = subprocess.DEVNULL) -> subprocess.Popen:
+    """Start ``args`` (any scalekit command) in a process group of its own and return once it blocks at fault
+    ``point`` (its marker file lives in ``folder``); stderr is a text pipe."""
     marker = folder / f"fault-{point.replace(':', '-')}"
     marker.unlink(missing_ok=True)
     env = {**ENV, "SCALEKIT_FAULT": point, "SCALEKIT_FAULT_MARKER": str(marker)}
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(args, stdout=stdout, stderr=subprocess.PIPE, env=env, start_new_session=True, text=True)
     deadline = time.monotonic() + timeout_s
     while not marker.exists():
         if proc.poll() is not None:
             raise AssertionError(f"the command ended (rc {proc.returncode}) before fault point {point}: "
-                                 + proc.stderr.read().decode()[-2000:])
+                                 + proc.stderr.read()[-2000:])
         assert time.monotonic() < deadline, f"fault point {point} not reached in {timeout_s} s"
         while_waiting()
         time.sleep(0.1)
+    return proc
+
+
+def kill_command_at(args: list[str], point: str, folder: Path, timeout_s: float = 600,
+                    while_waiting: Callable[[], None] = lambda: None) -> None:
+    """Run ``args`` until it reaches fault ``point`` (see :func:`start_until`), then SIGKILL its group."""
+    proc = start_until(args, point, folder, timeout_s, while_waiting)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     proc.stderr.close()

@@ -30,6 +30,7 @@ from .faultkit import (
     kill_at,
     run,
     snapshot,
+    start_until,
     study_file,
     study_processes,
     wait_for_no_processes,
@@ -131,15 +132,8 @@ def test_second_writer_is_refused_and_other_studies_run(tmp_path: Path, shared: 
     """While a study runs, a second `study run` of its directory exits 2 at once naming the holder; a
     study in another directory runs to the end beside it."""
     first = study_file(tmp_path / "one", shared, [3], epochs=1)
-    marker = tmp_path / "one" / "blocked"
-    env = {**ENV, "SCALEKIT_FAULT": "stage-request", "SCALEKIT_FAULT_MARKER": str(marker)}
-    holder = subprocess.Popen(command(first), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                              start_new_session=True)
+    holder = start_until(command(first), "stage-request", tmp_path / "one", timeout_s=300)
     try:
-        deadline = time.monotonic() + 300
-        while not marker.exists():
-            assert holder.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
         started = time.monotonic()
         second = run(first, expect=2)
         assert time.monotonic() - started < 10
@@ -151,6 +145,7 @@ def test_second_writer_is_refused_and_other_studies_run(tmp_path: Path, shared: 
     finally:
         os.killpg(holder.pid, signal.SIGKILL)
         holder.wait(timeout=60)
+        holder.stderr.close()
     wait_for_no_processes(tmp_path / "one" / "study")
 
 
@@ -158,14 +153,7 @@ def test_ctrl_c_interrupts_and_the_rerun_resumes(tmp_path: Path, shared: dict) -
     """Ctrl-C (SIGINT to the process group) mid-stage: exit 130, the stage back to pending, rerun finishes."""
     path = study_file(tmp_path, shared, [3], epochs=2)
     study_dir = tmp_path / "study"
-    marker = tmp_path / "at-epoch"
-    env = {**ENV, "SCALEKIT_FAULT": "stage-epoch", "SCALEKIT_FAULT_MARKER": str(marker)}
-    proc = subprocess.Popen(command(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            start_new_session=True, text=True)
-    deadline = time.monotonic() + 300
-    while not marker.exists():
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.1)
+    proc = start_until(command(path), "stage-epoch", tmp_path, timeout_s=300, stdout=subprocess.PIPE)
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, out + err[-3000:]
@@ -182,17 +170,11 @@ def test_orphaned_stage_worker_ends_with_its_driver(tmp_path: Path, shared: dict
     training on beside a rerun (Ray would reap it much later)."""
     path = study_file(tmp_path, shared, [3], epochs=2)
     study_dir = tmp_path / "study"
-    marker = tmp_path / "at-epoch"
-    env = {**ENV, "SCALEKIT_FAULT": "stage-epoch", "SCALEKIT_FAULT_MARKER": str(marker)}
-    proc = subprocess.Popen(command(path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not marker.exists():
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.1)
-    worker = int(marker.read_text().split()[1])
+    proc = start_until(command(path), "stage-epoch", tmp_path, timeout_s=300)
+    worker = int((tmp_path / "fault-stage-epoch").read_text().split()[1])
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
+    proc.stderr.close()
     start = time.monotonic()
     while Path(f"/proc/{worker}").exists() and "Z" not in Path(f"/proc/{worker}/stat").read_text().split()[2]:
         assert time.monotonic() - start < 5, "the stage worker outlived its driver"

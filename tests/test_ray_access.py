@@ -14,7 +14,6 @@ import struct
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,7 @@ from scalekit.study.ray_access import (
     write_token,
 )
 
-from .faultkit import ENV, command, study_file, study_processes, wait_for_no_processes
+from .faultkit import command, start_until, study_file, study_processes, wait_for_no_processes
 
 SIOCGIFADDR = 0x8915
 DEMO = Path(__file__).resolve().parents[1] / "studies" / "demo.yaml"
@@ -201,14 +200,8 @@ def test_during_a_study_ray_listens_on_loopback_only_and_needs_the_token(tmp_pat
     assert others, "this machine has no address outside loopback to connect through"
     path = study_file(tmp_path, nnunet_dirs, [3], epochs=2)
     study_dir = tmp_path / "study"
-    marker = tmp_path / "at-epoch"
-    env = {**ENV, "SCALEKIT_FAULT": "stage-epoch", "SCALEKIT_FAULT_MARKER": str(marker)}
-    proc = subprocess.Popen(command(path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                            start_new_session=True, text=True)
+    proc = start_until(command(path), "stage-epoch", tmp_path)  # an epoch done: Ray and its worker are up
     try:
-        while not marker.exists():  # the stage finished an epoch and blocks: Ray and its worker are up
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
-            time.sleep(0.1)
         token = study_dir / "ray" / TOKEN_FILE
         assert stat.S_IMODE(token.stat().st_mode) == 0o600
         found = listeners.listening([proc.pid, *study_processes(study_dir)])  # the driver and Ray's processes
