@@ -7,7 +7,8 @@ models; :mod:`scalekit.studyfile.reading` reads a file into them (``load_study_c
 
 Types are strict where YAML types map cleanly: a whole number is never read from ``true`` or ``"2"``, a number
 never from a boolean or a string (a whole number is a fine float), and ``.inf`` / ``.nan`` are refused
-everywhere. What only the file system, the dataset or the storage can show is checked by
+everywhere. Every number has an upper bound no real study reaches (:mod:`scalekit.studyfile.limits`), and a
+space may not list one network or label twice. What only the file system, the dataset or the storage can show is checked by
 :func:`scalekit.study.checks.preflight`.
 """
 
@@ -21,11 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field
 
 from scalekit import paths
 from scalekit.errors import ScalekitError
-from scalekit.mednext.config import DIVISOR, per_stage
+from scalekit.mednext.config import DIVISOR
 from scalekit.mednext.presets import PRESETS
 from scalekit.paths import NnunetRoot, study_root
 from scalekit.records import OBJECTIVES, STAGE_ID, Objective
 from scalekit.rules import BUDGET_RULE, parse_rule
+
+from . import limits as lim
 
 Int = Annotated[int, Strict()]
 """A whole number: not a boolean, not a string."""
@@ -45,9 +48,16 @@ class _Model(BaseModel):
 class DemoData(_Model):
     """Generate the synthetic demo dataset (``scalekit data demo``) if the raw dataset does not exist yet."""
 
-    cases: Int = Field(24, ge=4)
-    size: Int = Field(64, ge=32)
+    cases: Int = Field(24, ge=4, le=lim.MAX_DEMO_CASES)
+    size: Int = Field(64, ge=32, le=lim.MAX_DEMO_SIZE)
     seed: Int = 0
+
+    @model_validator(mode="after")
+    def _voxels(self) -> DemoData:
+        problem = lim.demo_voxels_problem(self.cases, self.size)
+        if problem:
+            raise ScalekitError(problem)
+        return self
 
 
 class DatasetSection(_Model):
@@ -57,9 +67,9 @@ class DatasetSection(_Model):
     id: Int | None = Field(None, ge=1, le=999, description="nnU-Net dataset id, e.g. 218")
     configuration: Literal["3d_fullres", "2d"] = "3d_fullres"
     fold: Annotated[int, Strict(), Field(ge=0)] | Literal["all"] = 0
-    patch_size: tuple[Int, ...] = (128, 128, 128)
-    batch_size: Int = Field(2, ge=1)
-    spacing: tuple[Float, ...] | None = None
+    patch_size: tuple[Annotated[Int, Field(le=lim.MAX_PATCH)], ...] = (128, 128, 128)
+    batch_size: Int = Field(2, ge=1, le=lim.MAX_BATCH)
+    spacing: tuple[Annotated[Float, Field(le=lim.MAX_SPACING_MM)], ...] | None = None
     raw_dir: Path | None = Field(None, description="nnUNet_raw; default: $nnUNet_raw, else <output>/nnunet/raw")
     preprocessed_dir: Path | None = Field(
         None, description="nnUNet_preprocessed; default: $nnUNet_preprocessed, else <output>/nnunet/preprocessed"
@@ -106,23 +116,23 @@ class DatasetSection(_Model):
 class TrainingSection(_Model):
     """The budget and recipe of every chain stage (MedNeXt recipe: AdamW 1e-3, poly schedule, DS 16:8:4:2:1)."""
 
-    epochs: Int = Field(1, ge=1, description="epochs per chain stage")
-    iterations_per_epoch: Int = Field(250, ge=1)
-    val_iterations: Int = Field(50, ge=1)
-    initial_lr: Float = Field(1e-3, gt=0)
+    epochs: Int = Field(1, ge=1, le=lim.MAX_EPOCHS, description="epochs per chain stage")
+    iterations_per_epoch: Int = Field(250, ge=1, le=lim.MAX_ITERATIONS)
+    val_iterations: Int = Field(50, ge=1, le=lim.MAX_ITERATIONS)
+    initial_lr: Float = Field(1e-3, gt=0, le=lim.MAX_LR)
     amp: Literal["auto", "fp16", "bf16", "none"] = "auto"
     checkpointing: Literal["auto", "on", "off"] = Field(
         "auto", description="auto: as the family's preset says (on for M and L, and for deeper scaled families)"
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: Int = 0
-    nsd_tolerance_mm: Float = Field(1.0, gt=0)
+    nsd_tolerance_mm: Float = Field(1.0, gt=0, le=lim.MAX_TOLERANCE_MM)
 
 
 class FamilySpec(_Model):
     """An explicit family: base width C, nine block counts and nine expansion ratios (or one int for all)."""
 
-    n_channels: Int = Field(32, ge=1)
+    n_channels: Int = Field(32, ge=1, le=lim.MAX_CHANNELS)
     block_counts: Int | tuple[Int, ...] = 2
     exp_r: Int | tuple[Int, ...] = 4
     label: str = ""
@@ -130,7 +140,7 @@ class FamilySpec(_Model):
     @field_validator("block_counts", "exp_r")
     @classmethod
     def _per_stage(cls, value: int | tuple[int, ...], info: ValidationInfo) -> int | tuple[int, ...]:
-        per_stage(info.field_name, value)
+        lim.check_per_stage(info.field_name, value)
         return value
 
 
@@ -138,9 +148,9 @@ class ScalingSpec(_Model):
     """Compound scaling: block counts and expansion ratios of a base preset times multipliers, widths C."""
 
     base: str = "S"
-    depth: tuple[Float, ...] = (1.0,)
-    expansion: tuple[Float, ...] = (1.0,)
-    n_channels: tuple[Int, ...] = (32,)
+    depth: tuple[Annotated[Float, Field(le=lim.MAX_MULTIPLIER)], ...] = (1.0,)
+    expansion: tuple[Annotated[Float, Field(le=lim.MAX_MULTIPLIER)], ...] = (1.0,)
+    n_channels: tuple[Annotated[Int, Field(ge=1, le=lim.MAX_CHANNELS)], ...] = (32,)
 
     @field_validator("base")
     @classmethod
@@ -161,10 +171,11 @@ class SpaceSection(_Model):
     """Families to search over (the union of presets, explicit families and a scaling range) and the chain."""
 
     presets: tuple[str, ...] = ()
-    preset_channels: Int | None = Field(None, ge=1, description="override C of the presets (e.g. 8 for a CPU demo)")
+    preset_channels: Int | None = Field(None, ge=1, le=lim.MAX_CHANNELS,
+                                        description="override C of the presets (e.g. 8 for a CPU demo)")
     families: tuple[FamilySpec, ...] = ()
     scaling: ScalingSpec | None = None
-    kernels: tuple[Int, ...] = (3, 5, 7)
+    kernels: tuple[Annotated[Int, Field(le=lim.MAX_KERNEL)], ...] = (3, 5, 7)
 
     @field_validator("presets")
     @classmethod
@@ -172,7 +183,22 @@ class SpaceSection(_Model):
         unknown = [p for p in value if p.upper() not in PRESETS]
         if unknown:
             raise ScalekitError(f"unknown preset(s) {unknown}; choose from {', '.join(PRESETS)}")
-        return tuple(p.upper() for p in value)
+        presets = tuple(p.upper() for p in value)
+        problem = lim.duplicate_presets(presets)
+        if problem:
+            raise ScalekitError(problem)
+        return presets
+
+    @field_validator("families")
+    @classmethod
+    def _families(cls, value: tuple[FamilySpec, ...], info: ValidationInfo) -> tuple[FamilySpec, ...]:
+        # presets or preset_channels absent from info.data: invalid themselves (reported), so not compared
+        known = "presets" in info.data and "preset_channels" in info.data
+        problem = lim.duplicate_families(value, info.data["presets"] if known else None,
+                                         info.data.get("preset_channels"))
+        if problem:
+            raise ScalekitError(problem)
+        return value
 
     @field_validator("kernels")
     @classmethod
@@ -230,31 +256,32 @@ class ObjectiveSpec(_Model):
 
 
 class ConstraintsSection(_Model):
-    max_memory_gb: Float | None = Field(None, gt=0, description="peak training memory (GB = 2**30 bytes)")
-    max_gflops: Float | None = Field(None, gt=0, description="training GFLOPs of one step")
+    max_memory_gb: Float | None = Field(None, gt=0, le=lim.MAX_MEMORY_GB,
+                                        description="peak training memory (GB = 2**30 bytes)")
+    max_gflops: Float | None = Field(None, gt=0, le=lim.MAX_GFLOPS, description="training GFLOPs of one step")
 
 
 class SearchSection(_Model):
     sampler: Literal["nsga2", "tpe", "grid", "random"] = "nsga2"
-    families: Int = Field(4, ge=1, description="families to train (each runs its kernel chain)")
+    families: Int = Field(4, ge=1, le=lim.MAX_FAMILIES, description="families to train (each runs its kernel chain)")
     seed: Int = 0
     scheduler: Literal["full", "halving"] = Field(
         "full", description="full: every stage trains training.epochs; halving: asynchronous successive "
                             "halving over rungs min_epochs, min_epochs*eta, ... up to training.epochs",
     )
-    eta: Int = Field(3, ge=2, description="halving: the top 1/eta of a rung is promoted")
-    min_epochs: Int = Field(1, ge=1, description="halving: the first rung (epochs)")
+    eta: Int = Field(3, ge=2, le=lim.MAX_ETA, description="halving: the top 1/eta of a rung is promoted")
+    min_epochs: Int = Field(1, ge=1, le=lim.MAX_EPOCHS, description="halving: the first rung (epochs)")
     budget_gpu_hours: Float | None = Field(
-        None, gt=0, description="no new work starts once the trials' device-hours reach this (GPU hours on GPUs)"
+        None, gt=0, le=lim.MAX_GPU_HOURS, description="no new work starts once the trials' device-hours reach this (GPU hours on GPUs)"
     )
-    budget_epochs: Int | None = Field(None, ge=1, description="no new work starts after this many training epochs")
+    budget_epochs: Int | None = Field(None, ge=1, le=lim.MAX_BUDGET_EPOCHS, description="no new work starts after this many training epochs")
 
 
 class RaySection(_Model):
     address: str | None = Field(None, description="an existing cluster ('auto' or 'ray://host:port'); none: local")
-    cpus_per_trial: Float = Field(1, gt=0)
-    gpus_per_trial: Annotated[float, Strict(), Field(ge=0)] | Literal["auto"] = "auto"
-    max_concurrent: Int = Field(1, ge=1)
+    cpus_per_trial: Float = Field(1, gt=0, le=lim.MAX_CPUS)
+    gpus_per_trial: Annotated[float, Strict(), Field(ge=0, le=lim.MAX_GPUS)] | Literal["auto"] = "auto"
+    max_concurrent: Int = Field(1, ge=1, le=lim.MAX_CONCURRENT)
 
 
 class ExportSpec(_Model):

@@ -26,8 +26,14 @@ _HINTS = {
     "float_type": "a number such as 0.001, without quotes; true and false are not numbers",
     "bool_type": "true or false",
     "finite_number": ".inf and .nan are not allowed",
+    "less_than_equal": "a sanity limit far above any real study: check the value for a typo",
 }
-_SHOW_INPUT = {"int_type", "float_type", "bool_type", "string_type", "tuple_type", "finite_number", "literal_error"}
+_FIELD_HINTS = {
+    ("dataset.id", "less_than_equal"): "nnU-Net dataset ids have three digits, 1 to 999",
+}
+"""Hints for one field where the hint of the error type does not fit (``dataset.id``'s bound is nnU-Net's)."""
+_SHOW_INPUT = {"int_type", "float_type", "bool_type", "string_type", "tuple_type", "finite_number", "literal_error",
+               "less_than_equal", "greater_than_equal", "less_than", "greater_than"}
 _UNION_MEMBER = re.compile(r"(?:constrained-)?(?:int|float|str|bool)|[a-z]+\[.*\]")
 """How pydantic names the members of a union (``int``, ``constrained-int``, ``literal['all']``) in a location."""
 
@@ -54,7 +60,7 @@ def _format_errors(errors: list[dict[str, Any]]) -> list[str]:
         message = " or ".join([messages[0], *(m.removeprefix("Input should be ") for m in messages[1:])])
         if any(e["type"] in _SHOW_INPUT for e in group):
             message += f", got {first['input']!r}"
-        hint = _HINTS.get(first["type"], "")
+        hint = _FIELD_HINTS.get((path, first["type"]), _HINTS.get(first["type"], ""))
         lines.append(f"{path}: {message}" + (f" ({hint})" if hint and hint not in message else ""))
     return lines
 
