@@ -4,6 +4,8 @@ With ``SCALEKIT_FAULT=<point>`` (or ``<point>:<text>``) and ``SCALEKIT_FAULT_MAR
 reaches ``fault_point(<point>)`` writes the marker file and blocks there; the test then sends SIGKILL to the
 study's process group at exactly that moment and reruns the study. Without those variables (every real run)
 a fault point costs one environment lookup. Points are listed in :data:`POINTS` so a typo fails loudly.
+:func:`injected` names a fault that changes a value instead of blocking (a NaN training loss), for the tests of
+what follows from it.
 """
 
 from __future__ import annotations
@@ -23,11 +25,24 @@ POINTS = (
     "report",  # the report is being written
     "export",  # an export's folder is written, not yet in place (nor nnU-Net's shared plans file)
     "predict-case",  # a prediction wrote a case's segmentation and has cases left
+    "nan-loss",  # injected: a stage's training loss is NaN (the stage must fail with the reason)
 )
 ENV_POINT = "SCALEKIT_FAULT"
 ENV_MARKER = "SCALEKIT_FAULT_MARKER"
 ENV_VARIABLES = (ENV_POINT, ENV_MARKER)
 BLOCK_SECONDS = 600
+
+
+def _named(name: str, where: str) -> bool:
+    if name not in POINTS:
+        raise ScalekitError(f"unknown fault point {name!r}; known: {', '.join(POINTS)}")
+    point, _, text = os.environ.get(ENV_POINT, "").partition(":")
+    return point == name and text in where
+
+
+def injected(name: str, where: str = "") -> bool:
+    """Whether the environment injects this fault here (``SCALEKIT_FAULT=<point>[:<text>]``, no marker)."""
+    return _named(name, where)
 
 
 def fault_point(name: str, where: str = "") -> None:
@@ -36,10 +51,7 @@ def fault_point(name: str, where: str = "") -> None:
     ``SCALEKIT_FAULT=<point>:<text>`` narrows a point to the calls whose ``where`` (e.g. a stage id)
     contains ``<text>``.
     """
-    if name not in POINTS:
-        raise ScalekitError(f"unknown fault point {name!r}; known: {', '.join(POINTS)}")
-    point, _, text = os.environ.get(ENV_POINT, "").partition(":")
-    if point != name or text not in where:
+    if not _named(name, where):
         return
     marker = os.environ.get(ENV_MARKER)
     if not marker or Path(marker).exists():  # only the first process to get here waits to be killed

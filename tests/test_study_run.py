@@ -58,8 +58,9 @@ def command(path: Path, quiet: bool = True) -> list[str]:
 ENV = {**os.environ, "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "1", "OMP_NUM_THREADS": "1"}
 
 
-def run(path: Path, expect: int = 0, quiet: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(command(path, quiet), capture_output=True, text=True, timeout=900, env=ENV)
+def run(path: Path, expect: int = 0, quiet: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(command(path, quiet), capture_output=True, text=True, timeout=900,
+                            env={**ENV, **(env or {})})
     assert result.returncode == expect, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -173,10 +174,12 @@ def test_memory_constraint_excludes_a_family(tmp_path: Path, nnunet_dirs: dict) 
 
 
 def test_nan_loss_fails_the_stage_and_the_study_completes(tmp_path: Path, nnunet_dirs: dict) -> None:
-    path = study_file(tmp_path, nnunet_dirs, training__initial_lr=1e6, training__iterations_per_epoch=4,
+    path = study_file(tmp_path, nnunet_dirs, training__iterations_per_epoch=4,
                       search__families=1, space={"families": FAMILIES[:1], "kernels": [3, 5]},
                       finish={"report": True, "export": {"select": "best", "to": "config"}})
-    result = run(path, expect=1)  # defect 9: a study with no completed stage finished, but found nothing
+    # defect 9: a study with no completed stage finished, but found nothing (the loss is made NaN by injection:
+    # an absurd learning rate that would make it so is refused by the study file's bounds)
+    result = run(path, expect=1, env={"SCALEKIT_FAULT": "nan-loss"})
     assert "finished" in result.stdout and (tmp_path / "study" / "report.html").is_file()
     assert "no stage completed" in result.stderr and "1 x failed: " in result.stderr
     assert not (tmp_path / "study" / "export").exists()

@@ -30,6 +30,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch._dynamo import OptimizedModule
 
 from scalekit.errors import ScalekitError
+from scalekit.faults import injected
 from scalekit.mednext import recipe
 from scalekit.mednext.config import NUM_LEVELS
 
@@ -116,7 +117,7 @@ class ScalekitMedNeXtTrainer(nnUNetTrainer):
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             loss = self.loss(self.network(data), target)
-        value = float(loss.detach())
+        value = float("nan") if injected("nan-loss", self.output_folder) else float(loss.detach())
         if not np.isfinite(value):
             raise NonFiniteLossError(self.current_epoch, value)
         if self.grad_scaler is not None:
