@@ -62,6 +62,9 @@ class StudyAnswer:
     """The smallest peak memory of a completed stage."""
     warnings: list[str] = field(default_factory=list)
     memory_decimals: int = 2
+    duel: UpkernStep | None = None
+    """The UpKern step whose lane the budget's stage belongs to, when that step has a measured control: which of
+    the two the study found better for this data."""
 
     def _gib(self, value: float) -> str:
         return f"{value:.{self.memory_decimals}f} GiB"
@@ -98,7 +101,18 @@ class StudyAnswer:
         elif knee is not None:
             lines.append(f"knee: {self._stage(knee.stage)}, where more memory stops buying much Dice")
         lines.append(self._upkern())
+        if self.duel is not None:
+            lines.append(self._duel(self.duel))
         return lines + [f"warning: {w}" for w in self.warnings]
+
+    @staticmethod
+    def _duel(step: UpkernStep) -> str:
+        """UpKern or training longer, for the answer's own lane, with the paired noise."""
+        gain = step.gain_over_control or 0.0
+        if gain < 0:
+            return (f"training longer: the continuation {step.control} beat the UpKern step {step.stage_id} by "
+                    f"{-gain:+.4f}{step.noise()}")
+        return f"UpKern: {step.stage_id} beat continuing its parent ({step.control}) by {gain:+.4f}{step.noise()}"
 
     def _upkern(self) -> str:
         gain = self.upkern
@@ -162,5 +176,8 @@ def study_answer(records: list[StageRecord], goals: StudyGoals) -> StudyAnswer:
               else Fit((), choices["best"].stage))
     gpus, beyond = _gpu_fits(records, budget_gb)
     smallest = min((r.peak_memory_gb for r in memory), default=None)
-    return StudyAnswer(budget_gb, budget, gpus, beyond, choices, _upkern_gain(upkern_steps(records)), smallest,
-                       warnings, digits)
+    steps = upkern_steps(records)
+    chosen = budget.stage.stage_id if budget.stage is not None else ""
+    duel = next((s for s in steps if s.gain_over_control is not None and chosen in (s.stage_id, s.control)), None)
+    return StudyAnswer(budget_gb, budget, gpus, beyond, choices, _upkern_gain(steps), smallest, warnings, digits,
+                       duel)

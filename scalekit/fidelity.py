@@ -1,10 +1,11 @@
-"""What short training says about long training: stages ranked at a rung, whether a rung's Dice can tell its
-stages apart, and whether the rankings of two rungs agree.
+"""What short training says about long training: stages compared at a rung within the noise, whether a rung's
+Dice can tell its stages apart, and whether the rankings of two rungs agree.
 
-Successive halving promotes the best stages of a rung (a number of epochs) by non-dominated sorting over the
-study's objectives; it only helps when the low rungs rank networks the way the full budget does, and only when
-their Dice carries signal at all. Plain numpy over the results contract, shared by the study engine, the
-terminal view and the report.
+Successive halving promotes the best stages of a rung (a number of epochs); it only helps when the low rungs
+rank networks the way the full budget does, and only when their Dice carries signal at all. A stage's Dice at a
+rung is a mean over the validation cases, so two stages are compared by the difference of their means and its
+standard error over those cases (:func:`difference`): closer than :data:`TIE_SE` standard errors is a tie.
+Plain numpy over the results contract, shared by the study engine, the terminal view and the report.
 """
 
 from __future__ import annotations
@@ -15,89 +16,90 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scalekit.pareto import pareto_mask
-from scalekit.records import CONTROL_SUFFIX, Objective, StageRecord
+from scalekit.records import CONTROL_SUFFIX, StageRecord
 
 NO_SIGNAL_DICE = 0.01
 """Below this mean Dice every stage of a rung counts as having learnt nothing."""
 
-
-def nondominated_fronts(values: np.ndarray, maximize: Sequence[bool]) -> list[int]:
-    """The non-dominated sorting rank of each row of ``values`` (0: the Pareto front, 1: the front once the
-    first is removed, ...). Equal rows share a rank; rows holding NaN come last."""
-    values = np.asarray(values, dtype=float).reshape(len(values), len(maximize))
-    ranks = [-1] * len(values)
-    left = np.flatnonzero(~np.isnan(values).any(axis=1))
-    rank = 0
-    while left.size:
-        on_front = left[pareto_mask(values[left], maximize)]
-        for index in on_front:
-            ranks[index] = rank
-        left = np.setdiff1d(left, on_front)
-        rank += 1
-    return [r if r >= 0 else rank for r in ranks]
+TIE_SE = 1.0
+"""A difference of mean Dice within this many standard errors of the difference is a tie."""
 
 
-def hypervolume(costs: np.ndarray, reference: np.ndarray) -> float:
-    """The volume that the rows of ``costs`` (every objective minimised) dominate up to ``reference``: exact,
-    by slicing along the first objective (fine for the few dozen stages of a rung)."""
-    costs = np.asarray(costs, dtype=float)
-    costs = costs[(costs < reference).all(axis=1)] if len(costs) else costs
-    if len(costs) == 0:
-        return 0.0
-    if costs.shape[1] == 1:
-        return float(reference[0] - costs[:, 0].min())
-    order = np.argsort(costs[:, 0], kind="stable")
-    costs = costs[order]
-    volume = 0.0
-    for index in range(len(costs)):
-        upper = costs[index + 1, 0] if index + 1 < len(costs) else reference[0]
-        if upper > costs[index, 0]:
-            volume += (upper - costs[index, 0]) * hypervolume(costs[: index + 1, 1:], reference[1:])
-    return volume
+@dataclass(frozen=True)
+class Contender:
+    """A stage scored at a rung: its mean Dice there, each validation case's Dice (for the noise), its
+    predicted peak memory, and whether it waits at the rung (else it went on already)."""
+
+    stage_id: str
+    dice: float
+    cases: tuple[float, ...] = ()
+    memory_gb: float | None = None
+    waiting: bool = True
+    label: str = ""
+    """How messages name the stage (default: its id)."""
+
+    @property
+    def name(self) -> str:
+        return self.label or self.stage_id
+
+    @property
+    def standard_error(self) -> float:
+        finite = [c for c in self.cases if math.isfinite(c)]
+        return float(np.std(finite, ddof=1) / math.sqrt(len(finite))) if len(finite) >= 2 else 0.0
 
 
-def contribution_order(values: np.ndarray, maximize: Sequence[bool]) -> list[int]:
-    """An order of points of one front, each next point the one that adds the most hypervolume to those already
-    taken (in objectives scaled to [0, 1], reference point 1.1 beyond the worst), as SMS-EMOA selects: the first
-    is the best-balanced trade-off, then the points that widen the front most. Ties go to the earlier row."""
-    values = np.asarray(values, dtype=float).reshape(len(values), len(maximize))
-    if len(values) == 0:
-        return []
-    costs = values * np.where(np.asarray(maximize, dtype=bool), -1.0, 1.0)
-    span = costs.max(axis=0) - costs.min(axis=0)
-    scaled = (costs - costs.min(axis=0)) / np.where(span > 0, span, 1.0)
-    reference = np.full(scaled.shape[1], 1.1)
-    order: list[int] = []
-    while len(order) < len(values):
-        base = hypervolume(scaled[order], reference)
-        gains = [-1.0 if i in order else hypervolume(scaled[order + [i]], reference) - base
-                 for i in range(len(values))]
-        order.append(int(np.argmax(gains)))
-    return order
+@dataclass(frozen=True)
+class Difference:
+    """``a`` minus ``b`` in mean Dice, with the standard error of that difference."""
+
+    value: float
+    error: float
+    paired: bool
+
+    @property
+    def significant(self) -> bool:
+        return self.value > TIE_SE * self.error
+
+    def describe(self) -> str:
+        return f"{self.value:+.3f} ± {self.error:.3f}{'' if self.paired else ' (unpaired)'}"
 
 
-def promotion_order(values: np.ndarray, maximize: Sequence[bool]) -> list[int]:
-    """Rows of ``values`` best first: by non-dominated sorting, each front in :func:`contribution_order`."""
-    ranks = nondominated_fronts(values, maximize)
-    order: list[int] = []
-    for rank in sorted(set(ranks)):
-        members = [i for i, r in enumerate(ranks) if r == rank]
-        order += [members[i] for i in contribution_order(np.asarray(values, dtype=float)[members], maximize)]
-    return order
+def difference(a: Contender, b: Contender) -> Difference:
+    """``a``'s mean Dice minus ``b``'s: paired over the validation cases when both have the same number of
+    finite per-case values (the same cases, in the same order), else from the two standard errors."""
+    pairs = [(x, y) for x, y in zip(a.cases, b.cases) if math.isfinite(x) and math.isfinite(y)]
+    if len(a.cases) == len(b.cases) and len(pairs) >= 2:
+        gaps = np.array([x - y for x, y in pairs])
+        return Difference(a.dice - b.dice, float(np.std(gaps, ddof=1) / math.sqrt(len(gaps))), True)
+    return Difference(a.dice - b.dice, math.hypot(a.standard_error, b.standard_error), False)
 
 
-def rung_values(record: StageRecord, epochs: int, objectives: Sequence[Objective]) -> list[float]:
-    """A stage's objective values at a rung: its Dice there, the other metrics as recorded (profiled memory and
-    FLOPs are known before training). NaN where a value is missing."""
-    values = []
-    for objective in objectives:
-        if objective.metric == "mean_dice":
-            value = record.dice_curve.get(str(epochs))
-        else:
-            value = objective.value(record)
-        values.append(math.nan if value is None else float(value))
-    return values
+def beats(a: Contender, b: Contender) -> bool:
+    """Whether ``a``'s Dice is ahead of ``b``'s by more than the noise."""
+    return difference(a, b).significant
+
+
+def no_signal(contenders: Sequence[Contender]) -> str:
+    """Why the stages of a rung cannot be told apart (empty when they can)."""
+    if len(contenders) < 2:
+        return ""
+    if max(c.dice for c in contenders) < NO_SIGNAL_DICE:
+        return f"every Dice is below {NO_SIGNAL_DICE:g}"
+    if not any(beats(a, b) for a in contenders for b in contenders if a is not b):
+        return f"no Dice is ahead of another by more than {TIE_SE:g} standard error of the difference"
+    return ""
+
+
+def contender_at(record: StageRecord, epochs: int) -> Contender | None:
+    """A stage as scored at the rung ``epochs`` (None when it was not): its Dice there and each case's Dice
+    there (from ``case_curve``; its last ``case_dice`` when that was this rung's, for tables written before
+    per-rung cases were kept)."""
+    key = str(epochs)
+    if key not in record.dice_curve:
+        return None
+    cases = record.case_curve.get(key) or (record.case_dice if record.epochs == epochs else [])
+    return Contender(record.stage_id, float(record.dice_curve[key]), tuple(float(c) for c in cases),
+                     record.peak_memory_gb, record.status == "paused" and record.epochs == epochs, record.name)
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
@@ -188,14 +190,19 @@ def dice_signal(records: Sequence[StageRecord], epochs: int | None = None) -> Si
 
 
 def signal_warnings(records: Sequence[StageRecord]) -> list[str]:
-    """A warning for each rung (and for the completed stages) whose Dice cannot tell its stages apart."""
+    """A warning for each rung of each kernel (and for the completed stages) whose Dice cannot tell its stages
+    apart (:func:`no_signal`, as promotion decides: such a rung promoted every stage)."""
     ranked = [r for r in records if not r.is_control]
     warnings = []
-    for epochs in scored_rungs(ranked):
-        scored = [r for r in ranked if str(epochs) in r.dice_curve]
-        signal = dice_signal(scored, epochs)
-        if len(scored) >= 2 and not signal.carries_signal:
-            warnings.append(signal.warning(f"rung {epochs} epochs ({len(scored)} stages)"))
+    for kernel in sorted({r.kernel_size for r in ranked}):
+        stages = [r for r in ranked if r.kernel_size == kernel]
+        for epochs in scored_rungs(stages):
+            scored = [c for c in (contender_at(r, epochs) for r in stages) if c is not None]
+            why = no_signal(scored)
+            if why:
+                warnings.append(f"rung {epochs} epochs, the {len(scored)} k{kernel} stages: no signal ({why}); "
+                                "promotion decided nothing there and every stage went on. The rung is too "
+                                "short: raise search.min_epochs (or training.epochs).")
     valid = [r for r in records if r.is_valid]
     signal = dice_signal(valid)
     if valid and not signal.carries_signal:
@@ -214,6 +221,9 @@ class UpkernStep:
     gain_over_control: float | None
     step_tflops: float | None
     control_tflops: float | None
+    control_error: float | None = None
+    """The standard error of ``gain_over_control`` over the validation cases (paired where both were scored on
+    the same cases)."""
 
     @property
     def continuing_pays_more(self) -> bool:
@@ -229,7 +239,12 @@ class UpkernStep:
             return text + " (no continuation control)"
         verdict = ("continuing the parent paid more per TFLOP than the larger kernel" if self.continuing_pays_more
                    else "the larger kernel paid more per TFLOP than continuing")
-        return text + f", {self.gain_over_control:+.4f} over the continuation {self.control}: {verdict}"
+        return text + f", {self.gain_over_control:+.4f}{self.noise()} over the continuation {self.control}: {verdict}"
+
+    def noise(self) -> str:
+        """`` ± error`` of the gain over the control, and ``, within noise`` when the gain is no larger."""
+        error = self.control_error or 0.0
+        return f" ± {error:.4f}" + (", within noise" if abs(self.gain_over_control or 0.0) <= TIE_SE * error else "")
 
 
 def upkern_steps(records: Sequence[StageRecord]) -> list[UpkernStep]:
@@ -242,11 +257,15 @@ def upkern_steps(records: Sequence[StageRecord]) -> list[UpkernStep]:
             continue
         control = by_id.get(parent.stage_id + CONTROL_SUFFIX)
         measured = control is not None and control.is_valid
+        error = None
+        if measured:
+            error = difference(Contender(record.stage_id, record.mean_dice, tuple(record.case_dice)),
+                               Contender(control.stage_id, control.mean_dice, tuple(control.case_dice))).error
         steps.append(UpkernStep(
             record.stage_id, parent.stage_id, control.stage_id if control is not None else "",
             record.mean_dice - parent.mean_dice,
             record.mean_dice - control.mean_dice if measured else None,
-            record.train_tflops, control.train_tflops if measured else None,
+            record.train_tflops, control.train_tflops if measured else None, error,
         ))
     return steps
 

@@ -90,6 +90,8 @@ class StageRecord:
     """Mean Dice at each epoch count it was scored at (keys: epochs as text): its rungs."""
     case_dice: list[float] = field(default_factory=list)
     """Each validation case's mean Dice at its last scoring."""
+    case_curve: dict[str, list[float]] = field(default_factory=dict)
+    """Each validation case's mean Dice at each rung (keys as ``dice_curve``): the noise of each rung value."""
     train_tflops: float | None = None
     """Training compute of this stage: epochs x iterations x the profiled FLOPs of one training step."""
     cum_epochs: int | None = None
@@ -123,6 +125,12 @@ class StageRecord:
     @property
     def is_control(self) -> bool:
         return self.init == "continue"
+
+    @property
+    def name(self) -> str:
+        """How messages name the stage: its family's label (else id) and kernel, ``c`` for a control
+        (``wide k3``, ``wide k3c``)."""
+        return f"{self.family_label or self.family_id} k{self.kernel_size}{CONTROL_SUFFIX if self.is_control else ''}"
 
     @property
     def is_valid(self) -> bool:

@@ -95,3 +95,17 @@ def test_no_completed_stage_is_no_answer() -> None:
     pending = dataclasses.replace(_stage("a-k3", 0.5, 1.0), status="pending", mean_dice=None)
     answer = study_answer([pending], StudyGoals(max_memory_gb=24))
     assert answer.budget is None and answer.lines() == ["no completed stage yet: no answer"]
+
+
+def test_the_answer_says_whether_upkern_or_training_longer_won_its_lane_with_the_noise() -> None:
+    step = dataclasses.replace(_stage("a-k5", 0.55, 2.0, "a-k3", "upkern"), case_dice=[0.50, 0.55, 0.60])
+    control = dataclasses.replace(_stage("a-k3c", 0.53, 1.0, "a-k3", "continue"), case_dice=[0.49, 0.52, 0.58])
+    parent = _stage("a-k3", 0.50, 1.0)
+    lines = study_answer([parent, step, control], StudyGoals(max_memory_gb=2.5)).lines()
+    (duel,) = [line for line in lines if line.startswith(("UpKern: a-k5 beat", "training longer"))]
+    assert duel.startswith("UpKern: a-k5 beat continuing its parent (a-k3c) by +0.0200 ± 0.0")
+    assert "within noise" not in duel  # the paired gaps 0.01, 0.03, 0.02: 0.02 ± 0.0058
+    close = dataclasses.replace(control, mean_dice=0.545, case_dice=[0.56, 0.50, 0.575])
+    lines = study_answer([parent, step, close], StudyGoals(max_memory_gb=1.5)).lines()
+    (duel,) = [line for line in lines if line.startswith(("UpKern: a-k5 beat", "training longer"))]
+    assert duel.startswith("UpKern: a-k5 beat continuing its parent (a-k3c) by +0.0050 ± ") and "within noise" in duel

@@ -54,12 +54,21 @@ def test_shrunk_demo_runs_reports_and_exports(tmp_path: Path) -> None:
     rows = {r.stage_id: r for r in read_results(out)}
     assert len(rows) == 6, sorted(rows)  # two families x (k3, the k3 control, k5)
     completed = [r for r in rows.values() if r.status == "completed"]
-    # halving: one k3 wins rung 1 and completes; its UpKern k5 and its control complete beside each other
-    assert sorted(r.init for r in completed) == ["continue", "scratch", "upkern"], [(r.stage_id, r.status, r.reason)
-                                                                                    for r in rows.values()]
-    assert len({r.family_id for r in completed}) == 1
+    # halving, synchronous (two families, one worker): at rung 1 either one k3 beats the other by more than the
+    # noise and goes on alone (the other halted, saying what beat it), or two iterations an epoch taught neither
+    # anything and both go on, which the summary says
     halted = [r for r in rows.values() if r.status == "stopped" and r.init == "scratch"]
-    assert len(halted) == 1 and "halted at 1 of 2 epochs" in halted[0].reason and halted[0].mean_dice is not None
+    if halted:
+        (loser,) = halted
+        assert "halted at 1 of 2 epochs: not promoted at rung 1 epochs" in loser.reason and "went on" in loser.reason
+        assert loser.mean_dice is not None and len({r.family_id for r in completed}) == 1
+        assert sorted(r.init for r in completed) == ["continue", "scratch", "upkern"]
+    else:
+        assert "rung 1 epochs, the 2 k3 stages: no signal" in result.stdout + result.stderr
+        assert "raise search.min_epochs" in result.stdout + result.stderr
+        assert len({r.family_id for r in completed}) == 2 and {r.init for r in completed} == {"scratch", "upkern",
+                                                                                             "continue"}
+    assert not any("the search ended" in r.reason for r in rows.values())
     html = (out / "report.html").read_text()
     for stage_id in rows:
         assert stage_id in html

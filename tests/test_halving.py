@@ -1,68 +1,28 @@
-"""Successive halving over UpKern chains, without Ray: promotion by non-dominated sorting on hand-made rungs,
-asynchronous promotion, a halted search resuming at the right rung, continuation controls, compute accounting
+"""Successive halving over UpKern chains, without Ray: asynchronous promotion, a halted search resuming at the right rung, continuation controls, compute accounting
 and budgets, signal checks, and what Optuna's trials carry."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
 
-from scalekit.fidelity import dice_signal, kendall_tau, nondominated_fronts, rank_agreement, upkern_steps
+from scalekit.fidelity import dice_signal, kendall_tau, rank_agreement, upkern_steps
 from scalekit.mednext import MedNeXtConfig
 from scalekit.records import Objective, StageRecord
 from scalekit.space import Family, SearchSpace
 from scalekit.study import ChainPlanner, ChainRules, Constraints, ResultsTable
-from scalekit.study.schedule import RungEntry, Schedule, to_promote
+from scalekit.study.schedule import Schedule
 from scalekit.study.search import FINISHED, ChainSearch, SearchSettings, open_optuna_study
 
 from .test_chain import profile_by_width
-
-MAXIMIZE = (True, False)  # Dice up, memory down
-
-
-def entry(name: str, dice: float, memory: float, feasible: bool = True, waiting: bool = True) -> RungEntry:
-    return RungEntry(name, (dice, memory), feasible, waiting)
-
 
 def test_rungs_of_a_schedule() -> None:
     assert Schedule("halving", 8, 3, 1).rungs == (1, 3, 8)
     assert Schedule("halving", 27, 3, 1).rungs == (1, 3, 9, 27)
     assert Schedule("halving", 16, 2, 2).rungs == (2, 4, 8, 16)
     assert Schedule("full", 8).rungs == (8,) and Schedule("halving", 8, 3, 1).after(3) == 8
-
-
-def test_promotion_by_nondominated_sorting() -> None:
-    """Six stages at a rung, eta 3: the top two by non-dominated sorting are promoted. The front here is
-    {a (best Dice), d (least memory)}; b and c are dominated."""
-    rung = [entry("a", 0.8, 4.0), entry("b", 0.7, 4.5), entry("c", 0.6, 5.0), entry("d", 0.3, 1.0),
-            entry("e", 0.2, 2.0), entry("f", 0.1, 3.0)]
-    assert sorted(to_promote(rung, MAXIMIZE, eta=3)) == ["a", "d"]
-    # one objective: plain ranking by Dice
-    assert to_promote([RungEntry(e.stage_id, e.values[:1]) for e in rung], (True,), eta=3) == ["a", "b"]
-    # three objectives: a third cost makes 'f' non-dominated (cheapest in it); the quota stays two, taken from
-    # the front {a, d, f} by hypervolume contribution
-    three = [RungEntry(e.stage_id, (*e.values, flops)) for e, flops in zip(rung, [9, 9, 9, 9, 9, 0.5])]
-    assert nondominated_fronts(np.array([e.values for e in three]), (True, False, False)) == [0, 1, 2, 0, 1, 0]
-    assert set(to_promote(three, (True, False, False), eta=3)) <= {"a", "d", "f"}
-    # one of three on a front: the best-balanced one goes first, not an extreme
-    balanced = [entry("dice", 0.9, 9.0), entry("mid", 0.8, 2.0), entry("memory", 0.1, 1.0)]
-    assert to_promote(balanced, MAXIMIZE, eta=3) == ["mid"]
-
-
-def test_ties_and_infeasible_stages_are_never_promoted() -> None:
-    tied = [entry("x", 0.5, 2.0), entry("y", 0.5, 2.0), entry("z", 0.1, 3.0)]
-    assert nondominated_fronts(np.array([e.values for e in tied]), MAXIMIZE) == [0, 0, 1]
-    assert to_promote(tied, MAXIMIZE, eta=3) == ["x"], "equal points share a front; the earlier one goes first"
-    infeasible_best = [entry("big", 0.99, 0.5, feasible=False), entry("ok", 0.4, 2.0), entry("low", 0.1, 3.0)]
-    assert to_promote(infeasible_best, MAXIMIZE, eta=3) == ["ok"]
-    assert to_promote(infeasible_best, MAXIMIZE, eta=3, final=True) == ["ok"]
-    assert to_promote([entry("only", 0.9, 1.0, feasible=False)], MAXIMIZE, eta=2, final=True) == []
-    # a stage already promoted counts toward the quota but is not promoted again
-    assert to_promote([entry("a", 0.9, 1.0, waiting=False), entry("b", 0.8, 2.0), entry("c", 0.1, 3.0)],
-                      MAXIMIZE, eta=3) == []
 
 
 FAMILIES = tuple(Family(c, 1, r, f"c{c}r{r}") for c in (4, 8) for r in (2, 3, 4))
@@ -92,9 +52,11 @@ def report(search: ChainSearch, stage_id: str, dice=quality) -> None:
     weights.parent.mkdir(parents=True, exist_ok=True)
     weights.write_bytes(b"weights")
     curve = {**record.dice_curve, str(reached): dice(record) * (1 + reached / 9)}
-    search.stage_ended(stage_id, {"stage_status": "completed", "mean_dice": curve[str(reached)], "epochs": reached,
+    mean = curve[str(reached)]
+    cases = {**record.case_curve, str(reached): [mean - 0.002, mean, mean + 0.002]}
+    search.stage_ended(stage_id, {"stage_status": "completed", "mean_dice": mean, "epochs": reached,
                                   "dice_curve": curve, "checkpoint": "final.pt", "wall_time_s": 36.0 * reached,
-                                  "case_dice": [0.2, 0.25, 0.3]})
+                                  "case_dice": cases[str(reached)], "case_curve": cases})
 
 
 def drive(search: ChainSearch, limit: int = 200) -> list[tuple[str, int]]:
@@ -134,8 +96,10 @@ def test_halving_runs_to_the_end_and_spends_less(tmp_path: Path) -> None:
     (best,) = {r.family_id for r in completed if r.kernel_size == 5}
     assert best in front
     best = SPACE.by_id(best)
-    halted = [r for r in records if r.status == "stopped"]
-    assert halted and all("halted" in r.reason for r in halted)
+    halted = [r for r in records if r.status == "stopped" and r.epochs]
+    assert halted and all("halted" in r.reason and "went on" in r.reason for r in halted)
+    ended = [r for r in records if r.status == "stopped" and not r.epochs]
+    assert all("not promoted" in r.reason for r in ended), [r.reason for r in ended]
     assert all(r.mean_dice is not None for r in halted if r.epochs), "a halted stage keeps its rung's Dice"
     full_cost = len(FAMILIES) * 2 * 9
     assert search.planner.spent()["epochs"] < full_cost / 2
@@ -208,9 +172,12 @@ def test_optuna_trials_carry_named_objectives_axes_and_stages(tmp_path: Path) ->
     drive(search)
     study = search.study
     assert study.metric_names == ["mean_dice", "peak_memory_gb"]
-    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    assert len(trials) == 2
-    for trial in trials:
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    pruned = study.get_trials(states=(optuna.trial.TrialState.PRUNED,))
+    assert len(complete) == len(pruned) == 1, "one family reached the full budget; a rung halted the other"
+    assert complete[0].user_attrs["told_epochs"] == 9 and pruned[0].user_attrs["told_epochs"] == 1
+    assert pruned[0].values is None and set(pruned[0].user_attrs["stage.k3"]["rung_dice"]) == {"1"}
+    for trial in complete + pruned:
         assert set(trial.params) == {"family_index"}
         family = SPACE.listed[trial.params["family_index"]]
         assert trial.user_attrs["family_id"] == family.family_id
@@ -267,17 +234,9 @@ def test_stage_report_carries_its_dice_curve_through_ray() -> None:
     """Ray flattens nested dicts of a trial's result ("dice_curve/1"): the curve travels as JSON text."""
     from scalekit.study.messages import StageReport
 
-    report = StageReport("completed", mean_dice=0.5, epochs=3, dice_curve={"1": 0.2, "3": 0.5}, case_dice=[0.4, 0.6])
+    report = StageReport("completed", mean_dice=0.5, epochs=3, dice_curve={"1": 0.2, "3": 0.5}, case_dice=[0.4, 0.6],
+                         case_curve={"1": [0.1, 0.3], "3": [0.4, 0.6]})
     carried = report.to_dict()
-    assert isinstance(carried["dice_curve"], str) and not any(isinstance(v, dict) for v in carried.values())
+    assert isinstance(carried["dice_curve"], str) and isinstance(carried["case_curve"], str)
+    assert not any(isinstance(v, dict) for v in carried.values())
     assert StageReport.from_dict(carried) == report
-
-
-def test_hypervolume_of_a_front() -> None:
-    from scalekit.fidelity import hypervolume
-
-    square = np.array([[0.0, 0.0]])
-    assert hypervolume(square, np.array([1.0, 1.0])) == pytest.approx(1.0)
-    stairs = np.array([[0.0, 0.5], [0.5, 0.0], [0.6, 0.6]])  # the third is dominated
-    assert hypervolume(stairs, np.array([1.0, 1.0])) == pytest.approx(0.75)
-    assert hypervolume(np.array([[0.5, 0.5, 0.5]]), np.array([1.0, 1.0, 1.0])) == pytest.approx(0.125)

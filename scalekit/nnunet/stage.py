@@ -136,6 +136,9 @@ class StageOutcome:
     """Each validation case's mean foreground Dice, at the last evaluation."""
     dice_curve: dict[str, float] = field(default_factory=dict)
     """Mean Dice after each scored epoch (keys: epoch counts), over every session of the stage."""
+    case_curve: dict[str, list[float]] = field(default_factory=dict)
+    """Each validation case's mean Dice after each scored epoch (keys as ``dice_curve``; cases in
+    ``validation_cases`` order): the noise of each point of the curve."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -241,8 +244,9 @@ def train_stage(request: StageRequest, on_epoch: Callable[[dict[str, Any]], None
                              request.nsd_tolerance_mm, request.mirror_tta)
 
     curve = dict(recorded.dice_curve) if recorded is not None else {}
+    cases = dict(recorded.case_curve) if recorded is not None else {}
     trainer.epoch_callback = _reporter(on_epoch, sys.stdout, trainer.num_epochs, out.name,
-                                       _curve_scorer(trainer, score, request.evaluate_at, curve))
+                                       _curve_scorer(trainer, score, request.evaluate_at, curve, cases))
     try:
         if epochs_before < trainer.num_epochs:
             with _env.nnunet_output_to_log():
@@ -254,6 +258,7 @@ def train_stage(request: StageRequest, on_epoch: Callable[[dict[str, Any]], None
     metrics = score()
     losses = [float(v) for v in trainer.logger.get_value("train_losses", step=None)]
     curve[str(len(losses))] = metrics.mean_dice
+    cases[str(len(losses))] = list(metrics.case_dice)
     outcome = StageOutcome(
         mean_dice=metrics.mean_dice, per_class_dice=list(metrics.per_class_dice),
         mean_nsd=metrics.mean_nsd, per_class_nsd=list(metrics.per_class_nsd),
@@ -263,6 +268,7 @@ def train_stage(request: StageRequest, on_epoch: Callable[[dict[str, Any]], None
         wall_time_s=time.monotonic() - started + (recorded.wall_time_s if recorded is not None else 0.0),
         class_names=list(prepared.label_names[1:]),
         validation_cases=list(metrics.cases), upkern=report, case_dice=list(metrics.case_dice), dice_curve=curve,
+        case_curve=cases,
     )
     write_atomic(out / "outcome.json", json.dumps(outcome.to_dict(), indent=2) + "\n")
     log.info("stage %s: dice %.4f, nsd %.4f, %d epoch(s) in %.1f s", out.name, outcome.mean_dice,
@@ -306,14 +312,18 @@ def _recorded_outcome(out: Path) -> StageOutcome | None:
 
 
 def _curve_scorer(
-    trainer: Any, score: Callable[[], Any], evaluate_at: tuple[int, ...], curve: dict[str, float]
+    trainer: Any, score: Callable[[], Any], evaluate_at: tuple[int, ...], curve: dict[str, float],
+    cases: dict[str, list[float]],
 ) -> Callable[[int], None]:
     """Score the network after the epochs in ``evaluate_at`` (not the last: the stage scores that anyway) into
-    ``curve``, then put it back into training (deep supervision on, train mode)."""
+    ``curve`` (the mean) and ``cases`` (each case), then put it back into training (deep supervision on, train
+    mode)."""
 
     def after_epoch(epochs_done: int) -> None:
         if epochs_done in evaluate_at and epochs_done < trainer.num_epochs:
-            curve[str(epochs_done)] = score().mean_dice
+            metrics = score()
+            curve[str(epochs_done)] = metrics.mean_dice
+            cases[str(epochs_done)] = list(metrics.case_dice)
             trainer.set_deep_supervision_enabled(True)
             trainer.network.train()
 

@@ -3,10 +3,12 @@
 Pure logic over the results table, free of Ray and Optuna, so it can be tested and reasoned about alone.
 A family's chain is its stages in kernel order (3 -> 5 -> 7), with a continuation control beside each UpKern
 step when the study asks for them. When a family is opened every stage is profiled: a stage that breaks a
-constraint is ``infeasible`` and never trains. A stage starts once its parent completed; the study's
-:class:`~scalekit.study.schedule.Schedule` says how far it trains (a rung, or the full budget) and when it goes
-on. The chain ends (later stages ``stopped`` with the reason) when a stage is infeasible, fails, or does not
-beat its parent's mean Dice by the saturation margin.
+constraint is ``infeasible`` and never trains. A stage starts once its parent completed (and the parent's
+control, if any, ended); the study's :class:`~scalekit.study.schedule.Schedule` says how far it trains (a
+rung, or the full budget) and when it goes on; an UpKern step and its control train to the same rungs. The
+chain ends (later stages ``stopped`` with the reason) when a stage is infeasible, fails, is ranked out at a
+rung, does not beat its parent's mean Dice by the saturation margin, or is beaten by its continuation control
+at the full budget.
 """
 
 from __future__ import annotations
@@ -21,16 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from scalekit.mednext.config import MedNeXtConfig
-from scalekit.records import Objective, ResultsTable, StageRecord, make_stage_id, training_spent
+from scalekit.records import ResultsTable, StageRecord, make_stage_id, training_spent
 from scalekit.space import Family, SearchSpace
 
 from .families import Constraints, ProfileFn, plan_family, position
-from .schedule import Schedule, promotions
+from scalekit.fidelity import beats, contender_at, difference
+
+from .promotion import budgets
+from .schedule import OPEN, Lane, RungDecision, Schedule, decide_rungs
 
 log = logging.getLogger(__name__)
 
-OPEN = ("pending", "running", "paused")
-"""Statuses of a stage whose chain has not ended with it."""
 MAX_RETRIES = 3
 """How often one run hands a stage out again after its trial was lost with its node."""
 
@@ -39,14 +42,13 @@ MAX_RETRIES = 3
 class ChainRules:
     """How chains go on: the saturation margin, the controls, the schedule, and what a stage's training costs.
 
-    ``objectives`` rank the stages of a rung; ``iterations_per_epoch`` and ``devices_per_trial`` turn epochs
-    and wall time into iterations, training FLOPs and device-hours.
+    ``iterations_per_epoch`` and ``devices_per_trial`` turn epochs and wall time into iterations, training
+    FLOPs and device-hours.
     """
 
     min_improvement: float | None = 0.0
     controls: bool = False
     schedule: Schedule = field(default_factory=Schedule)
-    objectives: tuple[Objective, ...] = (Objective("mean_dice"), Objective("peak_memory_gb"))
     iterations_per_epoch: int = 1
     devices_per_trial: float = 1.0
     budget: dict[str, float] = field(default_factory=dict)
@@ -77,6 +79,11 @@ class ChainPlanner:
         self.checkpointing = checkpointing
         self._running: set[str] = set()
         self._retries: dict[str, int] = defaultdict(int)
+        self.all_open = False
+        """Set by the search once no family is left to open (a synchronous rung may decide then)."""
+        self.notes: dict[tuple[int, int], str] = {}
+        """What each rung that decided nothing said (by chain position and rung), as logged."""
+        self._halted: set[str] = set()
 
     @property
     def schedule(self) -> Schedule:
@@ -171,33 +178,49 @@ class ChainPlanner:
                     found["missing"].append(record.stage_id)
                     self.table.update(record.stage_id, status="pending", mean_dice=None, mean_nsd=None,
                                       per_class_dice=[], per_class_nsd=[], checkpoint="", epochs=None,
-                                      dice_curve={}, case_dice=[], target_epochs=None,
+                                      dice_curve={}, case_dice=[], case_curve={}, target_epochs=None,
                                       reason=f"retrains: its weights {path} are missing")
         return found
 
     def next_work(self, final: bool = False) -> tuple[str, int] | None:
         """The next stage to train and the epochs to train it to, not handed out yet: a promotion due at a
-        rung (with ``final``: the end-game quota, see :mod:`~scalekit.study.schedule`), else a stage whose
-        parent completed, else a control whose UpKern step went further than it."""
+        rung (with ``final``: every rung decides as a complete one, see :mod:`~scalekit.study.schedule`),
+        else a stage whose parent completed, else a control whose UpKern step went further than it."""
         if not self.budget_left():
             return None
-        for stage_id, target in self._promotions(final):
+        for stage_id, target in self.promotions(final):
             if stage_id not in self._running:
                 return stage_id, target
         for record in self.table.records():
             if record.stage_id in self._running or record.status not in ("pending", "paused"):
                 continue
             parent = self.table.get(record.parent_stage) if record.parent_stage else None
-            if parent is not None and parent.status != "completed":
+            if parent is not None and (parent.status != "completed" or not self._settled(parent)):
                 continue
-            if record.is_control:
-                step = self.table.get(self._step_of(record))
-                target = step.target_epochs if step is not None else None
-                if target and target > (record.epochs or 0):
-                    return record.stage_id, target
-            elif record.status == "pending":
+            partner = self.partner(record)
+            target = partner.target_epochs if partner is not None else None
+            if target and target > (record.epochs or 0) and (record.is_control or record.status == "paused"):
+                return record.stage_id, target  # the lane's two stages train to the same rungs, leader first
+            if not record.is_control and record.status == "pending":
                 return record.stage_id, self.schedule.first
         return None
+
+    def partner(self, record: StageRecord) -> StageRecord | None:
+        """The other stage of a lane: an UpKern step's continuation control, or a control's step."""
+        if record.is_control:
+            return self.table.get(self._step_of(record))
+        if not record.parent_stage or record.init != "upkern":
+            return None
+        parent = self.table.get(record.parent_stage)
+        if parent is None:
+            return None
+        return self.table.get(make_stage_id(parent.family_id, parent.kernel_size, control=True))
+
+    def _settled(self, record: StageRecord) -> bool:
+        """Whether a completed stage's lane has ended (its control, if any, is no longer open), so the chain
+        may grow from it: the duel at the full budget decides that."""
+        partner = self.partner(record)
+        return partner is None or partner.status not in OPEN
 
     def any_running(self) -> bool:
         return bool(self._running)
@@ -207,16 +230,62 @@ class ChainPlanner:
         kernels = list(self.space.kernels)
         return self.stage_of(control.family_id, kernels[kernels.index(control.kernel_size) + 1])
 
-    def _promotions(self, final: bool) -> list[tuple[str, int]]:
-        """Promotions due now. A stage that breaks a constraint is already ``infeasible``: profiled so when its
-        family opened, or measured so by :meth:`finish` after a rung."""
-        groups: dict[int, list[StageRecord]] = defaultdict(list)
-        feasible = {}
+    def lanes(self) -> dict[int, list[Lane]]:
+        """Each chain position's families: the step (or first stage) and the control beside it."""
+        stages: dict[tuple[int, str], dict[str, StageRecord]] = defaultdict(dict)
         for record in self.table.records():
-            if not record.is_control:
-                groups[position(record, self.space.kernels)].append(record)
-                feasible[record.stage_id] = record.status != "infeasible"
-        return promotions(self.schedule, groups, self.rules.objectives, feasible, final)
+            role = "control" if record.is_control else "step"
+            stages[position(record, self.space.kernels), record.family_id][role] = record
+        lanes: dict[int, list[Lane]] = defaultdict(list)
+        for (here, _), roles in sorted(stages.items()):
+            lanes[here].append(Lane(**roles))
+        return lanes
+
+    def decisions(self, final: bool = False) -> list[RungDecision]:
+        """Every rung's decision now (see :func:`~scalekit.study.schedule.decide_rungs`), per the study's
+        memory budgets."""
+        return decide_rungs(self.schedule, self.lanes(), budgets(self.constraints.max_memory_gb), self.all_open,
+                            final)
+
+    def promotions(self, final: bool = False) -> list[tuple[str, int]]:
+        """Promotions due now, as (stage id, rung to train to). A complete rung's decision is applied first:
+        the stages it ranked out stop with the reason (and the rest of their chains), and a rung that decided
+        nothing is noted once."""
+        due = []
+        for rung in self.decisions(final):
+            if rung.decision.no_signal and (rung.position, rung.rung) not in self.notes:
+                note = (f"rung {rung.rung} epochs, chain position {rung.position + 1}: no signal "
+                        f"({rung.decision.no_signal}); every stage goes on. The rung is too short: raise "
+                        "search.min_epochs")
+                self.notes[rung.position, rung.rung] = note
+                log.warning(note)
+            if rung.complete:
+                for stage_id, reason in sorted(rung.decision.lost.items()):
+                    self._rank_out(stage_id, reason)
+            due += [(stage_id, rung.after) for stage_id in rung.decision.promote]
+        return due
+
+    def take_halted(self) -> set[str]:
+        """The families a complete rung halted a stage of since the last call."""
+        halted, self._halted = self._halted, set()
+        return halted
+
+    def _rank_out(self, stage_id: str, reason: str) -> None:
+        """A stage a complete rung ranked out stops (if it still waits), and so do the other stage of its lane
+        and the later stages of its chain."""
+        record = self.table[stage_id]
+        if record.status not in ("pending", "paused") or stage_id in self._running:
+            return
+        at = f" at {record.epochs} of {self.schedule.max_epochs} epochs" if record.epochs else ""
+        self.table.update(stage_id, status="stopped", reason=f"halted{at}: {reason}")
+        self._halted.add(record.family_id)
+        log.info("%s halted%s: %s", stage_id, at, reason)
+        partner = self.partner(record)
+        if partner is not None and partner.status in ("pending", "paused") and partner.stage_id not in self._running:
+            self.table.update(partner.stage_id, status="stopped",
+                              reason=f"halted: {record.name}, which led its lane, was not promoted")
+        step = partner if record.is_control and partner is not None else record
+        self._end_chain(step, f"chain ended: {record.name} was not promoted")
 
     def stage_dir(self, stage_id: str) -> Path:
         return self.stages_dir / stage_id
@@ -264,7 +333,8 @@ class ChainPlanner:
 
     def finish(self, stage_id: str, status: str, reason: str = "", **measured: Any) -> StageRecord:
         """Record how a stage's session ended (completed / failed / infeasible). A ``completed`` session short of
-        the full budget leaves the stage ``paused`` at its rung; a full one may end the chain (saturation)."""
+        the full budget leaves the stage ``paused`` at its rung; a full one may end the chain (saturation, or
+        its continuation control beating it: :meth:`_duel`)."""
         self._running.discard(stage_id)
         if measured.get("checkpoint") and Path(measured["checkpoint"]).is_absolute():
             # Stored relative to the study directory, so that the directory can move.
@@ -292,7 +362,26 @@ class ChainPlanner:
                 )
         if end and not record.is_control:
             self._end_chain(record, end)
+        elif status == "completed" and (duel := self._duel(record)):
+            self._end_chain(self.partner(record) if record.is_control else record, duel)
         return record
+
+    def _duel(self, record: StageRecord) -> str:
+        """Once both stages of a lane completed the full budget: why the chain ends there when the control
+        beat its UpKern step by more than the noise (empty when it did not)."""
+        partner = self.partner(record)
+        if partner is None or partner.status != "completed":
+            return ""
+        control, step = (record, partner) if record.is_control else (partner, record)
+        full = self.schedule.max_epochs
+        a, b = contender_at(control, full), contender_at(step, full)
+        if a is None or b is None or not beats(a, b):
+            return ""
+        end = (f"chain ended: its continuation {control.name} beat {step.name} at the full budget "
+               f"({a.dice:.3f} vs {b.dice:.3f}, {difference(a, b).describe()}): for this data, training "
+               f"k{control.kernel_size} longer paid more than k{step.kernel_size}")
+        log.info(end)
+        return end
 
     def _end_chain(self, record: StageRecord, reason: str) -> None:
         here = position(record, self.space.kernels)

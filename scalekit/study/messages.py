@@ -58,6 +58,10 @@ class StageSpec:
             raise ScalekitError(f"not a stage spec ({err}): {sorted(data)}") from None
 
 
+_CURVES = ("dice_curve", "case_curve")
+"""Report fields keyed by epochs, carried through Ray as JSON text."""
+
+
 @dataclass(frozen=True)
 class StageReport:
     """How a stage ended: ``completed`` with its scores, ``failed`` or ``infeasible`` with the reason."""
@@ -76,6 +80,7 @@ class StageReport:
     memory_method: str = ""
     dice_curve: dict[str, float] = field(default_factory=dict)
     case_dice: list[float] = field(default_factory=list)
+    case_curve: dict[str, list[float]] = field(default_factory=dict)
     node: str = ""
     """The Ray node id that trained it."""
 
@@ -90,10 +95,11 @@ class StageReport:
                 if f.name not in skip and getattr(self, f.name) not in (None, "", [], {})}
 
     def to_dict(self) -> dict[str, Any]:
-        """The report as Ray carries it: the Dice curve as JSON text (Ray flattens nested dicts of a result)."""
+        """The report as Ray carries it: the curves as JSON text (Ray flattens nested dicts of a result)."""
         measured = self.measured()
-        if "dice_curve" in measured:
-            measured["dice_curve"] = json.dumps(measured["dice_curve"])
+        for name in _CURVES:
+            if name in measured:
+                measured[name] = json.dumps(measured[name])
         return {STATUS_KEY: self.status, REASON_KEY: self.reason, **measured}
 
     @classmethod
@@ -103,6 +109,7 @@ class StageReport:
             return None
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in names - {"status", "reason"}}
-        if isinstance(values.get("dice_curve"), str):
-            values["dice_curve"] = json.loads(values["dice_curve"])
+        for name in _CURVES:
+            if isinstance(values.get(name), str):
+                values[name] = json.loads(values[name])
         return cls(status=data[STATUS_KEY], reason=data.get(REASON_KEY, ""), **values)

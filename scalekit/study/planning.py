@@ -18,7 +18,7 @@ from scalekit.studyfile import StudyConfig
 
 from .chain import ChainRules
 from .families import Constraints, ProfileFn, plan_family
-from .schedule import Schedule
+from .schedule import Schedule, synchronous_for
 
 
 def build_space(config: StudyConfig) -> SearchSpace:
@@ -136,8 +136,8 @@ def chain_rules(config: StudyConfig, devices_per_trial: float) -> ChainRules:
     return ChainRules(
         min_improvement=config.chain.min_improvement,
         controls="continue" in config.chain.controls,
-        schedule=Schedule(s.scheduler, config.training.epochs, s.eta, s.min_epochs),
-        objectives=tuple(o.goal() for o in config.objectives),
+        schedule=Schedule(s.scheduler, config.training.epochs, s.eta, s.min_epochs,
+                          synchronous_for(s.families, s.eta, config.ray.max_concurrent)),
         iterations_per_epoch=config.training.iterations_per_epoch,
         devices_per_trial=devices_per_trial,
         budget=budget,

@@ -1,38 +1,48 @@
-"""How far each stage trains before the search looks at it again: the full budget, or asynchronous successive
-halving (ASHA, Li et al. 2020) with promotion by non-dominated sorting (MO-ASHA, Schmucker et al. 2021).
+"""How far each stage trains before the search looks at it again: the full budget, or successive halving
+(Jamieson & Talwalkar 2016; asynchronous: ASHA, Li et al. 2020) decided by :mod:`~scalekit.study.promotion`.
 
-With ``halving`` a stage trains to a rung (``min_epochs``, ``min_epochs * eta``, ... up to the full stage budget
-``training.epochs``), is scored, and waits (``paused``). Among the stages of one chain position (every k3, every
-first UpKern step, ...) that reached a rung, the top 1/eta by non-dominated sorting over the study's objectives
-are promoted to the next rung as soon as they are in that top: nothing waits for a rung to fill. A stage that
-reached the full budget is ``completed`` and its chain goes on by UpKern. When nothing is running and nothing
-else can start, each rung promotes the top ceil(n/eta) instead, so the best chain always reaches its end.
+With ``halving`` a stage trains to a rung (``min_epochs``, ``min_epochs * eta``, ... up to the full stage
+budget ``training.epochs``), is scored, and waits (``paused``). The stages of one chain position (every k3,
+every first UpKern step, ...) that reached a rung are compared there; each family takes part with one stage:
+its UpKern step, or the step's continuation control where the control beats it by more than the noise (then
+the family's next rung goes to the continuation first and the larger kernel waits for it). A stage that
+reached the full budget is ``completed``; the chain goes on by UpKern unless the continuation beat the step at
+the full budget (see :meth:`~scalekit.study.chain.ChainPlanner.finish`).
+
+Asynchronous (ASHA): the top floor(n/eta) of the n that reached a rung go on as soon as they are in that top.
+Synchronous: a rung decides once every stage that can reach it has (the top ceil(n/eta) go on, the rest stop
+with the reason), so the first arrival cannot win by arriving; :func:`synchronous_for` chooses it for small
+studies. When nothing runs and nothing else can start, every rung decides as a complete one.
 
 Pure logic over stage records (no Ray, no Optuna), so the replay benchmark drives the very same code.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from scalekit.errors import ScalekitError
-from scalekit.fidelity import promotion_order, rung_values
-from scalekit.records import Objective, StageRecord
+from scalekit.fidelity import Contender, beats, contender_at
+from scalekit.records import StageRecord
+
+from .promotion import Decision, decide
+
+OPEN = ("pending", "running", "paused")
+"""Statuses of a stage that may still train."""
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """The rungs of a study: ``full`` has one (the stage budget); ``halving`` has min, min*eta, ..., budget."""
+    """The rungs of a study: ``full`` has one (the stage budget); ``halving`` has min, min*eta, ..., budget;
+    ``synchronous`` halving decides a rung only once every stage that can reach it has."""
 
     kind: str = "full"
     max_epochs: int = 1
     eta: int = 3
     min_epochs: int = 1
+    synchronous: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("full", "halving"):
@@ -59,54 +69,74 @@ class Schedule:
         return next((r for r in self.rungs if r > epochs), None)
 
 
+def synchronous_for(families: int, eta: int, workers: int) -> bool:
+    """Whether halving should wait for full rungs: with fewer than eta² families a chain position is too small
+    for asynchronous promotion to mean anything, and one worker trains the rung in turn anyway."""
+    return families < eta * eta or workers <= 1
+
+
 @dataclass(frozen=True)
-class RungEntry:
-    """A stage that was scored at a rung: its objective values there, whether it may be promoted at all
-    (feasible), and whether it waits at this rung (else it went on already)."""
+class Lane:
+    """One family at one chain position: its UpKern step (or first stage) and the continuation control beside
+    it, if the study trains controls."""
 
-    stage_id: str
-    values: tuple[float, ...]
-    feasible: bool = True
-    waiting: bool = True
+    step: StageRecord | None = None
+    control: StageRecord | None = None
+
+    def stages(self) -> list[StageRecord]:
+        return [r for r in (self.step, self.control) if r is not None]
+
+    def can_reach(self, rung: int) -> bool:
+        """Whether a stage of the lane may still be scored at ``rung``: it is open and short of it (a control
+        only while its step has not failed: it trains to the step's rungs or, once it beat the step, its own)."""
+        stages = self.stages()
+        if self.step is not None and self.step.status in ("infeasible", "failed"):
+            stages = [self.step]
+        return any(r.status in OPEN and (r.epochs or 0) < rung for r in stages)
+
+    def contender(self, rung: int) -> Contender | None:
+        """The lane's stage at ``rung``: the step, or its control where the control beats it there by more than
+        the noise (an infeasible step takes no part)."""
+        step = contender_at(self.step, rung) if self.step is not None and self.step.status != "infeasible" else None
+        control = contender_at(self.control, rung) if self.control is not None else None
+        if step is not None and control is not None and beats(control, step):
+            return control
+        return step or control
+
+    def partner(self, stage_id: str) -> StageRecord | None:
+        """The other stage of the lane."""
+        other = self.control if self.step is not None and self.step.stage_id == stage_id else self.step
+        return other if other is not None and other.stage_id != stage_id else None
 
 
-def to_promote(entries: Sequence[RungEntry], maximize: Sequence[bool], eta: int, final: bool = False) -> list[str]:
-    """The waiting stages of one rung to promote now: those among the top floor(n/eta) of the n stages that
-    reached it (ceil(n/eta) when ``final``: no more can arrive), ranked by non-dominated sorting over the feasible
-    stages, each front in order of hypervolume contribution (:func:`~scalekit.fidelity.promotion_order`);
-    never an infeasible one."""
-    feasible = [e for e in entries if e.feasible and not any(math.isnan(v) for v in e.values)]
-    quota = (math.ceil if final else math.floor)(len(entries) / eta)
-    if not feasible or quota == 0:
-        return []
-    order = promotion_order(np.array([e.values for e in feasible], dtype=float), maximize)
-    return [feasible[i].stage_id for i in order[:quota] if feasible[i].waiting]
+@dataclass(frozen=True)
+class RungDecision:
+    """What one rung of one chain position decided, the rung its promoted stages train to, and whether the rung
+    was complete (then everything it ranked out stops)."""
+
+    position: int
+    rung: int
+    after: int
+    decision: Decision
+    complete: bool
 
 
-def rung_entries(
-    records: Sequence[StageRecord], epochs: int, objectives: Sequence[Objective], feasible: dict[str, bool]
-) -> list[RungEntry]:
-    """The stages among ``records`` scored at the rung ``epochs``."""
-    return [
-        RungEntry(r.stage_id, tuple(rung_values(r, epochs, objectives)), feasible.get(r.stage_id, True),
-                  r.status == "paused" and r.epochs == epochs)
-        for r in records if str(epochs) in r.dice_curve
-    ]
-
-
-def promotions(
-    schedule: Schedule, groups: dict[int, list[StageRecord]], objectives: Sequence[Objective],
-    feasible: dict[str, bool], final: bool = False,
-) -> list[tuple[str, int]]:
-    """Every promotion due now, as (stage id, next rung), over the stages of each chain position (``groups``),
-    lowest rungs first."""
+def decide_rungs(schedule: Schedule, lanes: dict[int, list[Lane]], limits: Sequence[float], all_open: bool,
+                 final: bool = False) -> list[RungDecision]:
+    """The decision of every rung below the full budget of every chain position (``lanes``: each position's
+    families), lowest rungs first. ``all_open``: no family is left to open; ``final``: nothing else can
+    arrive at any rung."""
     if schedule.kind == "full":
         return []
-    maximize = [o.maximize for o in objectives]
-    due: dict[int, list[tuple[str, int]]] = defaultdict(list)
-    for records in groups.values():
+    out: dict[int, list[RungDecision]] = defaultdict(list)
+    for position, families in sorted(lanes.items()):
         for rung in schedule.rungs[:-1]:
-            entries = rung_entries(records, rung, objectives, feasible)
-            nxt = schedule.after(rung)
-            due[rung] += [(stage_id, nxt) for stage_id in to_promote(entries, maximize, schedule.eta, final)]
-    return [p for rung in sorted(due) for p in due[rung]]
+            contenders = [c for c in (lane.contender(rung) for lane in families) if c is not None]
+            reached = sum(1 for lane in families if any(str(rung) in r.dice_curve for r in lane.stages()))
+            waiting = any(lane.can_reach(rung) for lane in families)
+            complete = final or (schedule.synchronous and all_open and not waiting)
+            if schedule.synchronous and not complete:
+                continue
+            decision = decide(contenders, reached, schedule.eta, rung, limits, complete)
+            out[rung].append(RungDecision(position, rung, schedule.after(rung), decision, complete))
+    return [d for rung in sorted(out) for d in out[rung]]

@@ -8,10 +8,16 @@ Each family is one Optuna trial whose parameters are the family's scaling axes (
 ``n_channels`` of a compound-scaling range, ``family_index`` into the listed presets and families, and
 ``source`` where a space has both), so that a sampler can learn which direction pays. The seed families
 (presets, explicit families; for ``grid`` every family) are queued first. Each stage's results are user
-attributes of its family's trial (``stage.k3``, ``stage.k5``, ``stage.k3c`` ...) as they arrive. A family's
-chain ends when its stages ended; then its best stage's objectives are told under the study's metric names,
-with its constraint excess, so the sampler learns what was infeasible. The storage survives crashes: a rerun
-adopts trials asked but not yet given their family.
+attributes of its family's trial (``stage.k3``, ``stage.k5``, ``stage.k3c`` ...) as they arrive, each with
+its Dice at every rung it reached (``rung_dice``); a study with one objective also gets each rung's Dice as
+the trial's intermediate value (step: epochs since scratch), which Optuna's samplers and pruners read (Optuna
+supports intermediate values only with one objective). A family is told as soon as its chain ended: a family
+that completed a stage at the full budget is COMPLETE with its best stage's objectives under the study's
+metric names and its constraint excess (so the sampler learns what was infeasible); a family halted by a rung
+decision before any stage reached the full budget is PRUNED (``told_epochs``: the most epochs it reached), so
+TPE counts it among the worse trials while NSGA-II, which selects from complete trials, does not take it as a
+parent. The storage survives crashes: a rerun adopts trials asked but not yet given their family, and tells
+every family whose chain ended while its trial was still open, once.
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ def stage_attrs(record: StageRecord) -> dict:
     """What a stage's entry in its family's trial shows (optuna-dashboard lists it under the trial)."""
     return {"stage_id": record.stage_id, "status": record.status, "init": record.init,
             "kernel": record.kernel_size, "mean_dice": record.mean_dice, "epochs": record.epochs,
+            "rung_dice": {epochs: round(dice, 4) for epochs, dice in record.dice_curve.items()},
             "peak_memory_gb": record.peak_memory_gb, "gflops_train": record.gflops_train,
             "cum_train_tflops": record.cum_train_tflops, "reason": record.reason}
 
@@ -191,21 +198,35 @@ class ChainSearch:
         else the first stage of a newly asked family; ``None`` while the rest waits on running stages, and
         :data:`FINISHED` when the family budget (or the compute budget) is spent and every chain has ended."""
         while True:
+            families_left = self._opened() < min(self.settings.families, len(self.planner.space)) \
+                and not self._exhausted and self.planner.budget_left()
+            self.planner.all_open = not families_left
             work = self.planner.next_work()
+            self._tell_halted()
             if work is not None:
                 return self._start(*work)
-            families_left = self._opened() < min(self.settings.families, len(self.planner.space))
-            if families_left and not self._exhausted and self.planner.budget_left():
+            if families_left:
                 self._exhausted = not self._new_family()
                 self.on_change()
                 continue
             if self.planner.any_running():
                 return None
             work = self.planner.next_work(final=True)  # nothing else can arrive at any rung now
+            self._tell_halted()
             if work is not None:
                 return self._start(*work)
             self._end()
             return FINISHED
+
+    def _tell_halted(self) -> None:
+        """Tell Optuna the families whose chains a rung decision just ended."""
+        halted = self.planner.take_halted()
+        for family_id in sorted(halted):
+            self._show_stages(family_id)
+            if self.planner.family_done(family_id):
+                self._tell(family_id)
+        if halted:
+            self.on_change()
 
     def _start(self, stage_id: str, target_epochs: int) -> str:
         self.planner.start(stage_id, target_epochs)
@@ -216,7 +237,7 @@ class ChainSearch:
         """Every chain ended, or the compute budget is spent: halt what still waits, tell every family."""
         self.ended_by = "chains" if self.planner.budget_left() else "budget"
         reason = ("the study's compute budget is spent" if self.ended_by == "budget"
-                  else "not promoted: the search ended")
+                  else "the search ended before a rung decided it")
         if self.planner.halt(reason):
             self.on_change()
         for family_id in self._family_trial:
@@ -265,12 +286,24 @@ class ChainSearch:
         return None if frozen.state.is_finished() else optuna.trial.Trial(self.study, frozen._trial_id)
 
     def _show_stages(self, family_id: str) -> None:
-        """Each stage of the family as a user attribute of its trial (while the trial is open)."""
+        """Each stage of the family as a user attribute of its trial and, with one objective, each rung of its
+        chain's stages as an intermediate value (while the trial is open; a step reported before is kept)."""
         trial = self._running_trial(family_id)
         if trial is None:
             return
-        for record in self.planner.stages(family_id):
+        stages = self.planner.stages(family_id)
+        for record in stages:
             trial.set_user_attr(STAGE_ATTR + record.stage_id.rsplit("-", 1)[1], stage_attrs(record))
+        if len(self.settings.metrics) != 1 or self.settings.metrics[0] != "mean_dice":
+            return
+        reported = self.study._storage.get_trial(trial._trial_id).intermediate_values
+        for record in stages:
+            if record.is_control or record.epochs is None or record.cum_epochs is None:
+                continue
+            before = record.cum_epochs - record.epochs
+            for epochs, dice in sorted(record.dice_curve.items(), key=lambda item: int(item[0])):
+                if before + int(epochs) not in reported:
+                    trial.report(float(dice), before + int(epochs))
 
     def _recover_trials(self) -> None:
         """Repair what a crash between two writes left in the Optuna storage: a trial asked but killed before
@@ -299,16 +332,20 @@ class ChainSearch:
 
     def _tell(self, family_id: str) -> None:
         """Tell Optuna a family's result, once: a family told before (a stage retrained after its weights
-        were deleted) keeps the value it was told. A family halted at a rung is told what it reached there
-        (``told_epochs`` says at how many epochs)."""
+        were deleted) keeps what it was told. COMPLETE with its best stage's objectives when a stage reached
+        the full budget (or the family is infeasible), PRUNED when rung decisions halted it before that, FAIL
+        when it never got a score (``told_epochs``: the epochs of the stage told)."""
         trial = self._running_trial(family_id)
         if trial is None:
             return
         self._show_stages(family_id)
         best = self.planner.best_stage(family_id)
-        if best.status == "infeasible" or best.mean_dice is not None:
+        if best.status == "infeasible" or best.is_valid:
             trial.set_user_attr(FIDELITY_ATTR, best.epochs or 0)
             self.study.tell(trial, objective_values(best, self.settings.metrics))
+        elif best.mean_dice is not None:
+            trial.set_user_attr(FIDELITY_ATTR, best.epochs or 0)
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
 

@@ -163,6 +163,7 @@ def _train(spec: StageSpec, on_epoch: Callable[[dict[str, Any]], None]) -> Stage
         checkpoint=outcome.checkpoint.relative_to(output_dir.resolve()).as_posix(),
         peak_memory_bytes=peak, memory_method="measured" if peak else "",
         dice_curve=dict(outcome.dice_curve), case_dice=list(outcome.case_dice),
+        case_curve={k: list(v) for k, v in outcome.case_curve.items()},
     )
 
 
