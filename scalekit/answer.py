@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from scalekit.fidelity import UpkernStep, signal_warnings, upkern_steps
+from scalekit.fidelity import UpkernStep, dice_interval, noise, signal_warnings, upkern_steps, with_interval
 from scalekit.pareto import StudyGoals
 from scalekit.records import GIB, StageRecord
 from scalekit.selection import Selection, max_dice_under, rule_choices
@@ -74,7 +74,7 @@ class StudyAnswer:
                   " ".join(filter(None, (self._gib(stage.peak_memory_gb), stage.memory_method))))
         how = f" trained on from {stage.parent_stage}" if stage.init == "continue" else ""  # a control won
         return (f"{stage.stage_id} ({stage.family_label or stage.family_id} k{stage.kernel_size}{how}, "
-                f"Dice {stage.mean_dice:.4f}, {memory})")
+                f"Dice {with_interval(stage.mean_dice, dice_interval(stage))}, {memory})")
 
     def _fit(self, fit: Fit) -> str:
         if fit.stage is not None:
@@ -110,9 +110,11 @@ class StudyAnswer:
         """UpKern or training longer, for the answer's own lane, with the paired noise."""
         gain = step.gain_over_control or 0.0
         if gain < 0:
+            flipped = None if step.control_interval is None else (-step.control_interval[1], -step.control_interval[0])
             return (f"training longer: the continuation {step.control} beat the UpKern step {step.stage_id} by "
-                    f"{-gain:+.4f}{step.noise()}")
-        return f"UpKern: {step.stage_id} beat continuing its parent ({step.control}) by {gain:+.4f}{step.noise()}"
+                    f"{-gain:+.4f}{noise(flipped)}")
+        return (f"UpKern: {step.stage_id} beat continuing its parent ({step.control}) by "
+                f"{gain:+.4f}{noise(step.control_interval)}")
 
     def _upkern(self) -> str:
         gain = self.upkern

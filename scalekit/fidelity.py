@@ -90,6 +90,53 @@ def no_signal(contenders: Sequence[Contender]) -> str:
     return ""
 
 
+LEVEL = 0.95
+"""The confidence level of every interval the tool states."""
+RESAMPLES = 4000
+"""Bootstrap resamples of the validation cases."""
+
+
+def bootstrap_interval(values: Sequence[float], seed: int = 0) -> tuple[float, float] | None:
+    """The :data:`LEVEL` percentile-bootstrap interval of the mean of ``values`` (the validation cases' Dice, or
+    paired differences of two stages' Dice over the same cases), resampling cases with a seeded generator, so
+    the same cases always give the same interval; None with fewer than two finite values."""
+    finite = np.array([v for v in values if math.isfinite(v)], dtype=float)
+    if len(finite) < 2:
+        return None
+    draws = np.random.default_rng(seed).integers(0, len(finite), size=(RESAMPLES, len(finite)))
+    means = finite[draws].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    return float(lo), float(hi)
+
+
+def paired_interval(a: Sequence[float], b: Sequence[float], seed: int = 0) -> tuple[float, float] | None:
+    """The interval of the mean of ``a - b`` case by case (the same validation cases in the same order)."""
+    if len(a) != len(b):
+        return None
+    return bootstrap_interval([x - y for x, y in zip(a, b)], seed)
+
+
+def interval_digits(interval: tuple[float, float] | None, least: int = 2, most: int = 4) -> int:
+    """Decimals an interval supports: two significant digits of its half-width, within [least, most]."""
+    if interval is None or interval[1] <= interval[0]:
+        return most
+    half = (interval[1] - interval[0]) / 2
+    return max(least, min(most, 1 - math.floor(math.log10(half))))
+
+
+def with_interval(value: float, interval: tuple[float, float] | None) -> str:
+    """``0.652 [0.612, 0.692]`` with the decimals the interval supports; the value alone (4 decimals) without."""
+    if interval is None:
+        return f"{value:.4f}"
+    d = interval_digits(interval)
+    return f"{value:.{d}f} [{interval[0]:.{d}f}, {interval[1]:.{d}f}]"
+
+
+def dice_interval(record: StageRecord) -> tuple[float, float] | None:
+    """A stage's mean-Dice interval over its validation cases (last scoring)."""
+    return bootstrap_interval(record.case_dice)
+
+
 def contender_at(record: StageRecord, epochs: int) -> Contender | None:
     """A stage as scored at the rung ``epochs`` (None when it was not): its Dice there and each case's Dice
     there (from ``case_curve``; its last ``case_dice`` when that was this rung's, for tables written before
@@ -221,9 +268,10 @@ class UpkernStep:
     gain_over_control: float | None
     step_tflops: float | None
     control_tflops: float | None
-    control_error: float | None = None
-    """The standard error of ``gain_over_control`` over the validation cases (paired where both were scored on
-    the same cases)."""
+    parent_interval: tuple[float, float] | None = None
+    control_interval: tuple[float, float] | None = None
+    """The :data:`LEVEL` intervals of the two gains, paired over the validation cases (None where the stages
+    were not scored on the same cases)."""
 
     @property
     def continuing_pays_more(self) -> bool:
@@ -234,17 +282,24 @@ class UpkernStep:
         return control_gain / self.control_tflops > self.gain_over_parent / self.step_tflops
 
     def describe(self) -> str:
-        text = f"{self.stage_id}: {self.gain_over_parent:+.4f} Dice over its parent {self.parent}"
+        text = (f"{self.stage_id}: {self.gain_over_parent:+.4f}{noise(self.parent_interval)} Dice over its parent "
+                f"{self.parent}")
         if self.gain_over_control is None:
             return text + " (no continuation control)"
         verdict = ("continuing the parent paid more per TFLOP than the larger kernel" if self.continuing_pays_more
                    else "the larger kernel paid more per TFLOP than continuing")
-        return text + f", {self.gain_over_control:+.4f}{self.noise()} over the continuation {self.control}: {verdict}"
+        return (f"{text}, {self.gain_over_control:+.4f}{noise(self.control_interval)} over the continuation "
+                f"{self.control}: {verdict}")
 
-    def noise(self) -> str:
-        """`` ± error`` of the gain over the control, and ``, within noise`` when the gain is no larger."""
-        error = self.control_error or 0.0
-        return f" ± {error:.4f}" + (", within noise" if abs(self.gain_over_control or 0.0) <= TIE_SE * error else "")
+
+def noise(interval: tuple[float, float] | None) -> str:
+    """A paired difference's interval as text, `` [lo, hi]``, with ``, within noise`` when it holds zero (and
+    nothing when it is unknown)."""
+    if interval is None:
+        return ""
+    d = interval_digits(interval)
+    inside = interval[0] <= 0.0 <= interval[1]
+    return f" [{interval[0]:+.{d}f}, {interval[1]:+.{d}f}]" + (", within noise" if inside else "")
 
 
 def upkern_steps(records: Sequence[StageRecord]) -> list[UpkernStep]:
@@ -257,15 +312,13 @@ def upkern_steps(records: Sequence[StageRecord]) -> list[UpkernStep]:
             continue
         control = by_id.get(parent.stage_id + CONTROL_SUFFIX)
         measured = control is not None and control.is_valid
-        error = None
-        if measured:
-            error = difference(Contender(record.stage_id, record.mean_dice, tuple(record.case_dice)),
-                               Contender(control.stage_id, control.mean_dice, tuple(control.case_dice))).error
         steps.append(UpkernStep(
             record.stage_id, parent.stage_id, control.stage_id if control is not None else "",
             record.mean_dice - parent.mean_dice,
             record.mean_dice - control.mean_dice if measured else None,
-            record.train_tflops, control.train_tflops if measured else None, error,
+            record.train_tflops, control.train_tflops if measured else None,
+            paired_interval(record.case_dice, parent.case_dice),
+            paired_interval(record.case_dice, control.case_dice) if measured else None,
         ))
     return steps
 

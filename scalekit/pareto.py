@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from scalekit.errors import ScalekitError
-from scalekit.records import Objective, StageRecord, read_results
-from scalekit.studyfile import read_saved_study
+from scalekit.records import RESULTS_FILE, Objective, StageRecord, read_results
+from scalekit.studyfile import STUDY_FILE, read_saved_study
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +111,21 @@ class StudyFront:
     front_ids: frozenset[str]
 
 
-def study_front(study_dir: str | Path) -> StudyFront:
-    """Read a study directory (possibly partial, while it runs) and compute its Pareto front."""
+def require_study(study_dir: str | Path) -> Path:
+    """``study_dir`` as a path, once it is a study's folder (it holds the results table or the saved study
+    file, which ``scalekit study run`` writes first); a one-line error otherwise."""
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         raise ScalekitError(f"study directory {study_dir} does not exist; pass the folder of a `scalekit study run`")
+    if not any((study_dir / name).is_file() for name in (RESULTS_FILE, STUDY_FILE)):
+        raise ScalekitError(f"{study_dir} is not a study folder: it holds neither {RESULTS_FILE} nor {STUDY_FILE}; "
+                            "pass the output_dir of a study (`scalekit study run` writes both there)")
+    return study_dir
+
+
+def study_front(study_dir: str | Path) -> StudyFront:
+    """Read a study directory (possibly partial, while it runs) and compute its Pareto front."""
+    study_dir = require_study(study_dir)
     records = read_results(study_dir)
     goals = read_goals(study_dir)
     front = pareto_front(records, goals.objectives)

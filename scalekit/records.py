@@ -90,6 +90,8 @@ class StageRecord:
     """Mean Dice at each epoch count it was scored at (keys: epochs as text): its rungs."""
     case_dice: list[float] = field(default_factory=list)
     """Each validation case's mean Dice at its last scoring."""
+    dice_interval: list[float] = field(default_factory=list)
+    """The 95% bootstrap interval of ``mean_dice`` over the validation cases ([low, high]; empty when unknown)."""
     case_curve: dict[str, list[float]] = field(default_factory=dict)
     """Each validation case's mean Dice at each rung (keys as ``dice_curve``): the noise of each rung value."""
     train_tflops: float | None = None

@@ -36,7 +36,7 @@ from scalekit._atomic import Staging, staged_dir
 from scalekit.errors import ScalekitError
 from scalekit.faults import fault_point
 from scalekit.fidelity import dice_signal
-from scalekit.pareto import pareto_front
+from scalekit.pareto import pareto_front, require_study
 from scalekit.records import GIB, Objective, StageRecord, read_results
 from scalekit.rules import parse_rule
 
@@ -334,9 +334,7 @@ def export_stage(
     """
     if to not in TARGETS:
         raise ScalekitError(f"--to {to!r} is unknown; use one of {', '.join(TARGETS)}")
-    study_dir, out_dir = Path(study_dir), Path(out_dir)
-    if not study_dir.is_dir():
-        raise ScalekitError(f"study directory {study_dir} does not exist")
+    study_dir, out_dir = require_study(study_dir), Path(out_dir)
     selection = select_stage(read_results(study_dir), rule, force)
     export: _Export = (_config_export(study_dir, selection.stage) if to == "config"
                        else _nnunet_export(study_dir, selection.stage, out_dir, plans_name))

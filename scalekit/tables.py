@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from scalekit.fidelity import dice_interval, interval_digits
 from scalekit.records import StageRecord
 
 NOT_TRAINED = ("infeasible", "failed", "stopped")
@@ -100,16 +101,25 @@ def fit_table(table: Table, width: int, wide: bool = False) -> TableView:
     )
 
 
+def _interval(record: StageRecord) -> str:
+    """``[0.61, 0.69]`` over the validation cases, with the decimals the interval supports."""
+    interval = dice_interval(record)
+    if interval is None:
+        return "—"
+    d = interval_digits(interval)
+    return f"[{interval[0]:.{d}f}, {interval[1]:.{d}f}]"
+
+
 def _trained(record: StageRecord) -> bool:
     """Trained, training or waiting to: everything but stages that never trained (a stage halted at a rung
     trained and was scored there)."""
     return record.status not in NOT_TRAINED or bool(record.epochs)
 
 
-TRAINED_HEADERS = ["stage", "family", "kernel", "init", "parent", "status", "mean Dice", "NSD", "peak GiB",
-                   "GFLOPs train", "params", "epochs", "TFLOPs since scratch", "study front", "note"]
+TRAINED_HEADERS = ["stage", "family", "kernel", "init", "parent", "status", "mean Dice", "95% interval", "NSD",
+                   "peak GiB", "GFLOPs train", "params", "epochs", "TFLOPs since scratch", "study front", "note"]
 TRAINED_COMPACT = ("stage", "mean Dice", "peak GiB", "status", "study front", "kernel", "family", "init", "NSD",
-                   "GFLOPs train", "epochs")
+                   "95% interval", "GFLOPs train", "epochs")
 SHORT = {"kernel": "k", "mean Dice": "Dice", "GFLOPs train": "GFLOPs", "study front": "front"}
 
 
@@ -122,7 +132,7 @@ def stage_tables(records: Sequence[StageRecord], front_ids: frozenset[str]) -> l
     gflops = decimals((r.gflops_train for r in shown), minimum=1)
     trained = [
         [r.stage_id, r.family_label or r.family_id, f"k{r.kernel_size}", r.init, r.parent_stage, r.status,
-         fmt(r.mean_dice), fmt(r.mean_nsd), fmt(r.peak_memory_gb, memory), fmt(r.gflops_train, gflops),
+         fmt(r.mean_dice), _interval(r), fmt(r.mean_nsd), fmt(r.peak_memory_gb, memory), fmt(r.gflops_train, gflops),
          fmt(r.params), fmt(r.epochs), fmt(r.cum_train_tflops, 1), "✓" if r.stage_id in front_ids else "", r.reason]
         for r in shown
     ]

@@ -38,7 +38,7 @@ def test_python_blocks_are_found() -> None:
 def test_readme_python_blocks_run_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     blocks = python_blocks(README.read_text())
-    assert len(blocks) == 2, "a new README block: say in this module how it runs"
+    assert len(blocks) == 3, "a new README block: say in this module how it runs"
     records = make_study(tmp_path / "runs" / "demo")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SCALEKIT_CACHE_DIR", str(tmp_path / "cache"))
@@ -48,3 +48,4 @@ def test_readme_python_blocks_run_as_written(tmp_path: Path, monkeypatch: pytest
     assert "copied" in printed[1] and "resampled" in printed[1]  # the UpKern summary
     assert printed[2].startswith("B-k5 0.8")  # the fixture's highest Dice (tied with G-k3, listed later)
     assert printed[2].endswith(f"knee: {find_knee(records).stage.stage_id}")
+    assert "stage_id" in printed[3] and printed[4].split()[1] == "B-k5"  # the third block: the DataFrame's top

@@ -203,6 +203,9 @@ def test_report_of_a_partial_and_of_an_empty_study(study, tmp_path) -> None:
     assert data.front_ids == frozenset() and data.choices == {"best": "A-k3"}
     empty = tmp_path / "empty"
     empty.mkdir()
+    with pytest.raises(ValueError, match="is not a study folder"):
+        write_report(empty, images=False)
+    shutil.copy(study / "study.yaml", empty)  # a study that has just started: its file, no results yet
     page = write_report(empty, images=False).html.read_text()
     assert "stages: none yet" in page and "no valid stage yet" in page
     with pytest.raises(ValueError, match="does not exist"):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -53,7 +57,7 @@ def test_show_at_80_columns_opens_with_the_answer_and_cuts_no_value(study) -> No
             assert f"{dice:.4f}" in words and f"{memory:.2f}" in words
         if reason:
             assert f"{stage_id}: {reason}" in flowing  # printed whole (wrapped at most)
-    assert "(--wide adds: parent, params, epochs, TFLOPs since scratch)" in output
+    assert "(--wide adds: parent, 95% interval, params, epochs, TFLOPs since scratch)" in output
     assert output.index("Pareto front") < output.index("Compound scaling")
     for line in scaling_summary(records):  # what each scaling axis bought, as the report's table has it
         assert " ".join(line.split()) in flowing
@@ -91,3 +95,38 @@ def test_memory_gets_the_digits_that_tell_stages_apart(study) -> None:
         record.peak_memory_bytes = int((0.1131 + 0.0002 * i) * 2**30)
     cells = {row[0]: row[8] for row in stage_tables(tiny, frozenset())[0].rows}
     assert len(set(cells.values())) == 3 and all(len(c) == 6 for c in cells.values()), cells
+
+
+@pytest.mark.parametrize("command", [["study", "show"], ["study", "report"],
+                                     ["study", "export", "--out", "EXPORT"]])
+def test_results_commands_on_a_folder_that_is_not_a_study_exit_2(tmp_path: Path, command: list[str]) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "holiday.jpg").write_bytes(b"\xff\xd8")
+    argv = [a.replace("EXPORT", str(tmp_path / "export")) for a in command]
+    result = subprocess.run([sys.executable, "-c", "from scalekit.cli import main; main()", *argv[:2], str(folder),
+                             *argv[2:]], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{folder} is not a study folder: it holds neither results.csv nor study.yaml" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "export").exists()
+
+
+def test_show_json_validates_against_its_schema(study) -> None:
+    import json
+
+    import jsonschema
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "docs" / "show.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    output = _show(study, "--json")
+    document = json.loads(output)
+    jsonschema.validate(document, schema)
+    records = {r.stage_id: r for r in read_results(study)}
+    assert {s["stage_id"] for s in document["stages"]} == set(records)
+    assert document["answer"]["lines"][0].startswith("train for the study's")
+    assert set(document["front"]) <= set(records) and document["choices"]["best"]["stage_id"] in records
+    stopped = {d["stage_id"] for d in document["decisions"]}
+    assert stopped == {s for s, r in records.items() if r.status in ("stopped", "infeasible", "failed")}
+    broken = dict(document, stages=[dict(document["stages"][0], mean_dice="0.5")])
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)

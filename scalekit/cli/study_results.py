@@ -32,8 +32,20 @@ def report_command(
 def show_command(
     study_dir: StudyDir,
     wide: Annotated[bool, typer.Option(help="Every column of the stage tables, however wide the terminal.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead (schema: "
+                                                         "docs/show.schema.json), for scripts.")] = False,
 ) -> None:
-    """Print the study's answer, then its stages and Pareto front, in the terminal (80 columns are enough)."""
+    """Print the study's answer, then its stages and Pareto front, in the terminal (80 columns are enough).
+
+    Example: scalekit study show runs/demo --json > demo.json
+    """
+    if as_json:
+        import json
+
+        from scalekit.summary import study_summary
+
+        print(json.dumps(study_summary(study_dir), indent=1))
+        return
     from rich import box
     from rich.console import Console
     from rich.table import Table

@@ -27,7 +27,7 @@ from scalekit.records import ResultsTable, StageRecord, make_stage_id, training_
 from scalekit.space import Family, SearchSpace
 
 from .families import Constraints, ProfileFn, plan_family, position
-from scalekit.fidelity import beats, contender_at, difference
+from scalekit.fidelity import beats, bootstrap_interval, contender_at, difference
 
 from .promotion import budgets
 from .schedule import OPEN, Lane, RungDecision, Schedule, decide_rungs
@@ -178,7 +178,7 @@ class ChainPlanner:
                     found["missing"].append(record.stage_id)
                     self.table.update(record.stage_id, status="pending", mean_dice=None, mean_nsd=None,
                                       per_class_dice=[], per_class_nsd=[], checkpoint="", epochs=None,
-                                      dice_curve={}, case_dice=[], case_curve={}, target_epochs=None,
+                                      dice_curve={}, case_dice=[], case_curve={}, dice_interval=[], target_epochs=None,
                                       reason=f"retrains: its weights {path} are missing")
         return found
 
@@ -341,6 +341,9 @@ class ChainPlanner:
             measured["checkpoint"] = os.path.relpath(measured["checkpoint"], self.study_dir)
         record = self.table[stage_id]
         measured.update(self._accounting(record, measured.get("epochs"), measured.get("wall_time_s")))
+        interval = bootstrap_interval(measured.get("case_dice", []))
+        if interval is not None:
+            measured["dice_interval"] = [round(v, 5) for v in interval]
         if status == "completed":
             violation = self.constraints.violation(dataclasses.replace(record, **measured))
             if violation:
