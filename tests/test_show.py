@@ -130,3 +130,12 @@ def test_show_json_validates_against_its_schema(study) -> None:
     broken = dict(document, stages=[dict(document["stages"][0], mean_dice="0.5")])
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema)
+
+
+def test_wide_on_a_narrow_terminal_prints_a_record_per_stage_with_every_cell_whole(study) -> None:
+    output = _show(study, "--wide", columns=80)
+    lines = output.splitlines()
+    assert max(map(len, lines)) <= 80
+    for record in read_results(study):
+        assert record.stage_id in lines or f"  stage: {record.stage_id}" in lines  # never split
+    assert any(line.startswith("  TFLOPs since scratch: ") for line in lines)

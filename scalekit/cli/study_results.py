@@ -69,6 +69,12 @@ def show_command(
         view = fit_table(table, console.width, wide)
         console.print()
         console.print(view.title, style="bold", markup=False)
+        if view.width > console.width:  # --wide on a narrow terminal or a pipe: a record per stage, cells whole
+            for row in view.rows:
+                console.print(row[0], style="bold" if row[0] in study.front_ids else None, markup=False)
+                for header, cell in zip(view.headers[1:], row[1:]):
+                    console.print(_indented(f"{header}: {cell}", console.width), markup=False, highlight=False)
+            continue
         grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
         for header in view.headers:
             grid.add_column(header, overflow="fold")

@@ -7,8 +7,7 @@ constraint is ``infeasible`` and never trains. A stage starts once its parent co
 control, if any, ended); the study's :class:`~scalekit.study.schedule.Schedule` says how far it trains (a
 rung, or the full budget) and when it goes on; an UpKern step and its control train to the same rungs. The
 chain ends (later stages ``stopped`` with the reason) when a stage is infeasible, fails, is ranked out at a
-rung, does not beat its parent's mean Dice by the saturation margin, or is beaten by its continuation control
-at the full budget.
+rung, or does not beat its parent's mean Dice by the saturation margin.
 """
 
 from __future__ import annotations
@@ -333,8 +332,7 @@ class ChainPlanner:
 
     def finish(self, stage_id: str, status: str, reason: str = "", **measured: Any) -> StageRecord:
         """Record how a stage's session ended (completed / failed / infeasible). A ``completed`` session short of
-        the full budget leaves the stage ``paused`` at its rung; a full one may end the chain (saturation, or
-        its continuation control beating it: :meth:`_duel`)."""
+        the full budget leaves the stage ``paused`` at its rung; a full one may end the chain (saturation)."""
         self._running.discard(stage_id)
         if measured.get("checkpoint") and Path(measured["checkpoint"]).is_absolute():
             # Stored relative to the study directory, so that the directory can move.
@@ -365,26 +363,23 @@ class ChainPlanner:
                 )
         if end and not record.is_control:
             self._end_chain(record, end)
-        elif status == "completed" and (duel := self._duel(record)):
-            self._end_chain(self.partner(record) if record.is_control else record, duel)
+        elif status == "completed":
+            self._log_duel(record)
         return record
 
-    def _duel(self, record: StageRecord) -> str:
-        """Once both stages of a lane completed the full budget: why the chain ends there when the control
-        beat its UpKern step by more than the noise (empty when it did not)."""
+    def _log_duel(self, record: StageRecord) -> None:
+        """Once both stages of a lane completed the full budget, log which paid more for this data. The chain
+        grows either way: the next continuation trains the larger kernel on, and on every recorded space a
+        family's best stage was its last continuation."""
         partner = self.partner(record)
         if partner is None or partner.status != "completed":
-            return ""
+            return
         control, step = (record, partner) if record.is_control else (partner, record)
-        full = self.schedule.max_epochs
-        a, b = contender_at(control, full), contender_at(step, full)
-        if a is None or b is None or not beats(a, b):
-            return ""
-        end = (f"chain ended: its continuation {control.name} beat {step.name} at the full budget "
-               f"({a.dice:.3f} vs {b.dice:.3f}, {difference(a, b).describe()}): for this data, training "
-               f"k{control.kernel_size} longer paid more than k{step.kernel_size}")
-        log.info(end)
-        return end
+        a, b = contender_at(control, self.schedule.max_epochs), contender_at(step, self.schedule.max_epochs)
+        if a is not None and b is not None and beats(a, b):
+            log.info("%s beat %s at the full budget (%.3f vs %.3f, %s): for this data, training k%d longer paid "
+                     "more than k%d", control.name, step.name, a.dice, b.dice, difference(a, b).describe(),
+                     control.kernel_size, step.kernel_size)
 
     def _end_chain(self, record: StageRecord, reason: str) -> None:
         here = position(record, self.space.kernels)

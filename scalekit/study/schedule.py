@@ -6,8 +6,7 @@ budget ``training.epochs``), is scored, and waits (``paused``). The stages of on
 every first UpKern step, ...) that reached a rung are compared there; each family takes part with one stage:
 its UpKern step, or the step's continuation control where the control beats it by more than the noise (then
 the family's next rung goes to the continuation first and the larger kernel waits for it). A stage that
-reached the full budget is ``completed``; the chain goes on by UpKern unless the continuation beat the step at
-the full budget (see :meth:`~scalekit.study.chain.ChainPlanner.finish`).
+reached the full budget is ``completed`` and its chain goes on by UpKern.
 
 Asynchronous (ASHA): the top floor(n/eta) of the n that reached a rung go on as soon as they are in that top.
 Synchronous: a rung decides once every stage that can reach it has (the top ceil(n/eta) go on, the rest stop
