@@ -364,6 +364,7 @@ def full_run(space: Space, work: Path) -> None:
         return f"{r.family_id}-k{r.kernel_size}-{r.init}"
 
     out = {"study": space.study.name, "machine": machine_line(), "run_seconds": round(time.monotonic() - started),
+           "training_seconds": round(sum(r.wall_time_s or 0.0 for r in records)),
            "answer": key(chosen), "answer_name": chosen.name, "answer_dice": chosen.mean_dice,
            "stages": {key(r): {"dice": r.mean_dice, "case_dice": r.case_dice, "status": r.status}
                       for r in records}}

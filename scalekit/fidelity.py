@@ -282,7 +282,7 @@ class UpkernStep:
         return control_gain / self.control_tflops > self.gain_over_parent / self.step_tflops
 
     def describe(self) -> str:
-        text = (f"{self.stage_id}: {self.gain_over_parent:+.4f}{noise(self.parent_interval)} Dice over its parent "
+        text = (f"{self.stage_id}: {self.gain_over_parent:+.4f} Dice{noise(self.parent_interval)} over its parent "
                 f"{self.parent}")
         if self.gain_over_control is None:
             return text + " (no continuation control)"
