@@ -10,25 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from scalekit.study import StudyConfigError, build_space, load_study_config
 from scalekit.studyfile import limits
 
-VALID = {
-    "name": "tiny",
-    "output_dir": "runs/tiny",
-    "dataset": {"id": 991, "patch_size": [32, 32, 32], "batch_size": 2},
-    "training": {"epochs": 1, "iterations_per_epoch": 2},
-    "space": {"presets": ["S"], "preset_channels": 4, "kernels": [3, 5]},
-    "search": {"sampler": "nsga2", "families": 2},
-}
-
-
-def write(tmp_path: Path, data: dict) -> Path:
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+from .fixtures.study_files import VALID, write
 
 
 def with_value(dotted: str, value: object) -> dict:
