@@ -55,6 +55,8 @@ SPACES = {s.name: s for s in (
 )}
 STUDY = SPACES["mixed"].study
 """The space whose halving study ``real`` runs."""
+REAL = HERE / "data" / "search_real_mixed.json"
+"""What the last ``real`` run measured (``replay`` reports it beside the replays)."""
 
 
 def record(space: Space, out_root: Path) -> None:
@@ -387,9 +389,12 @@ def main() -> None:
         full_run(SPACES[args.space], (args.work or Path(f"runs/search-full-{args.space}")).resolve())
         return
     replayed = [replay_space(space, args.seeds) for space in SPACES.values() if space.curves.is_file()]
-    real = None
+    from benchmarks._doc import machine_line
+
+    real = json.loads(REAL.read_text()) if REAL.is_file() else None
     if args.step == "real":
         real = real_run(replayed[0], (args.work or Path("runs/search-efficiency")).resolve())
+        REAL.write_text(json.dumps({**real, "machine": machine_line()}, indent=1) + "\n")
     write_doc(replayed, real)
     for one in replayed:
         for name, r in one["results"].items():

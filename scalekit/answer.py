@@ -108,13 +108,13 @@ class StudyAnswer:
     @staticmethod
     def _duel(step: UpkernStep) -> str:
         """UpKern or training longer, for the answer's own lane, with the paired noise."""
-        gain = step.gain_over_control or 0.0
+        gain, interval = step.gain_over_control or 0.0, step.control_interval
+        verb = "led" if interval is not None and interval[0] <= 0.0 <= interval[1] else "beat"
         if gain < 0:
-            flipped = None if step.control_interval is None else (-step.control_interval[1], -step.control_interval[0])
-            return (f"training longer: the continuation {step.control} beat the UpKern step {step.stage_id} by "
+            flipped = None if interval is None else (-interval[1], -interval[0])
+            return (f"training longer: the continuation {step.control} {verb} the UpKern step {step.stage_id} by "
                     f"{-gain:+.4f}{noise(flipped)}")
-        return (f"UpKern: {step.stage_id} beat continuing its parent ({step.control}) by "
-                f"{gain:+.4f}{noise(step.control_interval)}")
+        return f"UpKern: {step.stage_id} {verb} continuing its parent ({step.control}) by {gain:+.4f}{noise(interval)}"
 
     def _upkern(self) -> str:
         gain = self.upkern

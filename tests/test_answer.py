@@ -107,5 +107,5 @@ def test_the_answer_says_whether_upkern_or_training_longer_won_its_lane_with_the
     assert "within noise" not in duel  # the paired gaps 0.01, 0.03, 0.02: every resample is positive
     close = dataclasses.replace(control, mean_dice=0.545, case_dice=[0.56, 0.50, 0.575])
     lines = study_answer([parent, step, close], StudyGoals(max_memory_gb=1.5)).lines()
-    (duel,) = [line for line in lines if line.startswith(("UpKern: a-k5 beat", "training longer"))]
-    assert duel.startswith("UpKern: a-k5 beat continuing its parent (a-k3c) by +0.0050 [-0.") and "within noise" in duel
+    (duel,) = [line for line in lines if line.startswith(("UpKern: a-k5", "training longer"))]
+    assert duel.startswith("UpKern: a-k5 led continuing its parent (a-k3c) by +0.0050 [-0.") and "within noise" in duel
