@@ -48,8 +48,6 @@ SPACES = {s.name: s for s in (
           "eight small families (C 4/8, B 1/2, R 2/3)"),
     Space("capacity", HERE / "search_capacity.yaml", HERE / "data" / "search_curves_capacity.json",
           "three widths of one shallow family (C 4/8/12, B 1, R 2)"),
-    Space("late", HERE / "search_late.yaml", HERE / "data" / "search_curves_late.json",
-          "a shallow C8 against a deeper C8 (B 3) and a C6 with R 4 (B 2)"),
     Space("demo", HERE.parent / "studies" / "demo.yaml", HERE / "data" / "search_curves_demo.json",
           "the demo study's three families (tiny, deep, wide) on the demo's data"),
 )}
