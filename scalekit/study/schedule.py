@@ -102,11 +102,6 @@ class Lane:
             return control
         return step or control
 
-    def partner(self, stage_id: str) -> StageRecord | None:
-        """The other stage of the lane."""
-        other = self.control if self.step is not None and self.step.stage_id == stage_id else self.step
-        return other if other is not None and other.stage_id != stage_id else None
-
 
 @dataclass(frozen=True)
 class RungDecision:
