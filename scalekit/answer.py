@@ -11,10 +11,14 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from scalekit.fidelity import UpkernStep, dice_interval, noise, signal_warnings, upkern_steps, with_interval
-from scalekit.pareto import StudyGoals
+from scalekit.fidelity import (
+    UpkernStep, dice_interval, noise, paired_interval, signal_warnings, upkern_steps, with_interval,
+)
+from scalekit.pareto import StudyGoals, study_front
 from scalekit.records import GIB, StageRecord
+from scalekit.seeds import Confirmation, read_confirmation
 from scalekit.selection import Selection, max_dice_under, rule_choices
 from scalekit.tables import decimals
 
@@ -65,6 +69,11 @@ class StudyAnswer:
     duel: UpkernStep | None = None
     """The UpKern step whose lane the budget's stage belongs to, when that step has a measured control: which of
     the two the study found better for this data."""
+    confirmation: Confirmation | None = None
+    """The finalists retrained with other seeds (``finish.confirm``), when the study has them."""
+    runner_up: StageRecord | None = None
+    """The best other completed stage within the budget: how far the answer's stage leads, and whether by more
+    than the noise."""
 
     def _gib(self, value: float) -> str:
         return f"{value:.{self.memory_decimals}f} GiB"
@@ -88,7 +97,10 @@ class StudyAnswer:
             return ["no completed stage yet: no answer", *self.warnings]
         budget = (f"train for the study's {self.budget_gb:g} GiB budget: " if self.budget_gb is not None
                   else "train (the study sets no memory budget): ")
-        lines = [budget + self._fit(self.budget)]
+        lead = ""
+        if self.budget.stage is not None and self.runner_up is not None:
+            lead = f"; ahead of the runner-up {self.runner_up.stage_id} by {gap(self.budget.stage, self.runner_up)}"
+        lines = [budget + self._fit(self.budget) + lead]
         for fit in self.gpus:
             sizes = _sizes(fit.sizes_gb[:1] if fit.and_larger else fit.sizes_gb)
             lines.append(f"on a {sizes}{' or larger' if fit.and_larger else ''} GPU: {self._fit(fit)}")
@@ -99,10 +111,15 @@ class StudyAnswer:
         if knee is not None and knee.fallback:
             lines.append(f"knee: none ({knee.fallback}); fell back to best: {self._stage(knee.stage)}")
         elif knee is not None:
-            lines.append(f"knee: {self._stage(knee.stage)}, where more memory stops buying much Dice")
+            best = self.choices["best"].stage
+            against = "" if best.stage_id == knee.stage.stage_id else \
+                f" ({gap(knee.stage, best)} against the best, {best.stage_id})"
+            lines.append(f"knee: {self._stage(knee.stage)}, where more memory stops buying much Dice{against}")
         lines.append(self._upkern())
         if self.duel is not None:
             lines.append(self._duel(self.duel))
+        if self.confirmation is not None:
+            lines += self.confirmation.lines()
         return lines + [f"warning: {w}" for w in self.warnings]
 
     @staticmethod
@@ -126,6 +143,12 @@ class StudyAnswer:
             return text + "; no continuation control to tell it from training longer"
         return text + (f", {gain.median_over_control:+.4f} over continuing the parent as long "
                        f"(median of {gain.controls} controls)")
+
+
+def gap(a: StageRecord, b: StageRecord) -> str:
+    """``a``'s mean Dice minus ``b``'s (``+0.0100 Dice``) with its interval paired over the validation cases (``, within noise``
+    when it holds zero)."""
+    return f"{(a.mean_dice or 0.0) - (b.mean_dice or 0.0):+.4f} Dice{noise(paired_interval(a.case_dice, b.case_dice))}"
 
 
 def _sizes(sizes: Sequence[float]) -> str:
@@ -162,8 +185,15 @@ def _gpu_fits(records: list[StageRecord], budget_gb: float | None) -> tuple[list
     return fits, tuple(s for s in GPU_SIZES_GB if budget_gb is not None and s > budget_gb)
 
 
-def study_answer(records: list[StageRecord], goals: StudyGoals) -> StudyAnswer:
-    """The answer of a study (complete or running) with these stages and goals."""
+def read_answer(study_dir: str | Path) -> StudyAnswer:
+    """The answer of the study in ``study_dir``, with its confirmation over seeds where it has one."""
+    study = study_front(study_dir)
+    return study_answer(study.records, study.goals, read_confirmation(study_dir, study.records))
+
+
+def study_answer(records: list[StageRecord], goals: StudyGoals,
+                 confirmation: Confirmation | None = None) -> StudyAnswer:
+    """The answer of a study (complete or running) with these stages and goals (and its confirmation)."""
     choices = rule_choices(records)
     valid = [r for r in records if r.is_valid]
     warnings = signal_warnings(records)
@@ -181,5 +211,8 @@ def study_answer(records: list[StageRecord], goals: StudyGoals) -> StudyAnswer:
     steps = upkern_steps(records)
     chosen = budget.stage.stage_id if budget.stage is not None else ""
     duel = next((s for s in steps if s.gain_over_control is not None and chosen in (s.stage_id, s.control)), None)
+    rivals = [r for r in valid if r.stage_id != chosen]
+    runner_up = (max_dice_under(rivals, budget_gb * GIB) if budget_gb is not None
+                 else min(rivals, key=lambda r: (-(r.mean_dice or 0.0), r.stage_id), default=None))
     return StudyAnswer(budget_gb, budget, gpus, beyond, choices, _upkern_gain(steps), smallest, warnings, digits,
-                       duel)
+                       duel, confirmation, runner_up if budget.stage is not None else None)

@@ -22,6 +22,7 @@ POINTS = (
     "stage-request",  # a stage's request.json is written, its first checkpoint is not
     "stage-epoch",  # a stage wrote an epoch checkpoint and has epochs left
     "results-write",  # results.csv is being rewritten after a stage completed
+    "confirm",  # a finalist's run with another seed is recorded, and other runs are left
     "report",  # the report is being written
     "export",  # an export's folder is written, not yet in place (nor nnU-Net's shared plans file)
     "predict-case",  # a prediction wrote a case's segmentation and has cases left

@@ -286,10 +286,20 @@ class UpkernStep:
                 f"{self.parent}")
         if self.gain_over_control is None:
             return text + " (no continuation control)"
-        verdict = ("continuing the parent paid more per TFLOP than the larger kernel" if self.continuing_pays_more
-                   else "the larger kernel paid more per TFLOP than continuing")
+        if holds_zero(self.control_interval):
+            cheaper = ("continuing the parent" if (self.control_tflops or 0.0) < (self.step_tflops or 0.0)
+                       else "the larger kernel")
+            verdict = f"within noise of each other in Dice, so the cheaper, {cheaper}, paid more per TFLOP"
+        else:
+            verdict = ("continuing the parent paid more per TFLOP than the larger kernel"
+                       if self.continuing_pays_more else "the larger kernel paid more per TFLOP than continuing")
         return (f"{text}, {self.gain_over_control:+.4f}{noise(self.control_interval)} over the continuation "
                 f"{self.control}: {verdict}")
+
+
+def holds_zero(interval: tuple[float, float] | None) -> bool:
+    """Whether a difference's interval holds zero: the difference is within noise (False when unknown)."""
+    return interval is not None and interval[0] <= 0.0 <= interval[1]
 
 
 def noise(interval: tuple[float, float] | None) -> str:
@@ -298,8 +308,7 @@ def noise(interval: tuple[float, float] | None) -> str:
     if interval is None:
         return ""
     d = interval_digits(interval)
-    inside = interval[0] <= 0.0 <= interval[1]
-    return f" [{interval[0]:+.{d}f}, {interval[1]:+.{d}f}]" + (", within noise" if inside else "")
+    return f" [{interval[0]:+.{d}f}, {interval[1]:+.{d}f}]" + (", within noise" if holds_zero(interval) else "")
 
 
 def upkern_steps(records: Sequence[StageRecord]) -> list[UpkernStep]:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
+from scalekit.fidelity import bootstrap_interval, holds_zero, noise
 from scalekit.records import StageRecord
 from scalekit.space import Family
 from scalekit.tables import Table
@@ -28,6 +29,9 @@ EQUAL_COST = 0.25
 NOT_NETWORK = {"n_channels", "block_counts", "exp_r", "enc_kernel_size", "dec_kernel_size", "checkpointing"}
 """Config fields that are either an axis or do not change the network's function."""
 TINY = 1e-9
+MIN_GIB = 0.01
+"""Below this memory change (about 10 MiB, the resolution of the memory figures) ΔDice per GiB is not given: a
+ratio over a cost that small only magnifies noise."""
 
 
 def axis_value(record: StageRecord, axis: str) -> int | tuple[int, ...]:
@@ -45,8 +49,15 @@ def _show(value: int | tuple[int, ...]) -> str:
     return str(value[0]) if len(set(value)) == 1 else "-".join(map(str, value))
 
 
-def _per(gain: float, cost: float | None) -> float | None:
-    return None if cost is None or cost <= TINY else gain / cost
+def _per(gain: float, cost: float | None, least: float = TINY) -> float | None:
+    return None if cost is None or cost < least else gain / cost
+
+
+def _case_gains(small: StageRecord, large: StageRecord) -> tuple[float, ...]:
+    """Each validation case's Dice gain from ``small`` to ``large`` (empty unless scored on the same cases)."""
+    if not small.case_dice or len(small.case_dice) != len(large.case_dice):
+        return ()
+    return tuple(b - a for a, b in zip(small.case_dice, large.case_dice))
 
 
 @dataclass(frozen=True)
@@ -61,14 +72,22 @@ class ScalingMove:
     d_dice: float
     d_gib: float | None
     d_tflop: float | None
+    case_gains: tuple[float, ...] = ()
+    """Each validation case's Dice gain (empty when the two were not scored on the same cases)."""
+    interval: tuple[float, float] | None = None
+    """The 95% interval of ``d_dice``, paired over the validation cases."""
 
     @property
     def compound(self) -> bool:
         return len(self.axes) > 1
 
     @property
+    def within_noise(self) -> bool:
+        return holds_zero(self.interval)
+
+    @property
     def dice_per_gib(self) -> float | None:
-        return _per(self.d_dice, self.d_gib)
+        return _per(self.d_dice, self.d_gib, MIN_GIB)
 
     @property
     def dice_per_tflop(self) -> float | None:
@@ -86,6 +105,24 @@ class CompoundComparison:
     def margin(self) -> float | None:
         """How much more Dice the compound move gained than that single-axis move."""
         return None if self.best_single is None else self.move.d_dice - self.best_single.d_dice
+
+    @property
+    def margin_interval(self) -> tuple[float, float] | None:
+        """The 95% interval of :attr:`margin`, paired over the validation cases."""
+        rival = self.best_single
+        if rival is None or not self.move.case_gains or len(rival.case_gains) != len(self.move.case_gains):
+            return None
+        return bootstrap_interval([a - b for a, b in zip(self.move.case_gains, rival.case_gains)])
+
+    def verdict(self) -> str:
+        margin = self.margin
+        if margin is None:
+            return "no single-axis move of equal memory"
+        interval = self.margin_interval
+        if holds_zero(interval):
+            return f"within noise ({margin:+.4f}{noise(interval).split(',')[0]})"
+        return (f"compound ahead by {margin:+.4f}" if margin > 0 else f"single axis ahead by {-margin:.4f}") + \
+            noise(interval)
 
 
 @dataclass(frozen=True)
@@ -124,8 +161,10 @@ def scaling_move(a: StageRecord, b: StageRecord) -> ScalingMove | None:
         large.peak_memory_gb - small.peak_memory_gb
     tflop = None if small.cum_train_tflops is None or large.cum_train_tflops is None else \
         large.cum_train_tflops - small.cum_train_tflops
+    gains = _case_gains(small, large)
     return ScalingMove(changed, small.stage_id, large.stage_id, change,
-                       large.mean_dice - small.mean_dice, gib, tflop)  # type: ignore[operator]
+                       large.mean_dice - small.mean_dice, gib, tflop,  # type: ignore[operator]
+                       gains, bootstrap_interval(gains))
 
 
 def _equal_cost(move: ScalingMove, single: Sequence[ScalingMove]) -> ScalingMove | None:
@@ -174,29 +213,35 @@ def _signed(value: float | None, digits: int) -> str:
     return "—" if value is None else f"{value:+.{digits}f}"
 
 
+def _noisy(moves: Sequence[ScalingMove]) -> str:
+    """How many of the ``moves`` with a known interval gained Dice within noise: ``2 of 3`` (``—``: none known)."""
+    known = [m for m in moves if m.interval is not None]
+    return f"{sum(m.within_noise for m in known)} of {len(known)}" if known else "—"
+
+
 def scaling_tables(view: ScalingView) -> list[Table]:
     """Per axis (medians), every single-axis move, every compound move against its equal-cost rival."""
     per_axis = [[AXES[a], str(len(view.along(a))), _signed(_median([m.d_dice for m in view.along(a)]), 3),
-                 _signed(_median([m.dice_per_gib for m in view.along(a)]), 4),
+                 _noisy(view.along(a)), _signed(_median([m.dice_per_gib for m in view.along(a)]), 4),
                  _signed(_median([m.dice_per_tflop for m in view.along(a)]), 5)] for a in AXES if view.along(a)]
-    moves = [[m.axes[0], f"{m.from_id} → {m.to_id}", m.change, _signed(m.d_dice, 4), _signed(m.d_gib, 3),
-              _signed(m.d_tflop, 2), _signed(m.dice_per_gib, 4), _signed(m.dice_per_tflop, 5)]
+    moves = [[m.axes[0], f"{m.from_id} → {m.to_id}", m.change, _signed(m.d_dice, 4) + noise(m.interval),
+              _signed(m.d_gib, 3), _signed(m.d_tflop, 2), _signed(m.dice_per_gib, 4), _signed(m.dice_per_tflop, 5)]
              for m in view.single]
     compound = []
     for c in view.compound:
         rival = c.best_single
-        verdict = ("no single-axis move of equal memory" if c.margin is None else
-                   f"compound ahead by {c.margin:+.4f}" if c.margin > 0 else f"single axis ahead by {-c.margin:.4f}")
-        compound.append([f"{c.move.from_id} → {c.move.to_id}", c.move.change, _signed(c.move.d_dice, 4),
-                         _signed(c.move.d_gib, 3), _signed(c.move.dice_per_gib, 4),
+        compound.append([f"{c.move.from_id} → {c.move.to_id}", c.move.change,
+                         _signed(c.move.d_dice, 4) + noise(c.move.interval), _signed(c.move.d_gib, 3),
+                         _signed(c.move.dice_per_gib, 4),
                          "—" if rival is None else f"{rival.from_id} → {rival.to_id} ({rival.change})",
-                         "—" if rival is None else _signed(rival.d_dice, 4), verdict])
+                         "—" if rival is None else _signed(rival.d_dice, 4), c.verdict()])
     cost = ["ΔGiB", "Δ training TFLOP", "ΔDice per GiB", "ΔDice per TFLOP"]
     return [
-        Table("What each scaling axis bought (medians over its single-axis moves)",
-              ["axis", "moves", "ΔDice", "ΔDice per GiB", "ΔDice per TFLOP"], per_axis),
-        Table("Single-axis moves: completed stages that differ in one axis alone",
-              ["axis", "stages", "change", "ΔDice", *cost], moves),
+        Table("What each scaling axis bought (medians over its single-axis moves; a kernel move includes the "
+              "chain's extra training, which the continuation controls separate)",
+              ["axis", "moves", "ΔDice", "within noise", "ΔDice per GiB", "ΔDice per TFLOP"], per_axis),
+        Table("Single-axis moves: completed stages that differ in one axis alone (ΔDice with its 95% interval "
+              "paired over the validation cases)", ["axis", "stages", "change", "ΔDice", *cost], moves),
         Table(f"Compound moves against the best single-axis move of equal memory (ΔGiB within "
               f"±{EQUAL_COST:.0%})", ["stages", "change", "ΔDice", "ΔGiB", "ΔDice per GiB",
                                        "best single-axis move", "its ΔDice", "verdict"], compound),
@@ -211,8 +256,9 @@ def scaling_summary(records: Sequence[StageRecord]) -> list[str]:
     for axis in AXES:
         moves = view.along(axis)
         if moves:
-            lines.append(f"scaling {AXES[axis]}: {len(moves)} move(s), median ΔDice "
-                         f"{_signed(_median([m.d_dice for m in moves]), 3)}, "
+            noisy = _noisy(moves)
+            lines.append(f"scaling {AXES[axis]}: {len(moves)} move(s)"
+                         f"{'' if noisy == '—' else f' ({noisy} within noise)'}, median ΔDice {_signed(_median([m.d_dice for m in moves]), 3)}, "
                          f"{_signed(_median([m.dice_per_gib for m in moves]), 4)} Dice/GiB, "
                          f"{_signed(_median([m.dice_per_tflop for m in moves]), 5)} Dice/TFLOP")
         else:
@@ -221,8 +267,10 @@ def scaling_summary(records: Sequence[StageRecord]) -> list[str]:
     if not view.compound:
         lines.append("compound moves: none (no two completed stages differ in several axes, all upwards)")
     else:
-        wins = sum(c.margin > 0 for c in judged)  # type: ignore[operator]
+        wins = sum(c.margin > 0 and not holds_zero(c.margin_interval) for c in judged)  # type: ignore[operator]
+        ties = sum(holds_zero(c.margin_interval) for c in judged)
         lines.append(f"compound moves: {wins} of {len(judged)} beat the best single-axis move of equal memory "
-                     f"(±{EQUAL_COST:.0%}); {len(view.compound) - len(judged)} had none to compare with")
+                     f"(±{EQUAL_COST:.0%}) by more than the noise, {ties} within noise; "
+                     f"{len(view.compound) - len(judged)} had none to compare with")
     return lines
 

@@ -11,10 +11,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from scalekit.answer import Fit, study_answer
+from scalekit.answer import Fit, read_answer
 from scalekit.fidelity import dice_interval, findings
 from scalekit.pareto import study_front
 from scalekit.records import StageRecord
+from scalekit.seeds import Confirmation
 
 SCHEMA_VERSION = 1
 
@@ -49,7 +50,7 @@ def _fit(fit: Fit) -> dict[str, Any]:
 def study_summary(study_dir: str | Path) -> dict[str, Any]:
     """The document ``study show --json`` prints for the study in ``study_dir``."""
     study = study_front(study_dir)
-    answer = study_answer(study.records, study.goals)
+    answer = read_answer(study_dir)
     decisions = [{"stage_id": r.stage_id, "status": r.status, "reason": r.reason}
                  for r in study.records if r.status in ("stopped", "infeasible", "failed")]
     return {
@@ -69,4 +70,19 @@ def study_summary(study_dir: str | Path) -> dict[str, Any]:
         "stages": [_stage(r, study.front_ids) for r in study.records],
         "decisions": decisions,
         "findings": findings(study.records),
+        "confirmation": _confirmation(answer.confirmation),
+    }
+
+
+def _confirmation(confirmation: Confirmation | None) -> dict[str, Any] | None:
+    if confirmation is None:
+        return None
+    plan = confirmation.plan
+    return {
+        "answer": plan.answer, "seeds": [plan.base_seed, *plan.seeds],
+        "finalists": [{"stage_id": r.stage.stage_id, "dice_by_seed": {str(k): v for k, v in sorted(r.dice.items())},
+                       "mean_dice": _number(r.mean) if r.dice else None, "sd_dice": _number(r.sd)}
+                      for r in confirmation.results],
+        "held": confirmation.held, "pending": list(confirmation.pending), "left_out": list(plan.left_out),
+        "spent": dict(confirmation.spent),
     }

@@ -35,11 +35,30 @@ def test_the_fixture_answer_follows_the_selection_rules(tmp_path) -> None:
     assert [(f.sizes_gb, f.stage.stage_id, f.and_larger) for f in answer.gpus] == [((16.0,), "B-k5", True)]
     assert answer.beyond_budget == ()
     lines = answer.lines()
-    assert lines[0] == "train for the study's 24 GiB budget: B-k5 (C8 B1 R2 k5, Dice 0.8000, 9.00 GiB measured)"
+    assert lines[0] == ("train for the study's 24 GiB budget: B-k5 (C8 B1 R2 k5, Dice 0.8000, 9.00 GiB measured); "
+                        "ahead of the runner-up G-k3 by +0.0000 Dice")  # the fixture has no per-case Dice
     assert lines[1].startswith("on a 16 GiB or larger GPU: B-k5 (")
     assert lines[2].startswith("knee: A-k5 (C4 B1 R2 k5, Dice 0.7400, 3.00 GiB measured)")
     assert lines[3].startswith("UpKern: +0.0400 Dice over the parent (median of 3 steps; best +0.0400, A-k5)")
     assert not answer.warnings
+
+
+def test_the_lead_over_the_runner_up_and_the_knee_against_the_best_say_within_noise_when_they_are() -> None:
+    lead = dataclasses.replace(_stage("a-k3", 0.80, 10.0), case_dice=[0.70, 0.90, 0.80, 0.75, 0.85])
+    close = dataclasses.replace(_stage("b-k3", 0.79, 8.0), case_dice=[0.72, 0.86, 0.78, 0.76, 0.83])
+    far = dataclasses.replace(_stage("c-k3", 0.60, 1.0), case_dice=[0.50, 0.70, 0.60, 0.55, 0.65])
+    for records, noisy in (([lead, close, far], True), ([lead, far], False)):
+        answer = study_answer(records, StudyGoals(max_memory_gb=24))
+        first = answer.lines()[0]
+        runner_up = "b-k3" if noisy else "c-k3"
+        assert f"; ahead of the runner-up {runner_up} by +" in first
+        assert first.endswith(", within noise") == noisy, first
+    knee = study_answer([lead, far, dataclasses.replace(_stage("d-k3", 0.78, 1.5),
+                                                        case_dice=[0.69, 0.88, 0.79, 0.72, 0.82])],
+                        StudyGoals(max_memory_gb=24))
+    line = next(line for line in knee.lines() if line.startswith("knee:"))
+    assert knee.choices["knee"].stage.stage_id == "d-k3"
+    assert line.endswith("against the best, a-k3)") and " Dice [" in line and ", within noise" not in line  # behind on every case
 
 
 def test_gpu_sizes_up_to_the_budget_each_get_the_best_stage_that_fits() -> None:

@@ -255,3 +255,24 @@ def test_read_only_study_directory_mid_run(tmp_path: Path, shared: dict, baselin
     run(path)
     check_consistent(tmp_path / "study", [3])
     assert digest(final) == kept
+
+
+def test_kill_while_the_finalists_are_retrained_with_other_seeds(tmp_path: Path, shared: dict) -> None:
+    """finish.confirm: killed after the first seed's run is recorded, the rerun keeps it (same weights), trains
+    the second seed only, and the answer reports the finalist's Dice over three seeds."""
+    path = study_file(tmp_path, shared, [3], epochs=1, finish={"report": False, "export": None,
+                                                               "confirm": {"seeds": 2}})
+    study_dir = tmp_path / "study"
+    kill_at(path, "confirm", study_dir)
+    (searched,) = read_results(study_dir)
+    first = read_results(study_dir / "confirm" / "seed-1")
+    assert [(r.stage_id, r.status) for r in first] == [(searched.stage_id, "completed")]
+    weights = first[0].checkpoint_path(study_dir / "confirm" / "seed-1")
+    kept = digest(weights), weights.stat().st_mtime_ns
+    out = run(path).stdout
+    check_consistent(study_dir, [3])
+    assert (digest(weights), weights.stat().st_mtime_ns) == kept
+    (second,) = read_results(study_dir / "confirm" / "seed-2")
+    assert second.status == "completed" and second.mean_dice is not None
+    assert f"confirmed over 3 seeds (0, 1, 2): {searched.stage_id}" in out and " ± " in out, out
+    assert "confirmation compute: 2 training epochs" in out, out

@@ -71,7 +71,34 @@ def test_axes_without_moves_say_which_family_would_give_one() -> None:
     assert "add a family like C4-B2x9-R4x9 (exp_r of" in view.missing["R"]
     lines = scaling_summary(RECORDS)
     assert lines[0].startswith("scaling depth (block counts B): 2 move(s), median ΔDice +0.045, +0.0450 Dice/GiB")
+    assert "within noise" not in lines[0]  # no validation cases: the noise is unknown
     assert any(line.startswith("scaling: no single-axis pairs for expansion ratio R: add a family") for line in lines)
     assert lines[-1].startswith("compound moves: 1 of 1 beat the best single-axis move of equal memory")
     empty = scaling_summary([])
     assert len(empty) == 5 and "no completed stage yet" in empty[0] and "compound moves: none" in empty[-1]
+
+
+def with_cases(record: StageRecord, cases: list[float]) -> StageRecord:
+    record.case_dice = cases
+    return record
+
+
+def test_moves_say_within_noise_when_their_paired_interval_holds_zero_and_tiny_costs_give_no_ratio() -> None:
+    noisy = [with_cases(stage("base", 4, 1, 2, 3, 0.70, 2.0, 10.0), [0.60, 0.80, 0.70, 0.65, 0.75]),
+             with_cases(stage("deep", 4, 2, 2, 3, 0.71, 2.0005, 16.0), [0.70, 0.72, 0.66, 0.75, 0.72]),
+             with_cases(stage("wide", 8, 1, 2, 3, 0.80, 6.0, 30.0), [0.70, 0.90, 0.80, 0.75, 0.85]),
+             with_cases(stage("both", 8, 2, 2, 3, 0.81, 6.1, 50.0), [0.75, 0.86, 0.84, 0.72, 0.88])]
+    view = scaling_view(noisy)
+    moves = {(m.from_id, m.to_id): m for m in view.single}
+    deep, wide = moves[("base", "deep")], moves[("base", "wide")]
+    assert deep.within_noise and deep.interval[0] < 0 < deep.interval[1]
+    assert not wide.within_noise and wide.interval[0] > 0  # +0.10 on every case
+    assert deep.dice_per_gib is None  # 0.0005 GiB: below the memory figures' resolution
+    per_axis, single, compound = scaling_tables(view)
+    row = next(r for r in single.rows if r[1] == "base → deep")
+    assert row[3].startswith("+0.0100 [") and row[3].endswith(", within noise") and row[6] == "—"
+    assert not next(r for r in single.rows if r[1] == "base → wide")[3].endswith("within noise")
+    assert [row[3] for row in per_axis.rows[:2]] == ["2 of 2", "0 of 2"]  # B: both moves; C: neither
+    (both,) = view.compound
+    assert both.best_single is not None and both.verdict().startswith("within noise (")
+    assert "(2 of 2 within noise)" in scaling_summary(noisy)[0]

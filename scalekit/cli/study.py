@@ -135,12 +135,10 @@ def run(
         raise typer.Exit(130)
     print(f"{summary.study_dir}: {counts}; finished")
     if summary.state == "finished":
-        from scalekit.answer import study_answer
-        from scalekit.pareto import study_front
+        from scalekit.answer import read_answer
 
-        study = study_front(summary.study_dir)
         print("answer:")
-        for line in study_answer(study.records, study.goals).lines():
+        for line in read_answer(summary.study_dir).lines():
             print(f"  {line}")
     print(f"results: {summary.study_dir / 'results.csv'}")
     if summary.report is not None:

@@ -50,7 +50,7 @@ def show_command(
     from rich.console import Console
     from rich.table import Table
 
-    from scalekit.answer import study_answer
+    from scalekit.answer import read_answer
     from scalekit.fidelity import findings
     from scalekit.pareto import study_front
     from scalekit.records import describe_spent, training_spent
@@ -59,7 +59,7 @@ def show_command(
 
     study = study_front(study_dir)
     console = Console()
-    answer = study_answer(study.records, study.goals)
+    answer = read_answer(study_dir)
     console.print("Answer", style="bold")
     for line in answer.lines():
         console.print(_indented(line, console.width), markup=False, highlight=False)

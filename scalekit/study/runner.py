@@ -206,15 +206,17 @@ def _run_locked(config: StudyConfig, events: EventLog, terminal: bool) -> StudyS
     table = ResultsTable(study_dir)
     progress = StudyProgress(table, f"study {config.name}", events)
     with progress.live() if terminal else contextlib.nullcontext():
-        planner, search, interrupted = _train_chains(config, space, settings, table, events, progress.refresh)
-    return _finish_run(config, table, planner, search, interrupted)
+        planner, search, confirm, interrupted = _train_chains(config, space, settings, table, events,
+                                                              progress.refresh)
+    return _finish_run(config, table, planner, search, confirm, interrupted)
 
 
 def _train_chains(
     config: StudyConfig, space: Any, settings: Any, table: ResultsTable, events: EventLog,
     refresh: Callable[[], None],
-) -> tuple[ChainPlanner, Any, bool]:
-    """Prepare the data, start Ray and run the chains; the planner, the search and whether it was interrupted."""
+) -> tuple[ChainPlanner, Any, Any, bool]:
+    """Prepare the data, start Ray, run the chains and then the confirmation of the finalists; the planner, the
+    search, the confirmation (None without one) and whether the run was interrupted."""
     from .search import ChainSearch, open_optuna_study
     from .ray_access import TOKEN_FILE
     from .stage import stage_launcher
@@ -254,27 +256,55 @@ def _train_chains(
             refresh()
 
         search = ChainSearch(planner, study, settings, on_change=on_change)
-        searcher = ChainSearcher(search, stage_launcher(config, prepared, device, amp))
+        launch = stage_launcher(config, prepared, device, amp)
         resources = TrialResources(config.ray.cpus_per_trial, gpus, config.ray.max_concurrent)
+        confirm = None
         try:
-            run_chains(searcher, resources, study_dir / "ray")
+            run_chains(ChainSearcher(search, launch), resources, study_dir / "ray")
+            confirm = _seed_runs(config, planner, search, events, on_change)
+            if confirm is not None:
+                run_chains(ChainSearcher(confirm, launch), resources, study_dir / "ray")
         except KeyboardInterrupt:
             log.warning("interrupted")
-        interrupted = planner.interrupt()
+        interrupted = bool(planner.interrupt()) or (confirm is not None and bool(confirm.interrupt()))
         events.poll()
-    return planner, search, interrupted
+    return planner, search, confirm, interrupted
+
+
+def _seed_runs(config: StudyConfig, planner: ChainPlanner, search: Any, events: EventLog,
+               on_change: Callable[[], None]) -> Any:
+    """The retraining of the finalists once the search has ended, when ``finish.confirm`` asks for it."""
+    from .confirm import SeedRuns, plan_confirmation
+
+    spec = config.finish.confirm
+    if spec is None or not search.finished:
+        return None
+    plan = plan_confirmation(planner, config.constraints.max_memory_gb, spec.seeds, spec.max_finalists,
+                             config.training.seed)
+    if plan is None:
+        return None
+    events.data_step(f"confirming {len(plan.finalists)} finalist(s) ({', '.join(plan.finalists)}) with seeds "
+                     f"{', '.join(map(str, plan.seeds))}")
+    return SeedRuns(planner, plan, on_change)
 
 
 def _finish_run(
-    config: StudyConfig, table: ResultsTable, planner: ChainPlanner, search: Any, interrupted: bool
+    config: StudyConfig, table: ResultsTable, planner: ChainPlanner, search: Any, confirm: Any, interrupted: bool
 ) -> StudySummary:
-    """The summary of the run; the report and the export when every chain ended."""
+    """The summary of the run; the report and the export when every chain (and the confirmation) ended."""
     study_dir = config.output_dir
     spent = planner.spent()
-    if interrupted or not search.finished:
+    if confirm is not None:
+        spent = {key: value + confirm.spent()[key] for key, value in spent.items()}
+    if interrupted or not search.finished or (confirm is not None and not confirm.finished):
         return StudySummary(study_dir, table.counts(), "interrupted", spent=spent)
     records = table.records()
     notes = result_notes(records)
+    if confirm is not None:
+        from scalekit.seeds import read_confirmation
+
+        confirmation = read_confirmation(study_dir, records)
+        notes += confirmation.lines() if confirmation is not None else []
     if search.ended_by == "budget":
         notes.insert(0, f"the compute budget is spent ({spent['device_hours']:.2f} device-hours, "
                         f"{spent['epochs']:.0f} epochs): stages still waiting were halted")

@@ -275,6 +275,13 @@ class ChainSearch:
             self._tell(record.family_id)
         self.on_change()
 
+    def locate(self, stage_id: str) -> tuple[ChainPlanner, str, None]:
+        """The planner of a stage handed out, its id, and the study's own seed."""
+        return self.planner, stage_id, None
+
+    def state_location(self) -> dict[str, str]:
+        return {"results": str(self.planner.table.path), "optuna_storage": self.settings.storage}
+
     def _opened(self) -> int:
         return len(self.planner.family_ids())
 

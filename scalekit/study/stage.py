@@ -39,11 +39,11 @@ DRIVER_POLL_S = 0.5
 
 def stage_launcher(
     config: StudyConfig, prepared: Any, device: str, amp: str | None
-) -> Callable[[ChainPlanner, str], StageSpec]:
-    """A function that builds the spec of a stage from the study settings."""
+) -> Callable[[ChainPlanner, str, int | None], StageSpec]:
+    """A function that builds the spec of a stage from the study settings (``seed``: the study's when None)."""
     t = config.training
 
-    def launch(planner: ChainPlanner, stage_id: str) -> StageSpec:
+    def launch(planner: ChainPlanner, stage_id: str, seed: int | None = None) -> StageSpec:
         record = planner.table[stage_id]
         parent = planner.parent_checkpoint(record)
         return StageSpec(
@@ -61,7 +61,7 @@ def stage_launcher(
             initial_lr=t.initial_lr,
             amp=amp,
             device=device,
-            seed=t.seed,
+            seed=t.seed if seed is None else seed,
             nsd_tolerance_mm=t.nsd_tolerance_mm,
             driver_host=socket.gethostname(),
             driver_pid=os.getpid(),

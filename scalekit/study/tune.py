@@ -1,5 +1,6 @@
 """Ray Tune runs the UpKern chains: one trial per chain stage, handed out by :class:`ChainSearcher`, a thin
-Ray ``Searcher`` over :class:`~scalekit.study.search.ChainSearch`. The only module that imports Ray.
+Ray ``Searcher`` over a :class:`StageSource` (the search, then the retraining of its finalists). The only module
+that imports Ray.
 
 Ray has no dependencies between trials, so the searcher returns a stage only once its parent completed and
 nothing (Tune asks again later) while everything runnable is running. State lives in the study directory, not
@@ -26,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import ray
 from ray import tune
@@ -42,12 +43,24 @@ from . import listeners
 from .chain import ChainPlanner
 from .messages import NODE_KEY, StageSpec
 from .ray_access import TOKEN_FILE, local_environment, write_token
-from .search import FINISHED, ChainSearch
+from .search import FINISHED
 
 log = logging.getLogger(__name__)
 
-StageLauncher = Callable[[ChainPlanner, str], StageSpec]
-"""Builds the spec of a stage (called when the searcher hands the stage out)."""
+StageLauncher = Callable[[ChainPlanner, str, "int | None"], StageSpec]
+"""Builds the spec of a stage from its planner, id and seed (None: the study's), when it is handed out."""
+
+
+class StageSource(Protocol):
+    """What hands stages out to Ray: the search (:class:`~scalekit.study.search.ChainSearch`) and the
+    retraining of the finalists (:class:`~scalekit.study.confirm.SeedRuns`). A key is what Tune sees."""
+
+    def next_stage(self) -> str | None: ...
+    def stage_ended(self, key: str, result: dict[str, Any] | None, error: bool = False,
+                    lost_node: str = "") -> None: ...
+    def on_change(self) -> None: ...
+    def locate(self, key: str) -> tuple[ChainPlanner, str, int | None]: ...
+    def state_location(self) -> dict[str, str]: ...
 
 
 def alive_nodes() -> dict[str, dict[str, float]]:
@@ -83,7 +96,7 @@ def lost_nodes(node_ids: set[str]) -> list[str]:
 
 
 class ChainSearcher(Searcher):
-    """Forwards Ray Tune's searcher calls to a :class:`ChainSearch`, one trial per stage.
+    """Forwards Ray Tune's searcher calls to a :class:`StageSource`, one trial per stage.
 
     An error of the driver's own work (writing results.csv, the Optuna storage) would be swallowed by Tune
     into a trial failure: it is kept instead, no new stage starts, and :func:`run_chains` raises it.
@@ -94,7 +107,7 @@ class ChainSearcher(Searcher):
     """
 
     def __init__(
-        self, search: ChainSearch, launch: StageLauncher,
+        self, search: StageSource, launch: StageLauncher,
         nodes: Callable[[], dict[str, Any]] = alive_nodes, lost: Callable[[set[str]], list[str]] = lost_nodes,
     ) -> None:
         super().__init__()
@@ -116,7 +129,7 @@ class ChainSearcher(Searcher):
                 return None if stage_id is None else Searcher.FINISHED
             self._trial_stage[trial_id] = stage_id
             self._trial_nodes[trial_id] = set(self.nodes())
-            return self.launch(self.search.planner, stage_id).to_dict()
+            return self.launch(*self.search.locate(stage_id)).to_dict()
         except Exception as err:  # noqa: BLE001 - kept and raised by run_chains
             self._fail(err)
             return Searcher.FINISHED
@@ -143,7 +156,7 @@ class ChainSearcher(Searcher):
             self._fail(err)
 
     def _state_location(self) -> dict[str, str]:
-        return {"results": str(self.search.planner.table.path), "optuna_storage": self.search.settings.storage}
+        return self.search.state_location()
 
     def save(self, checkpoint_path: str) -> None:
         """Ray saves searchers with its experiment; scalekit's state is the results table and Optuna storage."""
@@ -156,7 +169,7 @@ class ChainSearcher(Searcher):
     def __setstate__(self, state: dict[str, str]) -> None:
         raise RuntimeError(
             f"a scalekit study is resumed by rerunning `scalekit study run` on its study file, not by Ray's "
-            f"Tuner.restore; its state is {state['results']} and {state['optuna_storage']}"
+            f"Tuner.restore; its state is {', '.join(state.values())}"
         )
 
 

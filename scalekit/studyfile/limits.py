@@ -75,6 +75,10 @@ MAX_GPUS = 64
 """``ray.gpus_per_trial``."""
 MAX_CONCURRENT = 10_000
 """``ray.max_concurrent``: trials running at once."""
+MAX_SEEDS = 20
+"""``finish.confirm.seeds``: other seeds each finalist is retrained with."""
+MAX_FINALISTS = 50
+"""``finish.confirm.max_finalists``."""
 
 
 def check_per_stage(name: str, value: int | tuple[int, ...]) -> None:

@@ -303,9 +303,19 @@ class ExportSpec(_Model):
         return value
 
 
-class FinishSection(_Model):
-    """What a study writes once every chain has ended: the HTML report, and an export of the chosen stage."""
+class ConfirmSpec(_Model):
+    """Retrain the finalists (the answer's stage and every stage within noise of it) with other seeds."""
 
+    seeds: Int = Field(2, ge=1, le=lim.MAX_SEEDS, description="other seeds (training.seed + 1, + 2, ...)")
+    max_finalists: Int = Field(3, ge=1, le=lim.MAX_FINALISTS,
+                               description="the answer's stage and at most this many minus one close to it")
+
+
+class FinishSection(_Model):
+    """What a study does once every chain has ended: confirm the finalists over other seeds, write the HTML
+    report, export the chosen stage."""
+
+    confirm: ConfirmSpec | None = None
     report: Bool = True
     export: ExportSpec | None = None
 
