@@ -1,26 +1,36 @@
-"""The layout of each report figure as plain records: fitted axes, colours, markers, chain arrows, placed
-labels and legend entries. The report draws these with plotly and nothing else; tests read them.
+"""The layout of each scatter figure of the report as plain records: fitted axes, colours, markers, chain
+arrows, placed labels, the answer's highlight, crowded points and the legend. The report draws these with
+plotly and nothing else; tests read them.
 
 One meaning per visual channel: colour is the family (named by a label at its chain's last stage, or in the
-legend where no label fits), the marker shape is the kernel size, arrows are chain steps (solid: UpKern,
-labelled with the gain of the y value; dotted: a continuation control), hollow markers are stages scored at a
-rung only (halted, or waiting to be promoted).
+legend where no label fits), the marker shape is the kernel size, a thick translucent black step line beneath
+everything is the Pareto front, coloured arrows are UpKern steps (labelled with the gain of the y value) and
+grey dotted lines continuation controls. Hollow markers are stages scored at a rung only (halted there, or
+waiting to be promoted): each is labelled with its rung (``@2 ep``), is never on a front and no gain is
+measured to or from it. The answer's stage wears a gold ring and the label ``answer``.
+
+Points whose markers would cover each other (:func:`crowds`) are handled in one of two ways: the largest such
+crowd that is not an exact tie is boxed and drawn again, spread out, in a zoom panel (:func:`zoom_layout`);
+every other crowd gets a label counting its stages (``2 tied``, ``3 close``) whose hover lists them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import combinations
 
 from scalekit.plotlayout import (
-    GAPS, Axis, Box, LabelRequest, PlotArea, Style, beside, fit_axis, place_labels, text_size,
+    GAPS, Axis, Box, LabelRequest, PlotArea, Style, beside, fit_axis, line_boxes, place_labels, text_size,
 )
 
 FAMILY_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
-                  "#bcbd22", "#7f7f7f")
+                  "#bcbd22", "#a6761d")
+"""No grey: grey is the key's colour and that of the continuation lines."""
 KERNEL_SYMBOLS = ("circle", "diamond", "square", "triangle-up", "pentagon", "star")
 KEY_COLOUR = "#555555"
 BUDGET_COLOUR = "firebrick"
+ANSWER_COLOUR = "#c99700"
 LABELS = {
     "mean_dice": "mean Dice",
     "mean_nsd": "mean surface Dice (NSD)",
@@ -35,8 +45,26 @@ UNITS = {"peak_memory_gb": "GiB", "gflops_train": "GFLOPs"}
 
 
 @dataclass(frozen=True)
+class LineStyle:
+    """How one kind of line is drawn: ``colour`` (empty: the family's), width in pixels, plotly dash."""
+
+    colour: str
+    width: float
+    dash: str
+
+
+LINE_STYLES = {
+    "front": LineStyle("rgba(0,0,0,0.45)", 5.0, "solid"),
+    "upkern": LineStyle("", 1.5, "solid"),
+    "continue": LineStyle(KEY_COLOUR, 1.5, "dot"),
+}
+"""The Pareto front, UpKern arrows and continuation controls: no two alike in colour, width and dash."""
+
+
+@dataclass(frozen=True)
 class PointSpec:
-    """A stage to draw: its values, family (id and name), kernel, and whether it is only scored at a rung."""
+    """A stage to draw: its values, family (id and name), kernel, and, for a stage scored at a rung only
+    (``hollow``), the epochs of that rung."""
 
     stage_id: str
     x: float
@@ -46,6 +74,7 @@ class PointSpec:
     kernel: int
     memory_method: str = ""
     hollow: bool = False
+    rung: int | None = None
 
 
 @dataclass(frozen=True)
@@ -60,8 +89,8 @@ class LinkSpec:
 
 @dataclass(frozen=True)
 class DrawnLabel:
-    """A text on the plot: ``kind`` is ``delta``, ``family`` or ``budget``; ``at`` its centre in data values,
-    ``box`` its estimated extent in plot-area pixels."""
+    """A text on the plot: ``kind`` is ``budget``, ``answer``, ``rung``, ``crowd``, ``zoom``, ``delta`` or
+    ``family``; ``at`` its centre in data values, ``box`` its estimated extent in plot-area pixels."""
 
     key: str
     kind: str
@@ -74,12 +103,23 @@ class DrawnLabel:
 
 
 @dataclass(frozen=True)
+class Crowd:
+    """Stages whose markers would cover each other; ``tie``: all at exactly the same values."""
+
+    stage_ids: tuple[str, ...]
+    tie: bool
+
+
+@dataclass(frozen=True)
 class PanelLayout:
     """Everything one scatter figure shows, in data values and plot-area pixels."""
 
     name: str
     style: Style
     title: str
+    """Shown above the plot only where the style shows titles."""
+    x_metric: str
+    y_metric: str
     x_title: str
     y_title: str
     area: PlotArea
@@ -91,11 +131,21 @@ class PanelLayout:
     symbols: dict[int, str]
     """Kernel size -> marker symbol."""
     links: list[LinkSpec]
+    front: list[str]
+    """Stage ids of the front, ordered by x: the step line is drawn through them."""
     labels: list[DrawnLabel]
-    legend_families: list[str]
-    """Family ids named in the legend (no label fitted on the plot); the rest are labelled on the plot."""
+    legend: list[tuple[str, str]]
+    """(kind, text) of each legend entry: ``kernel:<k>``, ``front``, ``upkern``, ``continue``, ``halted``,
+    ``family:<id>`` (a family whose name found no place on the plot). Empty for a figure without a legend."""
     left_off: list[str]
     """Keys of the labels that found no free place (their information stays in the hover)."""
+    answer_id: str | None = None
+    """The answer's stage, when it is among the points."""
+    crowds: list[Crowd] = field(default_factory=list)
+    zoom: tuple[str, ...] = ()
+    """The crowd drawn again in a zoom panel (boxed here), if any."""
+    zoom_box: tuple[float, float, float, float] | None = None
+    """The box around :attr:`zoom` in data values: x0, y0, x1, y1."""
 
     @property
     def x(self) -> Axis:
@@ -104,6 +154,10 @@ class PanelLayout:
     @property
     def y(self) -> Axis:
         return self.area.y
+
+    @property
+    def legend_families(self) -> list[str]:
+        return [kind.partition(":")[2] for kind, _ in self.legend if kind.startswith("family:")]
 
 
 def memory_title(methods: set[str]) -> str:
@@ -114,8 +168,8 @@ def memory_title(methods: set[str]) -> str:
 
 
 def family_colours(family_ids: Sequence[str]) -> dict[str, str]:
-    """A colour per family, in order of first appearance (the same in every figure of a report)."""
-    unique = list(dict.fromkeys(family_ids))
+    """A colour per family, in the order of the family ids (the same in every figure of a report)."""
+    unique = sorted(set(family_ids))
     return {fid: FAMILY_COLOURS[i % len(FAMILY_COLOURS)] for i, fid in enumerate(unique)}
 
 
@@ -132,25 +186,60 @@ def legend_rows(entries: Sequence[str], width: float, font_px: float) -> int:
 
 def legend_margins(style: Style, legend: Sequence[str]) -> tuple[float, float, float, float]:
     """Margins (left, right, top, bottom; pixels) with room for the tick labels (up to six characters on the
-    y axis), the axis titles, a horizontal legend of ``legend`` above the plot and, if shown, the title."""
+    y axis), the axis titles, a horizontal legend of ``legend`` above the plot (none when empty) and, if
+    shown, the title."""
     f = style.font_px
     left = 6.5 * 0.62 * f + 1.3 * f + 14
     bottom = 2.6 * f + 16
     right = 1.6 * f
-    top = legend_rows(legend, style.width_px - left, f) * 1.6 * f + 8 + (2.0 * f if style.show_title else 0)
+    rows = legend_rows(legend, style.width_px - left, f) * 1.6 * f if legend else 0.0
+    top = rows + 10 + (2.0 * f if style.show_title else 0)
     return left, right, top, bottom
 
 
-def legend_entries(points: Sequence[PointSpec], links: Sequence[LinkSpec], y_metric: str) -> list[str]:
+def legend_entries(points: Sequence[PointSpec], links: Sequence[LinkSpec], y_metric: str) -> list[tuple[str, str]]:
     """The key's entries (before family names that find no place on the plot): kernels, front, arrows."""
-    entries = [f"k{k}" for k in sorted({p.kernel for p in points})] + ["Pareto front"]
+    entries = [(f"kernel:{k}", f"k{k}") for k in sorted({p.kernel for p in points})] + [("front", "front")]
     if any(link.kind == "upkern" for link in links):
-        entries.append(f"UpKern step ({SHORT.get(y_metric, 'Δ')})")
+        entries.append(("upkern", f"UpKern ({SHORT.get(y_metric, 'Δ')})"))
     if any(link.kind == "continue" for link in links):
-        entries.append("continued (control)")
+        entries.append(("continue", "control"))
     if any(p.hollow for p in points):
-        entries.append("scored at a rung only")
+        entries.append(("halted", "halted at a rung"))
     return entries
+
+
+def _same(a: PointSpec, b: PointSpec) -> bool:
+    return a.x == b.x and a.y == b.y
+
+
+def crowds(points: Sequence[PointSpec], area: PlotArea, min_px: float) -> list[Crowd]:
+    """Groups of two or more points whose marker centres lie closer than ``min_px`` pixels, joined
+    transitively; each group's ids sorted, the groups ordered by their leftmost point, then their ids."""
+    at = {p.stage_id: area.px(p.x, p.y) for p in points}
+    by_id = {p.stage_id: p for p in points}
+    root = {sid: sid for sid in at}
+
+    def top(sid: str) -> str:
+        while root[sid] != sid:
+            sid = root[sid]
+        return sid
+
+    for a, b in combinations(sorted(at), 2):
+        if ((at[a][0] - at[b][0]) ** 2 + (at[a][1] - at[b][1]) ** 2) ** 0.5 < min_px:
+            root[top(b)] = top(a)
+    groups: dict[str, list[str]] = {}
+    for sid in sorted(at):
+        groups.setdefault(top(sid), []).append(sid)
+    found = [tuple(ids) for ids in groups.values() if len(ids) > 1]
+    found.sort(key=lambda ids: (min(at[s][0] for s in ids), ids))
+    return [Crowd(ids, all(_same(by_id[ids[0]], by_id[s]) for s in ids)) for ids in found]
+
+
+def zoom_crowd(found: Sequence[Crowd]) -> tuple[str, ...]:
+    """The crowd a zoom panel spreads out: the largest that is not an exact tie (the first of equal size)."""
+    spread = [c for c in found if not c.tie]
+    return max(spread, key=lambda c: len(c.stage_ids)).stage_ids if spread else ()
 
 
 def _budget_request(axis: Axis, metric: str, area: PlotArea, font_px: float) -> LabelRequest | None:
@@ -169,8 +258,16 @@ def _budget_request(axis: Axis, metric: str, area: PlotArea, font_px: float) -> 
     return LabelRequest("budget", text, tuple((line_x + s * (w / 2 + 3), y) for y in ys for s in (-1, 1)))
 
 
-def _lines(area: PlotArea, points: list[PointSpec], links: list[LinkSpec], front: Sequence[str]) -> list[Box]:
-    """The small boxes of every line drawn: chain arrows, the front's steps and the budget line."""
+def _zoom_box(area: PlotArea, points: Sequence[PointSpec], pad_px: float) -> Box:
+    """The pixel box around ``points`` with ``pad_px`` to spare on every side."""
+    px = [area.px(p.x, p.y) for p in points]
+    return Box(min(x for x, _ in px) - pad_px, min(y for _, y in px) - pad_px,
+               max(x for x, _ in px) + pad_px, max(y for _, y in px) + pad_px)
+
+
+def _lines(area: PlotArea, points: list[PointSpec], links: list[LinkSpec], front: Sequence[str],
+           zoom: Box | None) -> list[Box]:
+    """The small boxes of every line drawn: chain arrows, the front's steps, the budget line, the zoom box."""
     by_id = {p.stage_id: p for p in points}
     segments = [((by_id[link.from_id].x, by_id[link.from_id].y), (by_id[link.to_id].x, by_id[link.to_id].y))
                 for link in links]
@@ -179,39 +276,76 @@ def _lines(area: PlotArea, points: list[PointSpec], links: list[LinkSpec], front
         segments += [((x0, y0), (x1, y0)), ((x1, y0), (x1, y1))]
     if area.x.budget_mode == "line" and area.x.budget is not None:
         segments.append(((area.x.budget, area.y.lo), (area.x.budget, area.y.hi)))
-    return [b for a, z in segments for b in area.segment_boxes(a, z)]
+    boxes = [b for a, z in segments for b in area.segment_boxes(a, z)]
+    if zoom is not None:
+        corners = [(zoom.x0, zoom.y0), (zoom.x1, zoom.y0), (zoom.x1, zoom.y1), (zoom.x0, zoom.y1)]
+        boxes += [b for a, z in zip(corners, corners[1:] + corners[:1]) for b in line_boxes(a, z)]
+    return boxes
 
 
-def _labels(area: PlotArea, points: list[PointSpec], links: list[LinkSpec], front: Sequence[str], x_metric: str,
-            colours: dict[str, str], style: Style, families: bool) -> tuple[list[DrawnLabel], list[str]]:
-    """Place the budget label, each UpKern step's gain beside its arrow and (with ``families``) each family's
-    name beside its chain's last stage, in that order of priority; each as near its anchor as it can be
-    without covering a line, with a leader line when it had to move away."""
+def _near(key: str, text: str, anchor: tuple[float, float], gap: float, font_px: float,
+          leader_after: float) -> LabelRequest:
+    size = text_size(text, font_px)
+    return LabelRequest(key, text, tuple(c for g in GAPS for c in beside(anchor, size, gap + g)), anchor,
+                        leader_after)
+
+
+def _requests(area: PlotArea, points: list[PointSpec], links: list[LinkSpec], x_metric: str, style: Style,
+              families: bool, answer: str | None, found: Sequence[Crowd], zoom: tuple[str, ...],
+              zoom_px: Box | None) -> list[LabelRequest]:
+    """The labels wanted, most important first: the budget, ``answer``, each halted stage's rung, a count of
+    each crowd not zoomed, the zoom box's label, each UpKern step's gain beside its arrow and (with
+    ``families``) each family's name beside its chain's last stage."""
     by_id = {p.stage_id: p for p in points}
     f, radius = style.font_px, style.marker_px / 2 + 2
-    markers = [Box.around(*area.px(p.x, p.y), radius, radius) for p in points]
-    leader_after = radius + 0.6 * f
+    lead = radius + 0.6 * f
     requests = [r for r in [_budget_request(area.x, x_metric, area, f)] if r is not None]
+    if answer in by_id:
+        requests.append(_near(f"answer:{answer}", "answer", area.px(by_id[answer].x, by_id[answer].y),
+                              style.marker_px + 1, f, style.marker_px + lead))
+    requests += [_near(f"rung:{p.stage_id}", f"@{p.rung} ep", area.px(p.x, p.y), radius, f, radius + lead)
+                 for p in points if p.hollow and p.rung]
+    for crowd in found:
+        if crowd.stage_ids == zoom:
+            continue
+        px = [area.px(by_id[s].x, by_id[s].y) for s in crowd.stage_ids]
+        centre = (sum(x for x, _ in px) / len(px), sum(y for _, y in px) / len(px))
+        text = f"{len(px)} {'tied' if crowd.tie else 'close'}"
+        requests.append(_near(f"crowd:{crowd.stage_ids[0]}", text, centre, style.marker_px, f,
+                              style.marker_px + lead))
+    if zoom_px is not None:
+        requests.append(_near("zoom", f"zoom ({len(zoom)})", (zoom_px.x1, zoom_px.y1), 2.0, f, lead))
     for link in links:
         if link.kind == "upkern" and link.delta is not None:
             a, b = by_id[link.from_id], by_id[link.to_id]
-            text = f"{link.delta:+.3f}"
-            mid, size = area.px((a.x + b.x) / 2, (a.y + b.y) / 2), text_size(text, f)
-            requests.append(LabelRequest(f"delta:{link.to_id}", text,
-                                         tuple(c for gap in GAPS for c in beside(mid, size, gap)), mid,
-                                         leader_after))
-    for fid in dict.fromkeys(p.family_id for p in points) if families else ():
-        end = max((p for p in points if p.family_id == fid), key=lambda p: (p.kernel, not p.hollow, p.x))
-        anchor, size = area.px(end.x, end.y), text_size(end.family, f)
-        requests.append(LabelRequest(f"family:{fid}", end.family,
-                                     tuple(c for gap in GAPS for c in beside(anchor, size, radius + gap)), anchor,
-                                     radius + leader_after))
-    placed, left_off = place_labels(requests, area.box, markers, f, soft=_lines(area, points, links, front))
+            mid = area.px((a.x + b.x) / 2, (a.y + b.y) / 2)
+            requests.append(_near(f"delta:{link.to_id}", f"{link.delta:+.3f}", mid, 0.0, f, lead))
+    for fid in sorted({p.family_id for p in points}) if families else ():
+        end = max((p for p in points if p.family_id == fid), key=lambda p: (p.kernel, not p.hollow, p.x, p.stage_id))
+        requests.append(_near(f"family:{fid}", end.family, area.px(end.x, end.y), radius, f, radius + lead))
+    return requests
+
+
+def _labels(area: PlotArea, points: list[PointSpec], links: list[LinkSpec], front: Sequence[str], x_metric: str,
+            colours: dict[str, str], style: Style, families: bool, answer: str | None, found: Sequence[Crowd],
+            zoom: tuple[str, ...], zoom_px: Box | None) -> tuple[list[DrawnLabel], list[str]]:
+    """Place the labels of :func:`_requests` in that order of priority, each as near its anchor as it can be
+    without covering a marker (the answer's ring included) or another label, and off the drawn lines where
+    it can be, with a leader line when it had to move away."""
+    by_id = {p.stage_id: p for p in points}
+    radius = style.marker_px / 2 + 2
+    markers = [Box.around(*area.px(p.x, p.y), radius, radius) for p in points]
+    if answer in by_id:
+        markers.append(Box.around(*area.px(by_id[answer].x, by_id[answer].y), style.marker_px, style.marker_px))
+    requests = _requests(area, points, links, x_metric, style, families, answer, found, zoom, zoom_px)
+    placed, left_off = place_labels(requests, area.box, markers, style.font_px,
+                                    soft=_lines(area, points, links, front, zoom_px))
     labels = []
     for label in placed:
         kind, _, ref = label.key.partition(":")
-        colour = (colours[ref] if kind == "family" else colours[by_id[ref].family_id] if kind == "delta"
-                  else BUDGET_COLOUR)
+        colour = {"family": lambda: colours[ref], "delta": lambda: colours[by_id[ref].family_id],
+                  "rung": lambda: colours[by_id[ref].family_id], "budget": lambda: BUDGET_COLOUR,
+                  "answer": lambda: ANSWER_COLOUR}.get(kind, lambda: KEY_COLOUR)()
         leader = None if label.leader is None else (area.data(*label.leader[0]), area.data(*label.leader[1]))
         labels.append(DrawnLabel(label.key, kind, label.text, area.data(*label.box.centre), label.box, colour,
                                  leader))
@@ -220,37 +354,66 @@ def _labels(area: PlotArea, points: list[PointSpec], links: list[LinkSpec], fron
 
 def panel_layout(name: str, title: str, x_metric: str, y_metric: str, points: Sequence[PointSpec],
                  links: Sequence[LinkSpec], budget: float | None, colours: dict[str, str],
-                 style: Style, front: Sequence[str] = ()) -> PanelLayout:
-    """Fit the axes to ``points`` (and the budget, see :func:`scalekit.plotlayout.fit_axis`) and place the
-    labels, none overlapping another, a marker or the plot's edge, and each kept off the drawn lines (arrows,
-    the steps through ``front``, the budget) where it can be. A family whose name finds no place is
-    named in the legend instead; the legend's room is taken from the top margin, so the plot area is
-    recomputed (at most three times) until the families in the legend are those that found no place; failing
-    that, every family is named in the legend."""
-    points = list(points)
+                 style: Style, front: Sequence[str] = (), *, answer: str | None = None, legend: bool = True,
+                 zoomable: bool = True) -> PanelLayout:
+    """Fit the axes to ``points`` (and the budget, see :func:`scalekit.plotlayout.fit_axis`), find the crowds
+    (the largest one not a tie is zoomed where ``zoomable``) and place the labels, none overlapping another, a
+    marker or the plot's edge, and each kept off the drawn lines (arrows, the steps through ``front``, the
+    budget, the zoom box) where it can be.
+
+    With ``legend``, a family whose name finds no place is named in the legend instead; the legend's room is
+    taken from the top margin, so the plot area is recomputed (at most three times) until the families in the
+    legend are those that found no place; failing that, every family is named in the legend. Without it
+    (the page, whose shared key names every family) the top margin holds no legend."""
+    points = sorted(points, key=lambda p: p.stage_id)
     by_id = {p.stage_id: p for p in points}
-    links = [link for link in links if link.from_id in by_id and link.to_id in by_id]
+    links = sorted((link for link in links if link.from_id in by_id and link.to_id in by_id),
+                   key=lambda link: (link.to_id, link.from_id))
     x_axis = fit_axis([p.x for p in points], budget)
     y_axis = fit_axis([p.y for p in points], None, 0.0, 1.0 if y_metric in BOUNDED else None)
-    entries = legend_entries(points, links, y_metric)
+    entries = legend_entries(points, links, y_metric) if legend else []
     names = {p.family_id: p.family for p in points}
     in_legend: list[str] = []
     for attempt in range(4):
         named_on_plot = attempt < 3
         if not named_on_plot:
-            in_legend = list(names)
-        margins = legend_margins(style, entries + [names[fid] for fid in in_legend])
+            in_legend = sorted(names)
+        margins = legend_margins(style, [t for _, t in entries] + [names[fid] for fid in in_legend])
         left, right, top, bottom = margins
         area = PlotArea(x_axis, y_axis, style.width_px - left - right, style.height_px - top - bottom)
-        labels, left_off = _labels(area, points, links, front, x_metric, colours, style, named_on_plot)
+        found = crowds(points, area, style.marker_px)
+        zoom = zoom_crowd(found) if zoomable else ()
+        zoom_px = _zoom_box(area, [by_id[s] for s in zoom], style.marker_px / 2 + 4) if zoom else None
+        labels, left_off = _labels(area, points, links, front, x_metric, colours, style, named_on_plot,
+                                   answer, found, zoom, zoom_px)
         on_plot = {label.key.partition(":")[2] for label in labels if label.kind == "family"}
-        missing = [fid for fid in names if fid not in on_plot]
-        if set(missing) <= set(in_legend):
+        missing = sorted(fid for fid in names if fid not in on_plot)
+        if not legend or set(missing) <= set(in_legend):
             break
-        in_legend = list(dict.fromkeys(in_legend + missing))
+        in_legend = sorted(set(in_legend) | set(missing))
     symbols = {k: KERNEL_SYMBOLS[i % len(KERNEL_SYMBOLS)] for i, k in enumerate(sorted({p.kernel for p in points}))}
+    key = entries + [(f"family:{fid}", names[fid]) for fid in missing] if legend else []
+    box = None
+    if zoom_px is not None:
+        (x0, y0), (x1, y1) = area.data(zoom_px.x0, zoom_px.y0), area.data(zoom_px.x1, zoom_px.y1)
+        box = (x0, y0, x1, y1)
     return PanelLayout(
-        name, style, title if style.show_title else "",
+        name, style, title, x_metric, y_metric,
         memory_title({p.memory_method for p in points}) if x_metric == "peak_memory_gb" else LABELS[x_metric],
-        LABELS[y_metric], area, margins, points, colours, symbols, links, labels, missing, left_off,
+        LABELS[y_metric], area, margins, points, colours, symbols, links, [s for s in front if s in by_id],
+        labels, key, left_off, answer if answer in by_id else None, found, zoom, box,
+    )
+
+
+def zoom_layout(layout: PanelLayout) -> PanelLayout | None:
+    """The zoom panel of ``layout``'s zoomed crowd: its stages alone, on axes fitted to them, with the links,
+    front steps and answer among them; no legend, no budget, no zoom of its own. None without a zoom."""
+    if not layout.zoom:
+        return None
+    ids = set(layout.zoom)
+    return panel_layout(
+        f"{layout.name}_zoom", f"{layout.title}: zoom on {len(ids)} stages", layout.x_metric, layout.y_metric,
+        [p for p in layout.points if p.stage_id in ids],
+        [link for link in layout.links if link.from_id in ids and link.to_id in ids], None, layout.colours,
+        layout.style, [s for s in layout.front if s in ids], answer=layout.answer_id, legend=False, zoomable=False,
     )

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from scalekit.answer import GPU_SIZES_GB
-from scalekit.fidelity import Contender, beats, difference, no_signal
+from scalekit.fidelity import Contender, beats, bootstrap_interval, difference, no_signal
 
 def budgets(max_memory_gb: float | None) -> tuple[float, ...]:
     """The memory budgets (GB) a rung is decided per: the study's constraint and the GPU sizes below it."""
@@ -74,8 +74,14 @@ def _loss(loser: Contender, kept: Sequence[Contender], limits: Sequence[float], 
     best = max(rivals, key=lambda k: (k.dice, k.stage_id))
     gap = difference(best, loser)
     tie = "" if gap.significant else ", within the noise; the quota was full"
-    return (f"not promoted at rung {rung} epochs: {best.name} (Dice {best.dice:.3f}) went on; this stage "
-            f"{loser.dice:.3f}, {gap.describe()} behind{tie}")
+    return (f"not promoted at rung {rung} epochs: {best.name} (Dice {_dice(best)}) went on; this stage "
+            f"{_dice(loser)}, {gap.describe()} behind{tie}")
+
+
+def _dice(contender: Contender) -> str:
+    """``0.228 [0.190, 0.260]``: a rung's mean Dice with its 95% interval over the validation cases."""
+    interval = bootstrap_interval(contender.cases)
+    return f"{contender.dice:.3f}" + ("" if interval is None else f" [{interval[0]:.3f}, {interval[1]:.3f}]")
 
 
 def _cover(front: Sequence[Contender], places: int, limits: Sequence[float]) -> list[Contender]:
