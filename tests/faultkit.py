@@ -39,7 +39,7 @@ def study_file(folder: Path, nnunet_dirs: dict[str, str], kernels: list[int], ep
         "space": {"families": [FAMILY], "kernels": kernels},
         "chain": {"min_improvement": None},
         "search": {"sampler": "grid", "families": 1},
-        "ray": {"cpus_per_trial": 1, "max_concurrent": 1},
+        "resources": {"cpus_per_trial": 1, "max_concurrent": 1},
         "finish": {"report": True, "export": None},
         **changes,
     }

@@ -18,7 +18,7 @@ import pytest
 
 from scalekit.study import read_results
 from scalekit.study.chain import MAX_RETRIES
-from scalekit.study.tune import ChainSearcher, SharedStorageError, check_shared_storage
+from scalekit.study.backend.raytune import ChainSearcher, SharedStorageError, check_shared_storage
 
 from . import test_searcher
 from .cluster_run import epoch_nodes
@@ -68,7 +68,7 @@ def test_lost_node_sends_the_stage_back_and_a_death_on_a_live_node_fails_it(tmp_
 def test_a_node_without_the_study_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each node reads back the driver's token file and looks for the folders (here two fake nodes, run
     locally: one sees everything, the other sees another directory at the study's path and no raw folder)."""
-    from scalekit.study import tune
+    from scalekit.study.backend import raytune as tune
 
     study, raw = tmp_path / "study", tmp_path / "raw"
     study.mkdir()

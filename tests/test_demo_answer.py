@@ -40,11 +40,11 @@ def test_the_shipped_halving_demo_names_the_full_chain_answer() -> None:
     config = load_study_config(DEMO)
     s = config.search
     schedule = Schedule(s.scheduler, config.training.epochs, s.eta, s.min_epochs,
-                        synchronous_for(s.families, s.eta, config.ray.max_concurrent))
+                        synchronous_for(s.families, s.eta, config.resources.max_concurrent))
     rec = Recording(json.loads(CURVES.read_text()))
     budget = config.constraints.max_memory_gb
     chain = full_chain(rec, budget)
-    outcome = replay_search(rec, schedule, seed=0, workers=config.ray.max_concurrent,
+    outcome = replay_search(rec, schedule, seed=0, workers=config.resources.max_concurrent,
                             min_improvement=config.chain.min_improvement, controls=bool(config.chain.controls),
                             jitter=0.0, noise=0.0, max_memory_gb=budget)
     assert outcome.answer_family == chain.answer_family

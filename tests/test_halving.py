@@ -22,7 +22,7 @@ def test_rungs_of_a_schedule() -> None:
     assert Schedule("halving", 8, 3, 1).rungs == (1, 3, 8)
     assert Schedule("halving", 27, 3, 1).rungs == (1, 3, 9, 27)
     assert Schedule("halving", 16, 2, 2).rungs == (2, 4, 8, 16)
-    assert Schedule("full", 8).rungs == (8,) and Schedule("halving", 8, 3, 1).after(3) == 8
+    assert Schedule("full", 8).rungs == (8,) and Schedule("halving", 8, 3, 1).next_rung(3) == 8
 
 
 FAMILIES = tuple(Family(c, 1, r, f"c{c}r{r}") for c in (4, 8) for r in (2, 3, 4))
@@ -130,7 +130,7 @@ def test_a_halted_search_resumes_at_the_right_rung(tmp_path: Path) -> None:
 
 
 def test_continuation_control_trains_from_the_parent_with_the_steps_budget(tmp_path: Path) -> None:
-    from scalekit.study.stage import stage_launcher
+    from scalekit.study.backend.worker import stage_launcher
     from scalekit.studyfile import load_study_config
 
     search = halving_search(tmp_path, controls=True, families=1)

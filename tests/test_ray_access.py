@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scalekit.study import listeners
-from scalekit.study.ray_access import (
+from scalekit.study.backend import listeners
+from scalekit.study.backend.ray_access import (
     AUTH_MODE,
     LOCAL_ONLY,
     TOKEN_FILE,
@@ -83,7 +83,7 @@ def test_listening_sockets_of_a_process_are_read_with_their_addresses() -> None:
 
 def test_a_ray_port_open_to_the_network_stops_the_study() -> None:
     """What Ray opened since the start is checked; one port on every interface is refused, naming it."""
-    from scalekit.study.tune import RayExposedError, _check_loopback
+    from scalekit.study.backend.raytune import RayExposedError, _check_loopback
 
     with socket.socket() as earlier:
         earlier.bind(("0.0.0.0", 0))
@@ -140,7 +140,7 @@ def test_validate_warns_of_a_public_cluster_without_a_token(monkeypatch, capsys,
     data["output_dir"] = str(tmp_path / "out")
     outputs = {}
     for address in ("8.8.8.8:6379", "10.0.0.5:6379"):
-        data["ray"]["address"] = address
+        data["backend"]["address"] = address
         path = tmp_path / f"{address.split(':')[0]}.yaml"
         path.write_text(yaml.safe_dump(data))
         monkeypatch.setattr(sys, "argv", ["scalekit", "study", "validate", str(path)])

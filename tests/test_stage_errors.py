@@ -10,7 +10,7 @@ import torch
 from scalekit import nnunet
 from scalekit.mednext import preset_config
 from scalekit.study.messages import StageReport, StageSpec
-from scalekit.study.stage import ERROR_LOG, STAGE_LOG, execute_stage
+from scalekit.study.backend.worker import ERROR_LOG, STAGE_LOG, execute_stage
 
 PREPARED = {
     "dataset_id": 990, "dataset_name": "Dataset990_X", "raw_dir": "/nonexistent/raw/Dataset990_X",

@@ -45,9 +45,9 @@ BOUNDED = [
     ("search.budget_gpu_hours", limits.MAX_GPU_HOURS),
     ("constraints.max_memory_gb", limits.MAX_MEMORY_GB),
     ("constraints.max_gflops", limits.MAX_GFLOPS),
-    ("ray.cpus_per_trial", limits.MAX_CPUS),
-    ("ray.gpus_per_trial", limits.MAX_GPUS),
-    ("ray.max_concurrent", limits.MAX_CONCURRENT),
+    ("resources.cpus_per_trial", limits.MAX_CPUS),
+    ("resources.gpus_per_trial", limits.MAX_GPUS),
+    ("resources.max_concurrent", limits.MAX_CONCURRENT),
 ]
 
 

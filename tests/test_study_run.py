@@ -37,7 +37,7 @@ def study_file(tmp_path: Path, nnunet_dirs: dict, **changes) -> Path:
         "space": {"families": FAMILIES, "kernels": [3, 5]},
         "chain": {"min_improvement": None},
         "search": {"sampler": "grid", "families": 2},
-        "ray": {"cpus_per_trial": 1, "max_concurrent": 1},
+        "resources": {"cpus_per_trial": 1, "max_concurrent": 1},
     }
     for key, value in changes.items():
         section, _, field = key.partition("__")

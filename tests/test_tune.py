@@ -14,7 +14,7 @@ import os, stat, sys
 from pathlib import Path
 import ray
 from ray._private import ray_constants
-from scalekit.study.tune import RaySettings, ray_cluster
+from scalekit.study.backend.raytune import RaySettings, ray_cluster
 token = Path(sys.argv[1])
 with ray_cluster(RaySettings(None, {}, token_file=token)) as nodes:
     print("nodes", len(nodes), "CPU", sum(node["CPU"] for node in nodes.values()))

@@ -18,7 +18,7 @@ from scalekit.nnunet.splits import SPLITS_FILE, SplitsError, random_splits, read
 from scalekit.studyfile import StudyConfig
 
 from .checks import DatasetFacts, demo_folder, inspect_dataset
-from .ray_access import cluster_warning
+from .backend.ray_access import cluster_warning
 
 PLANS_FILE = "nnUNetPlans.json"
 
@@ -106,5 +106,5 @@ def advise(config: StudyConfig) -> DataAdvice:
     the exposure of its Ray cluster."""
     facts, _ = inspect_dataset(config)
     data = [] if facts is None else [splits_warning(config, facts), nsd_warning(config, facts)]
-    warnings = [w for w in (*data, cluster_warning(config.ray.address)) if w]
+    warnings = [w for w in (*data, cluster_warning(config.backend.address)) if w]
     return DataAdvice(tuple(_locations(config, facts)), tuple(warnings))

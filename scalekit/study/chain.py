@@ -149,9 +149,9 @@ class ChainPlanner:
             raise KeyError(f"family {family_id} has no stages in {self.table.path}")
         valid = [r for r in stages if r.is_valid]
         if valid:
-            return max(valid, key=lambda r: r.mean_dice)
+            return max(valid, key=lambda r: r.mean_dice or 0.0)
         scored = [r for r in stages if r.mean_dice is not None and r.status not in ("failed", "infeasible")]
-        return max(scored, key=lambda r: (r.epochs or 0, r.mean_dice)) if scored else stages[0]
+        return max(scored, key=lambda r: (r.epochs or 0, r.mean_dice or 0.0)) if scored else stages[0]
 
     # ---- stages ----------------------------------------------------------------------------------------------
 
@@ -197,9 +197,9 @@ class ChainPlanner:
             if parent is not None and (parent.status != "completed" or not self._settled(parent)):
                 continue
             partner = self.partner(record)
-            target = partner.target_epochs if partner is not None else None
-            if target and target > (record.epochs or 0) and (record.is_control or record.status == "paused"):
-                return record.stage_id, target  # the lane's two stages train to the same rungs, leader first
+            lead = partner.target_epochs if partner is not None else None
+            if lead and lead > (record.epochs or 0) and (record.is_control or record.status == "paused"):
+                return record.stage_id, lead  # the lane's two stages train to the same rungs, leader first
             if not record.is_control and record.status == "pending":
                 return record.stage_id, self.schedule.first
         return None

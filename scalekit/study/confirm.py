@@ -1,6 +1,6 @@
 """Retraining the finalists with other seeds once the search has ended (``finish.confirm``).
 
-:class:`SeedRuns` hands out, through the same Ray searcher as the search (:class:`~scalekit.study.tune.ChainSearcher`),
+:class:`SeedRuns` hands out, through the same Ray searcher as the search (the backend),
 each finalist's chain from scratch once per other seed: a :class:`~scalekit.study.chain.ChainPlanner` per seed
 over its own results table (``confirm/seed-<s>/results.csv``) records each run the way the search records its
 stages, so a run killed midway resumes from its last checkpoint and a completed one is never trained again.
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 FINISHED = "FINISHED"
 SEPARATOR = "@s"
 """A run's key, as Ray Tune sees it: ``<stage id>@s<seed>``."""
-UNTRAINED = {"status": "pending", "reason": "", "mean_dice": None, "per_class_dice": [], "mean_nsd": None,
+UNTRAINED: dict[str, Any] = {"status": "pending", "reason": "", "mean_dice": None, "per_class_dice": [], "mean_nsd": None,
              "per_class_nsd": [], "wall_time_s": None, "epochs": None, "checkpoint": "", "dice_curve": {},
              "case_dice": [], "dice_interval": [], "case_curve": {}, "train_tflops": None, "cum_epochs": None,
              "cum_iterations": None, "cum_train_tflops": None, "device_hours": None, "node": ""}

@@ -18,7 +18,9 @@ REPORT_STATUSES = ("completed", "failed", "infeasible")
 STATUS_KEY = "stage_status"
 REASON_KEY = "stage_reason"
 NODE_KEY = "node"
-"""The Ray node id in every report of a stage worker."""
+"""The node (a Ray node id, or the host of a local worker) in every report of a stage worker."""
+FINISHED = "FINISHED"
+"""What a stage source's ``next_stage`` returns once nothing is left to hand out (Ray Tune's own sentinel)."""
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,8 @@ def _sections(dataset: dict[str, Any], gpu_memory_gb: float, output_dir: Path) -
         "constraints": {"max_memory_gb": float(gpu_memory_gb)},
         "search": {"sampler": "grid", "families": len(PAPER_PRESETS), "scheduler": "halving", "eta": ETA,
                    "min_epochs": MIN_EPOCHS},
-        "ray": {"cpus_per_trial": min(4, os.cpu_count() or 1), "gpus_per_trial": "auto", "max_concurrent": 1},
+        "resources": {"cpus_per_trial": min(4, os.cpu_count() or 1), "gpus_per_trial": "auto", "max_concurrent": 1},
+        "backend": {"kind": "ray", "address": None},
         "finish": {"report": True, "export": {"select": "knee", "to": "nnunet"}},
     }
 
@@ -84,6 +85,7 @@ _COMMENTS = {
     "space": f"the MedNeXt paper's presets {', '.join(PAPER_PRESETS)}, each along its UpKern chain k3 -> k5 -> k7",
     "constraints": "peak training memory per stage (GiB), predicted: scalekit study profile FILE shows which fit",
     "search": f"successive halving: rungs {MIN_EPOCHS}, {MIN_EPOCHS * ETA}, {EPOCHS} epochs; the top 1/{ETA} go on",
+    "backend": "ray: Ray Tune here (address null) or on a cluster ('auto'); local: worker processes here, no Ray",
     "finish": "the report, and the knee of the Dice-memory front exported for nnU-Net",
 }
 

@@ -56,14 +56,14 @@ def resolve_hardware(
         most_gpus = float(torch.cuda.device_count())
     else:
         most_gpus = max((node.get("GPU", 0.0) for node in nodes), default=0.0)
-    gpus = config.ray.gpus_per_trial
+    gpus = config.resources.gpus_per_trial
     if gpus == "auto":
         gpus = 1.0 if most_gpus > 0 and config.training.device != "cpu" else 0.0
     device = config.training.device
     if device == "auto":
         device = "cuda" if gpus > 0 else "cpu"
     if nodes is not None:
-        check_fits(config.ray.cpus_per_trial, float(gpus), device, nodes)
+        check_fits(config.resources.cpus_per_trial, float(gpus), device, nodes)
     amp = config.training.amp
     if amp == "auto":
         amp = "fp16" if device == "cuda" else "none"
@@ -137,7 +137,7 @@ def chain_rules(config: StudyConfig, devices_per_trial: float) -> ChainRules:
         min_improvement=config.chain.min_improvement,
         controls="continue" in config.chain.controls,
         schedule=Schedule(s.scheduler, config.training.epochs, s.eta, s.min_epochs,
-                          synchronous_for(s.families, s.eta, config.ray.max_concurrent)),
+                          synchronous_for(s.families, s.eta, config.resources.max_concurrent)),
         iterations_per_epoch=config.training.iterations_per_epoch,
         devices_per_trial=devices_per_trial,
         budget=budget,

@@ -41,7 +41,7 @@ class StudyProgress:
         for record in records:
             counts[record.status] += 1
         valid = [r for r in records if r.is_valid]
-        best = max(valid, key=lambda r: r.mean_dice) if valid else None
+        best = max(valid, key=lambda r: r.mean_dice or 0.0) if valid else None
         elapsed = time.monotonic() - self.started
         head = Text(f"{self.title}  ", style="bold")
         for status in _ORDER:

@@ -1,4 +1,5 @@
-"""Run a study end to end: data, profiles, UpKern chains on Ray, results as they arrive.
+"""Run a study end to end: data, profiles, UpKern chains on a backend (Ray, or local worker processes), results
+as they arrive.
 
 ``run_study("studies/demo.yaml")`` validates the study file, generates the demo data if the study asks for it,
 prepares the nnU-Net dataset, and runs the chains. Rerunning it on the same output directory resumes: the
@@ -15,8 +16,10 @@ Study directory layout::
     optuna.db        the Optuna storage (unless ``storage`` names another)
     stages/<id>/     each stage's training folder, checkpoints and final weights; progress.jsonl (a line per
                      epoch), stage.log (the worker's output), error.log (the traceback of a failed stage)
-    ray/run-*/       the Ray Tune experiments, one per invocation; ray/driver.log: Ray's and Tune's messages;
-                     ray/auth_token: the token of the study's own Ray while it runs (owner-readable only)
+    confirm/         the finalists retrained with other seeds (finish.confirm): plan.json, seed-<s>/results.csv
+                     and seed-<s>/stages/ like the study's own
+    ray/run-*/       (ray backend) the Ray Tune experiments, one per invocation; ray/driver.log: Ray's and Tune's
+                     messages; ray/auth_token: the token of the study's own Ray while it runs (owner-readable only)
     nnunet/          nnU-Net raw / preprocessed / results folders (unless the study names others)
 """
 
@@ -53,14 +56,15 @@ from .checks import demo_folder, preflight
 from .eventlog import EventLog
 from .events import StudyFinished
 from .lock import StudyLock
-from .planning import build_space, chain_rules, fits_trial, resolve_hardware, stage_planning
+from .planning import build_space, chain_rules, resolve_hardware, stage_planning
 
 log = logging.getLogger(__name__)
 
 PREPARED_FILE = "prepared.json"
 STUDY_DIR_ENV = "SCALEKIT_STUDY_DIR"
-"""Set in every process a run starts (Ray's included), so that a test or a user can find them all."""
-IDENTITY_IGNORED = {"output_dir", "ray", "finish", "dataset.raw_dir", "dataset.preprocessed_dir"}
+"""Set in every process a run starts (every backend's workers included), so that a test or a user can find them
+all."""
+IDENTITY_IGNORED = {"output_dir", "resources", "backend", "finish", "dataset.raw_dir", "dataset.preprocessed_dir"}
 """What may change between two runs of one study directory: where it lives and runs, and what it writes at the
 end. Everything else (name, storage, search, space, dataset, training, chain, objectives, constraints) defines
 the study: a rerun with another value would mix results or fork the Optuna history."""
@@ -157,7 +161,10 @@ def run_study(
     """
     config = load_study_config(study_file)
     if address is not None:
-        config = config.model_copy(update={"ray": config.ray.model_copy(update={"address": address})})
+        if config.backend.kind != "ray":
+            raise StudyConfigError(f"--address {address}: the study's backend is {config.backend.kind!r}, which runs "
+                                   "on this machine; set backend.kind: ray to use a cluster")
+        config = config.model_copy(update={"backend": config.backend.model_copy(update={"address": address})})
     problems = preflight(config)
     if problems:
         raise StudyConfigError(format_problems(study_file, problems))
@@ -183,7 +190,7 @@ def study_finished(summary: StudySummary) -> StudyFinished:
     from scalekit.records import describe_spent
 
     valid = [r for r in ResultsTable(summary.study_dir).records() if r.is_valid]
-    best = max(valid, key=lambda r: r.mean_dice) if valid else None
+    best = max(valid, key=lambda r: r.mean_dice or 0.0) if valid else None
     return StudyFinished(summary.state, summary.counts, best.stage_id if best else "",
                          best.mean_dice if best else None, describe_spent(summary.spent) if summary.spent else "")
 
@@ -215,32 +222,28 @@ def _train_chains(
     config: StudyConfig, space: Any, settings: Any, table: ResultsTable, events: EventLog,
     refresh: Callable[[], None],
 ) -> tuple[ChainPlanner, Any, Any, bool]:
-    """Prepare the data, start Ray, run the chains and then the confirmation of the finalists; the planner, the
-    search, the confirmation (None without one) and whether the run was interrupted."""
+    """Prepare the data, start the backend, run the chains and then the confirmation of the finalists; the
+    planner, the search, the confirmation (None without one) and whether the run was interrupted."""
+    from .backend import BackendSettings, TrialResources, make_backend
+    from .backend.worker import stage_launcher
     from .search import ChainSearch, open_optuna_study
-    from .ray_access import TOKEN_FILE
-    from .stage import stage_launcher
-    from .tune import ChainSearcher, RaySettings, TrialResources, check_shared_storage, ray_cluster, run_chains
 
     study_dir = config.output_dir
     study = open_optuna_study(settings, space)
     prepared = prepare_data(config, events.data_step)
     write_atomic(study_dir / PREPARED_FILE, json.dumps(prepared.to_dict(), indent=1))
-    events.data_step(f"data ready: {prepared.dataset_name}, patch {list(prepared.patch_size)}; starting Ray")
-    threads = str(max(1, int(config.ray.cpus_per_trial)))
+    events.data_step(f"data ready: {prepared.dataset_name}, patch {list(prepared.patch_size)}; starting the "
+                     f"{config.backend.kind} backend")
+    threads = str(max(1, int(config.resources.cpus_per_trial)))
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1",
            STUDY_DIR_ENV: str(study_dir)}
     env.update({key: os.environ[key] for key in FORWARDED_ENV if key in os.environ})
     os.environ[STUDY_DIR_ENV] = str(study_dir)
-    ray_settings = RaySettings(config.ray.address, env, study_dir / "ray" / "driver.log",
-                               study_dir / "ray" / TOKEN_FILE)
-    with ray_cluster(ray_settings) as nodes:
+    backend = make_backend(config.backend.kind, BackendSettings(study_dir, env, config.backend.address))
+    with backend.session() as nodes:
         gpus, device, amp = resolve_hardware(config, list(nodes.values()))
-        if config.ray.address is not None:
-            workers = [node_id for node_id, resources in nodes.items()
-                       if fits_trial(resources, config.ray.cpus_per_trial, gpus)]
-            events.data_step(f"checking that the {len(workers)} Ray node(s) that run trials see the study")
-            check_shared_storage(workers, study_dir, list(config.nnunet_roots()))
+        resources = TrialResources(config.resources.cpus_per_trial, gpus, config.resources.max_concurrent)
+        backend.check_nodes(nodes, resources, list(config.nnunet_roots()), events.data_step)
         planning = stage_planning(config, prepared.num_input_channels, prepared.num_classes, amp)
         planner = ChainPlanner(
             space, table, planning.template, planning.profile, planning.constraints, study_dir / "stages",
@@ -257,13 +260,12 @@ def _train_chains(
 
         search = ChainSearch(planner, study, settings, on_change=on_change)
         launch = stage_launcher(config, prepared, device, amp)
-        resources = TrialResources(config.ray.cpus_per_trial, gpus, config.ray.max_concurrent)
         confirm = None
         try:
-            run_chains(ChainSearcher(search, launch), resources, study_dir / "ray")
+            backend.run(search, launch, resources)
             confirm = _seed_runs(config, planner, search, events, on_change)
             if confirm is not None:
-                run_chains(ChainSearcher(confirm, launch), resources, study_dir / "ray")
+                backend.run(confirm, launch, resources)
         except KeyboardInterrupt:
             log.warning("interrupted")
         interrupted = bool(planner.interrupt()) or (confirm is not None and bool(confirm.interrupt()))

@@ -63,9 +63,12 @@ class Schedule:
     def first(self) -> int:
         return self.rungs[0]
 
-    def after(self, epochs: int) -> int | None:
-        """The rung after ``epochs``, or None at the full budget."""
-        return next((r for r in self.rungs if r > epochs), None)
+    def next_rung(self, rung: int) -> int:
+        """The rung after ``rung``, which lies below the full budget."""
+        after = next((r for r in self.rungs if r > rung), None)
+        if after is None:
+            raise ValueError(f"rung {rung} is the full budget: nothing comes after it")
+        return after
 
 
 def synchronous_for(families: int, eta: int, workers: int) -> bool:
@@ -132,5 +135,5 @@ def decide_rungs(schedule: Schedule, lanes: dict[int, list[Lane]], limits: Seque
             if schedule.synchronous and not complete:
                 continue
             decision = decide(contenders, reached, schedule.eta, rung, limits, complete)
-            out[rung].append(RungDecision(position, rung, schedule.after(rung), decision, complete))
+            out[rung].append(RungDecision(position, rung, schedule.next_rung(rung), decision, complete))
     return [d for rung in sorted(out) for d in out[rung]]

@@ -56,7 +56,7 @@ MAX_MULTIPLIER = 16.0
 MAX_KERNEL = 31
 """Each entry of ``space.kernels`` (the paper: 3 and 5)."""
 
-# search, constraints, ray
+# search, constraints, resources
 MAX_FAMILIES = 1000
 """``search.families``: families a study trains."""
 MAX_ETA = 100
@@ -70,11 +70,11 @@ MAX_MEMORY_GB = 10_000.0
 MAX_GFLOPS = 1e9
 """``constraints.max_gflops``: GFLOPs of one training step."""
 MAX_CPUS = 4096
-"""``ray.cpus_per_trial``."""
+"""``resources.cpus_per_trial``."""
 MAX_GPUS = 64
-"""``ray.gpus_per_trial``."""
+"""``resources.gpus_per_trial``."""
 MAX_CONCURRENT = 10_000
-"""``ray.max_concurrent``: trials running at once."""
+"""``resources.max_concurrent``: trials running at once."""
 MAX_SEEDS = 20
 """``finish.confirm.seeds``: other seeds each finalist is retrained with."""
 MAX_FINALISTS = 50
@@ -103,10 +103,19 @@ def demo_voxels_problem(cases: int, size: int) -> str | None:
 
 
 class _Family(Protocol):
-    n_channels: int
-    block_counts: int | tuple[int, ...]
-    exp_r: int | tuple[int, ...]
-    label: str
+    """A family as :func:`duplicate_families` reads it (read-only: the study file's models are frozen)."""
+
+    @property
+    def n_channels(self) -> int: ...
+
+    @property
+    def block_counts(self) -> int | tuple[int, ...]: ...
+
+    @property
+    def exp_r(self) -> int | tuple[int, ...]: ...
+
+    @property
+    def label(self) -> str: ...
 
 
 Network = tuple[int, tuple[int, ...], tuple[int, ...]]

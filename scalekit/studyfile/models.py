@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator, model_validator
 
@@ -140,6 +140,8 @@ class FamilySpec(_Model):
     @field_validator("block_counts", "exp_r")
     @classmethod
     def _per_stage(cls, value: int | tuple[int, ...], info: ValidationInfo) -> int | tuple[int, ...]:
+        if info.field_name is None:
+            raise RuntimeError("a field validator was called without its field name")
         lim.check_per_stage(info.field_name, value)
         return value
 
@@ -277,11 +279,31 @@ class SearchSection(_Model):
     budget_epochs: Int | None = Field(None, ge=1, le=lim.MAX_BUDGET_EPOCHS, description="no new work starts after this many training epochs")
 
 
-class RaySection(_Model):
-    address: str | None = Field(None, description="an existing cluster ('auto' or 'ray://host:port'); none: local")
+class ResourcesSection(_Model):
+    """What one stage's worker takes, and how many run at once (on any backend)."""
+
     cpus_per_trial: Float = Field(1, gt=0, le=lim.MAX_CPUS)
     gpus_per_trial: Annotated[float, Strict(), Field(ge=0, le=lim.MAX_GPUS)] | Literal["auto"] = "auto"
     max_concurrent: Int = Field(1, ge=1, le=lim.MAX_CONCURRENT)
+
+
+class BackendSection(_Model):
+    """Where the stages train: ``ray`` (Ray Tune, here or on a cluster) or ``local`` (worker processes here);
+    the names of :data:`scalekit.study.backend.BACKENDS`."""
+
+    kind: Literal["ray", "local"] = "ray"
+    address: str | None = Field(None, description="ray: an existing cluster ('auto' or 'ray://host:port'); "
+                                                  "none: a Ray of the study's own on this machine")
+
+    @model_validator(mode="after")
+    def _local_has_no_address(self) -> BackendSection:
+        if self.kind == "local" and self.address is not None:
+            raise ScalekitError("the local backend runs on this machine: remove backend.address, or use kind: ray")
+        return self
+
+
+RAY_SECTION_NOTE = ("the `ray:` section is deprecated: write `resources: {cpus_per_trial, gpus_per_trial, "
+                    "max_concurrent}` and `backend: {kind: ray, address: ...}` instead (read the same way for now)")
 
 
 class ExportSpec(_Model):
@@ -332,9 +354,27 @@ class StudyConfig(_Model):
     objectives: tuple[ObjectiveSpec, ...] = (ObjectiveSpec(metric="mean_dice"), ObjectiveSpec(metric="peak_memory_gb"))
     constraints: ConstraintsSection = ConstraintsSection()
     search: SearchSection = SearchSection()
-    ray: RaySection = RaySection()
+    resources: ResourcesSection = ResourcesSection()
+    backend: BackendSection = BackendSection()
     storage: str | None = Field(None, description="Optuna storage URL; default: sqlite in the output directory")
     finish: FinishSection = FinishSection()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ray_section(cls, data: Any) -> Any:
+        """A study file written before ``resources:`` and ``backend:`` keeps loading: ``ray:``'s resources move
+        to ``resources:`` and its address to ``backend:`` (see :data:`RAY_SECTION_NOTE`)."""
+        if not isinstance(data, dict) or "ray" not in data:
+            return data
+        if "resources" in data or "backend" in data:
+            raise ScalekitError("ray: give either the old `ray:` section or `resources:` and `backend:`, not both")
+        data = dict(data)
+        old = data.pop("ray")
+        if not isinstance(old, dict):
+            return {**data, "resources": old}  # reported as resources' own error
+        old = dict(old)
+        backend = {"kind": "ray", **({"address": old.pop("address")} if "address" in old else {})}
+        return {**data, "resources": old, "backend": backend}
 
     @field_validator("name")
     @classmethod

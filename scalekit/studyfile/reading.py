@@ -7,14 +7,18 @@ names the file (and line) in every error; ``study_problems`` lists the problems 
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
-from .models import StudyConfig, StudyConfigError
+from .models import RAY_SECTION_NOTE, StudyConfig, StudyConfigError
+
+log = logging.getLogger(__name__)
 
 STUDY_FILE = "study.yaml"
 """The validated study file a run saves in its study directory (a rerun must match it)."""
@@ -48,9 +52,9 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "(top level)"
 
 
-def _format_errors(errors: list[dict[str, Any]]) -> list[str]:
+def _format_errors(errors: list[ErrorDetails]) -> list[str]:
     """One line per field: ``field.path: message, got value (hint)``; a union's failed members share a line."""
-    by_field: dict[str, list[dict[str, Any]]] = {}
+    by_field: dict[str, list[ErrorDetails]] = {}
     for error in errors:
         by_field.setdefault(_field_path(error["loc"]), []).append(error)
     lines = []
@@ -151,6 +155,8 @@ def load_study_config(path: str | Path, base: Path | None = None) -> StudyConfig
     problems = study_problems(data)
     if problems:
         raise StudyConfigError(format_problems(path, problems))
+    if isinstance(data, dict) and "ray" in data:
+        log.warning("%s: %s", path, RAY_SECTION_NOTE)
     return StudyConfig.model_validate(data).resolve_paths(base or Path.cwd())
 
 

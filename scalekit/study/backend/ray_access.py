@@ -1,4 +1,4 @@
-"""Who can reach the Ray a study runs on. Plain settings and checks; :mod:`scalekit.study.tune` applies them.
+"""Who can reach the Ray a study runs on. Plain settings and checks; :mod:`scalekit.study.backend.raytune` applies them.
 
 Ray has no access control of its own unless token authentication is on: whoever reaches one of its ports can
 run code as the user who started it. So a study that starts its own Ray (no ``ray.address``):
@@ -83,7 +83,7 @@ def _current_cluster() -> str | None:
 def _public(host: str) -> list[str]:
     """The addresses ``host`` resolves to that are neither private nor loopback (none if it does not resolve)."""
     try:
-        found = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        found = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
     except (OSError, UnicodeError):
         return []
     public = []

@@ -1,6 +1,6 @@
-"""Ray Tune runs the UpKern chains: one trial per chain stage, handed out by :class:`ChainSearcher`, a thin
-Ray ``Searcher`` over a :class:`StageSource` (the search, then the retraining of its finalists). The only module
-that imports Ray.
+"""The ``ray`` backend (:class:`RayBackend`): one Ray Tune trial per chain stage, handed out by
+:class:`ChainSearcher`, a thin Ray ``Searcher`` over a :class:`~scalekit.study.backend.StageSource` (the search,
+then the retraining of its finalists). The only module that imports Ray.
 
 Ray has no dependencies between trials, so the searcher returns a stage only once its parent completed and
 nothing (Tune asks again later) while everything runnable is running. State lives in the study directory, not
@@ -9,7 +9,7 @@ therefore starts a fresh Tuner that skips completed stages, resumes interrupted 
 checkpoint and continues the search where the storage left it.
 
 A Ray started here (no address) listens on the loopback interface only and authenticates with a token of its
-own (:mod:`scalekit.study.ray_access`); before the first trial :func:`ray_cluster` checks every port it opened
+own (:mod:`scalekit.study.backend.ray_access`); before the first trial :func:`ray_cluster` checks every port it opened
 and stops if one is reachable from the network.
 """
 
@@ -27,41 +27,24 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import ray
 from ray import tune
 from ray._private import ray_constants
-from ray._raylet import Config
+from ray._raylet import Config  # type: ignore[attr-defined]  # Ray's compiled module ships no stub for it
 from ray.tune.search import Searcher
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from scalekit._atomic import write_atomic
 from scalekit.errors import ScalekitError
 
-from . import listeners
-from .chain import ChainPlanner
-from .messages import NODE_KEY, StageSpec
+from ..messages import FINISHED, NODE_KEY, StageSpec
+from ..planning import fits_trial
+from . import BackendSettings, Nodes, StageLauncher, StageSource, TrialResources, listeners
 from .ray_access import TOKEN_FILE, local_environment, write_token
-from .search import FINISHED
 
 log = logging.getLogger(__name__)
-
-StageLauncher = Callable[[ChainPlanner, str, "int | None"], StageSpec]
-"""Builds the spec of a stage from its planner, id and seed (None: the study's), when it is handed out."""
-
-
-class StageSource(Protocol):
-    """What hands stages out to Ray: the search (:class:`~scalekit.study.search.ChainSearch`) and the
-    retraining of the finalists (:class:`~scalekit.study.confirm.SeedRuns`). A key is what Tune sees."""
-
-    def next_stage(self) -> str | None: ...
-    def stage_ended(self, key: str, result: dict[str, Any] | None, error: bool = False,
-                    lost_node: str = "") -> None: ...
-    def on_change(self) -> None: ...
-    def locate(self, key: str) -> tuple[ChainPlanner, str, int | None]: ...
-    def state_location(self) -> dict[str, str]: ...
-
 
 def alive_nodes() -> dict[str, dict[str, float]]:
     """The resources (``CPU``, ``GPU``, ...) of each alive node of the connected Ray cluster, by node id."""
@@ -96,7 +79,7 @@ def lost_nodes(node_ids: set[str]) -> list[str]:
 
 
 class ChainSearcher(Searcher):
-    """Forwards Ray Tune's searcher calls to a :class:`StageSource`, one trial per stage.
+    """Forwards Ray Tune's searcher calls to a stage source, one trial per stage.
 
     An error of the driver's own work (writing results.csv, the Optuna storage) would be swallowed by Tune
     into a trial failure: it is kept instead, no new stage starts, and :func:`run_chains` raises it.
@@ -120,7 +103,7 @@ class ChainSearcher(Searcher):
         """Per running trial: the node it last reported from, else the nodes alive when it was handed out."""
         self.error: Exception | None = None
 
-    def suggest(self, trial_id: str) -> dict | str | None:
+    def suggest(self, trial_id: str) -> dict | str | None:  # type: ignore[override]  # Tune's stub omits FINISHED
         if self.error is not None:
             return Searcher.FINISHED
         try:
@@ -175,7 +158,7 @@ class ChainSearcher(Searcher):
 
 def run_stage_trial(config: dict[str, Any]) -> None:
     """Ray Tune function trainable: train one chain stage; never raises, reports its status as a metric."""
-    from .stage import execute_stage
+    from .worker import execute_stage
 
     execute_stage(StageSpec.from_dict(config), report=tune.report, node=ray.get_runtime_context().get_node_id())
 
@@ -210,13 +193,6 @@ def _ray_logs_to(path: Path | None) -> Iterator[None]:
         logger.handlers, logger.propagate = saved
 
 
-@dataclass(frozen=True)
-class TrialResources:
-    cpus: float
-    gpus: float
-    max_concurrent: int
-
-
 class RayExposedError(ScalekitError):
     """The Ray started for a study listens on an address other machines can reach; it was stopped."""
 
@@ -249,7 +225,7 @@ def ray_cluster(settings: RaySettings) -> Iterator[dict[str, dict[str, float]]]:
 
 @contextmanager
 def _local_only(token_file: Path | None) -> Iterator[None]:
-    """For the block: the environment of :func:`~scalekit.study.ray_access.local_environment` with a new token
+    """For the block: the environment of :func:`~scalekit.study.backend.ray_access.local_environment` with a new token
     in ``token_file`` (removed afterwards), in this process (Ray reads its settings once: they are read again
     here, as Ray's own token set-up does) and in every process it starts."""
     with contextlib.ExitStack() as stack:
@@ -301,7 +277,7 @@ def _start_ray(settings: RaySettings) -> None:
         include_dashboard=False,
         configure_logging=True,
         runtime_env={"env_vars": settings.env_vars},
-        **({} if settings.address else {"num_cpus": max(os.cpu_count() or 1, 1)}),
+        num_cpus=None if settings.address else max(os.cpu_count() or 1, 1),
     )
 
 
@@ -358,7 +334,8 @@ def node_views(node_ids: list[str], token_file: Path, token: str, folders: list[
         node_id: _remote_check.options(scheduling_strategy=_pinned(node_id)).remote(str(token_file), token, folders)
         for node_id in node_ids
     }
-    return {node_id: tuple(ray.get(ref, timeout=120)) for node_id, ref in refs.items()}
+    # Ray's ObjectRef stub is invariant, so a ref of a tuple is not one of an iterable to mypy:
+    return {node_id: tuple(ray.get(ref, timeout=120)) for node_id, ref in refs.items()}  # type: ignore[arg-type]
 
 
 def check_shared_storage(node_ids: list[str], study_dir: Path, folders: list[Path]) -> None:
@@ -378,3 +355,28 @@ def check_shared_storage(node_ids: list[str], study_dir: Path, folders: list[Pat
                 f"Ray node {node_id} on {host} does not see {', '.join(missing)}; every node that runs trials "
                 "needs the study directory and the nnU-Net folders on shared storage at the driver's paths"
             )
+
+
+class RayBackend:
+    """Each stage a Ray Tune trial, on a Ray started for the study (local-only, with a token of its own) or on
+    the cluster at ``settings.address``; Ray's driver-side messages go to ``<study>/ray/driver.log``."""
+
+    def __init__(self, settings: BackendSettings) -> None:
+        self.settings = settings
+
+    def session(self) -> contextlib.AbstractContextManager[Nodes]:
+        s = self.settings
+        ray_dir = s.study_dir / "ray"
+        return ray_cluster(RaySettings(s.address, s.env_vars, ray_dir / "driver.log", ray_dir / TOKEN_FILE))
+
+    def check_nodes(self, nodes: Nodes, resources: TrialResources, folders: list[Path],
+                    on_step: Callable[[str], None]) -> None:
+        """On a cluster, every node that can hold a trial must see the study directory and ``folders``."""
+        if self.settings.address is None:
+            return
+        workers = [node_id for node_id, free in nodes.items() if fits_trial(free, resources.cpus, resources.gpus)]
+        on_step(f"checking that the {len(workers)} Ray node(s) that run trials see the study")
+        check_shared_storage(workers, self.settings.study_dir, folders)
+
+    def run(self, source: StageSource, launch: StageLauncher, resources: TrialResources) -> None:
+        run_chains(ChainSearcher(source, launch), resources, self.settings.study_dir / "ray")

@@ -27,9 +27,9 @@ from typing import Any
 
 from scalekit.studyfile import StudyConfig
 
-from .chain import ChainPlanner
-from .events import STAGE_LOG, ProgressWriter
-from .messages import NODE_KEY, StageReport, StageSpec
+from ..chain import ChainPlanner
+from ..events import STAGE_LOG, ProgressWriter
+from ..messages import NODE_KEY, StageReport, StageSpec
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from typing import Literal
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,7 @@ def descendants(root: int) -> set[int]:
 def _address(hex_address: str) -> str:
     """An address of ``/proc/net/tcp{,6}``: 32-bit words in the host's byte order, as hex."""
     raw = bytes.fromhex(hex_address)
-    order = "little" if socket.htonl(1) != 1 else "big"
+    order: Literal["little", "big"] = "little" if socket.htonl(1) != 1 else "big"
     words = b"".join(int.from_bytes(raw[i : i + 4], order).to_bytes(4, "big") for i in range(0, len(raw), 4))
     address = ipaddress.ip_address(words)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
