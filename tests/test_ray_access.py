@@ -114,7 +114,7 @@ def test_a_public_cluster_without_token_authentication_is_warned_about(tmp_path:
     home = tmp_path / "home"
     home.mkdir()
     warning = cluster_warning("8.8.8.8:6379", {}, home)
-    assert warning is not None and warning.startswith("ray.address: the Ray cluster at 8.8.8.8:6379 is reached "
+    assert warning is not None and warning.startswith("backend.address: the Ray cluster at 8.8.8.8:6379 is reached "
                                                       "over the public address 8.8.8.8 without token authentication")
     assert cluster_warning("ray://8.8.8.8:10001", {AUTH_MODE: "disabled"}, home) is not None
     assert cluster_warning("auto", {"RAY_ADDRESS": "8.8.8.8:6379"}, home) is not None
@@ -148,7 +148,7 @@ def test_validate_warns_of_a_public_cluster_without_a_token(monkeypatch, capsys,
             main()
         assert exit_status.value.code == 0
         outputs[address] = capsys.readouterr().out
-    assert f"{tmp_path / '8.8.8.8.yaml'}: warning: ray.address: the Ray cluster at 8.8.8.8:6379 is reached over " \
+    assert f"{tmp_path / '8.8.8.8.yaml'}: warning: backend.address: the Ray cluster at 8.8.8.8:6379 is reached over " \
            "the public address 8.8.8.8 without token authentication" in outputs["8.8.8.8:6379"]
     assert "warning" not in outputs["10.0.0.5:6379"] and outputs["10.0.0.5:6379"].endswith("valid\n")
 

@@ -76,7 +76,7 @@ def check_fits(cpus: float, gpus: float, device: str, nodes: list[dict[str, floa
     if device == "cuda" and not any(node.get("GPU", 0.0) > 0 for node in nodes):
         asked = "training.device: cuda"
     elif not any(fits_trial(node, cpus, gpus) for node in nodes):
-        asked = f"ray.cpus_per_trial={cpus:g} and ray.gpus_per_trial={gpus:g} on one node"
+        asked = f"resources.cpus_per_trial={cpus:g} and resources.gpus_per_trial={gpus:g} on one node"
     else:
         return
     has = "; ".join(f"node {i + 1}: {_describe_node(node)}" for i, node in enumerate(nodes)) or "no alive node"

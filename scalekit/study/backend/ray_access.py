@@ -1,7 +1,7 @@
 """Who can reach the Ray a study runs on. Plain settings and checks; :mod:`scalekit.study.backend.raytune` applies them.
 
 Ray has no access control of its own unless token authentication is on: whoever reaches one of its ports can
-run code as the user who started it. So a study that starts its own Ray (no ``ray.address``):
+run code as the user who started it. So a study that starts its own Ray (no ``backend.address``):
 
 - binds every Ray service to the loopback interface. Ray's switch for a local-only node,
   ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (the default on macOS and Windows), makes the node's address
@@ -10,7 +10,7 @@ run code as the user who started it. So a study that starts its own Ray (no ``ra
   ``<study>/ray/auth_token`` (readable by the user only, removed when the run ends), so that another local
   user who reaches the loopback ports cannot submit work either.
 
-With ``ray.address`` (a cluster someone started) Ray's own settings apply, and :func:`cluster_warning` says
+With ``backend.address`` (a cluster someone started) Ray's own settings apply, and :func:`cluster_warning` says
 when the cluster is reached over a public address without token authentication.
 """
 
@@ -96,7 +96,7 @@ def _public(host: str) -> list[str]:
 
 def cluster_warning(address: str | None, environ: Mapping[str, str] = os.environ,
                     home: Path | None = None) -> str | None:
-    """A warning when ``ray.address`` is a cluster reached over a public (not private, not loopback) address
+    """A warning when ``backend.address`` is a cluster reached over a public (not private, not loopback) address
     while this environment does not authenticate with a token; None otherwise (and without an address: the
     study's own Ray is local-only and authenticated)."""
     if address is None:
@@ -109,7 +109,7 @@ def cluster_warning(address: str | None, environ: Mapping[str, str] = os.environ
     public = _public(_host(target))
     if not public:
         return None
-    return (f"ray.address: the Ray cluster at {target} is reached over the public address {public[0]} without "
+    return (f"backend.address: the Ray cluster at {target} is reached over the public address {public[0]} without "
             f"token authentication ({AUTH_MODE} is not 'token' and no token is set): anyone who reaches it can "
             "run code on the cluster; keep the cluster on a private network and start it with "
             f"{AUTH_MODE}=token (README, Security)")

@@ -263,7 +263,7 @@ def _check_loopback(before: set[listeners.Listener]) -> None:
         raise RayExposedError(
             f"the Ray started for this study listens on addresses other machines can reach ({', '.join(exposed)}), "
             f"so it was stopped: Ray {ray.__version__} ignores its local-only setting; install a Ray whose "
-            "local node listens on 127.0.0.1, or run the study on a cluster you secured (ray.address)"
+            "local node listens on 127.0.0.1, or run the study on a cluster you secured (backend.address)"
         )
 
 
