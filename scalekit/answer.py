@@ -79,6 +79,8 @@ class StudyAnswer:
         return f"{value:.{self.memory_decimals}f} GiB"
 
     def _stage(self, stage: StageRecord) -> str:
+        if stage.mean_dice is None:
+            raise ValueError(f"stage {stage.stage_id} has no mean Dice: only completed stages are an answer")
         memory = ("memory unknown" if stage.peak_memory_gb is None else
                   " ".join(filter(None, (self._gib(stage.peak_memory_gb), stage.memory_method))))
         how = f" trained on from {stage.parent_stage}" if stage.init == "continue" else ""  # a control won
@@ -207,7 +209,7 @@ def study_answer(records: list[StageRecord], goals: StudyGoals,
     budget = (Fit((budget_gb,), max_dice_under(records, budget_gb * GIB)) if budget_gb is not None
               else Fit((), choices["best"].stage))
     gpus, beyond = _gpu_fits(records, budget_gb)
-    smallest = min((r.peak_memory_gb for r in memory), default=None)
+    smallest = min((gb for r in memory if (gb := r.peak_memory_gb) is not None), default=None)
     steps = upkern_steps(records)
     chosen = budget.stage.stage_id if budget.stage is not None else ""
     duel = next((s for s in steps if s.gain_over_control is not None and chosen in (s.stage_id, s.control)), None)

@@ -317,19 +317,26 @@ def upkern_steps(records: Sequence[StageRecord]) -> list[UpkernStep]:
     steps = []
     for record in records:
         parent = by_id.get(record.parent_stage)
-        if record.init != "upkern" or not record.is_valid or parent is None or not parent.is_valid:
+        dice, parent_dice = _valid_dice(record), _valid_dice(parent)
+        if record.init != "upkern" or dice is None or parent is None or parent_dice is None:
             continue
         control = by_id.get(parent.stage_id + CONTROL_SUFFIX)
-        measured = control is not None and control.is_valid
+        control_dice = _valid_dice(control)
+        measured = control if control_dice is not None else None
         steps.append(UpkernStep(
             record.stage_id, parent.stage_id, control.stage_id if control is not None else "",
-            record.mean_dice - parent.mean_dice,
-            record.mean_dice - control.mean_dice if measured else None,
-            record.train_tflops, control.train_tflops if measured else None,
+            dice - parent_dice,
+            dice - control_dice if control_dice is not None else None,
+            record.train_tflops, measured.train_tflops if measured is not None else None,
             paired_interval(record.case_dice, parent.case_dice),
-            paired_interval(record.case_dice, control.case_dice) if measured else None,
+            paired_interval(record.case_dice, measured.case_dice) if measured is not None else None,
         ))
     return steps
+
+
+def _valid_dice(record: StageRecord | None) -> float | None:
+    """A stage's mean Dice when it is trained and measured (:attr:`StageRecord.is_valid`), else None."""
+    return record.mean_dice if record is not None and record.is_valid else None
 
 
 def findings(records: Sequence[StageRecord]) -> list[str]:

@@ -20,23 +20,26 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from scalekit.errors import ScalekitError
 from scalekit.faults import fault_point
 
 RESULTS_FILE = "results.csv"
 
-STATUSES = ("pending", "running", "paused", "completed", "infeasible", "failed", "stopped")
-"""``paused``: trained to a rung of successive halving and scored there, waiting to be promoted. ``completed``:
-trained to the full stage budget. ``stopped``: its chain ended before it (saturation, a failed or infeasible
+Status = Literal["pending", "running", "paused", "completed", "infeasible", "failed", "stopped"]
+STATUSES: tuple[Status, ...] = get_args(Status)
+"""The states of a stage (mypy checks every status a module sets or compares against them). ``paused``:
+trained to a rung of successive halving and scored there, waiting to be promoted. ``completed``: trained to the
+full stage budget. ``stopped``: its chain ended before it (saturation, a failed or infeasible
 parent, the study budget) or it was halted at a rung (then it keeps the Dice it reached); its ``reason`` says
 which. ``infeasible``: profiled or measured to break a constraint (or ran out of GPU memory). ``failed``:
 training broke (non-finite loss, an error); ``reason`` holds the message."""
 
-INITS = ("scratch", "upkern", "continue")
-"""``continue``: a control stage, the parent's network trained on (same kernel) for the budget of the UpKern
-step beside it."""
+Init = Literal["scratch", "upkern", "continue"]
+INITS: tuple[Init, ...] = get_args(Init)
+"""How a stage starts. ``continue``: a control stage, the parent's network trained on (same kernel) for the
+budget of the UpKern step beside it."""
 
 CONTROL_SUFFIX = "c"
 STAGE_ID = re.compile(r"f[0-9a-f]{8}-k\d+c?")
@@ -66,8 +69,8 @@ class StageRecord:
     exp_r: list[int]
     kernel_size: int
     parent_stage: str = ""
-    init: str = "scratch"
-    status: str = "pending"
+    init: Init = "scratch"
+    status: Status = "pending"
     reason: str = ""
     family_label: str = ""
     mean_dice: float | None = None
@@ -266,8 +269,11 @@ class ResultsTable:
         with self._lock:
             self._commit(record)
 
-    def update(self, stage_id: str, **changes: Any) -> StageRecord:
-        """Change some fields of a stage and rewrite the table."""
+    def update(self, stage_id: str, status: Status | None = None, **changes: Any) -> StageRecord:
+        """Change some fields of a stage (``status`` typed: it must be one of :data:`STATUSES`) and rewrite the
+        table."""
+        if status is not None:
+            changes["status"] = status
         with self._lock:
             return self._commit(dataclasses.replace(self._rows[stage_id], **changes))
 

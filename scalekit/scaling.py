@@ -14,7 +14,7 @@ out (they change training, not the network).
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -35,8 +35,11 @@ ratio over a cost that small only magnifies noise."""
 
 
 def axis_value(record: StageRecord, axis: str) -> int | tuple[int, ...]:
-    return {"B": lambda: tuple(record.block_counts), "R": lambda: tuple(record.exp_r),
-            "C": lambda: record.n_channels, "k": lambda: record.kernel_size}[axis]()
+    values: dict[str, Callable[[], int | tuple[int, ...]]] = {
+        "B": lambda: tuple(record.block_counts), "R": lambda: tuple(record.exp_r),
+        "C": lambda: record.n_channels, "k": lambda: record.kernel_size,
+    }
+    return values[axis]()
 
 
 def _size(value: int | tuple[int, ...]) -> float:
@@ -155,6 +158,8 @@ def scaling_move(a: StageRecord, b: StageRecord) -> ScalingMove | None:
     if len(signs) > 1 or ties:
         return None
     small, large = (a, b) if signs == {True} else (b, a)
+    if small.mean_dice is None or large.mean_dice is None:
+        raise ValueError(f"{small.stage_id} and {large.stage_id}: a scaling move is between two completed stages")
     change = ", ".join(f"{axis} {_show(axis_value(small, axis))}→{_show(axis_value(large, axis))}"
                        for axis in changed)
     gib = None if small.peak_memory_gb is None or large.peak_memory_gb is None else \
@@ -163,7 +168,7 @@ def scaling_move(a: StageRecord, b: StageRecord) -> ScalingMove | None:
         large.cum_train_tflops - small.cum_train_tflops
     gains = _case_gains(small, large)
     return ScalingMove(changed, small.stage_id, large.stage_id, change,
-                       large.mean_dice - small.mean_dice, gib, tflop,  # type: ignore[operator]
+                       large.mean_dice - small.mean_dice, gib, tflop,
                        gains, bootstrap_interval(gains))
 
 
@@ -263,12 +268,12 @@ def scaling_summary(records: Sequence[StageRecord]) -> list[str]:
                          f"{_signed(_median([m.dice_per_tflop for m in moves]), 5)} Dice/TFLOP")
         else:
             lines.append(f"scaling: {view.missing[axis]}")
-    judged = [c for c in view.compound if c.margin is not None]
+    judged = [(c, m) for c in view.compound if (m := c.margin) is not None]
     if not view.compound:
         lines.append("compound moves: none (no two completed stages differ in several axes, all upwards)")
     else:
-        wins = sum(c.margin > 0 and not holds_zero(c.margin_interval) for c in judged)  # type: ignore[operator]
-        ties = sum(holds_zero(c.margin_interval) for c in judged)
+        wins = sum(m > 0 and not holds_zero(c.margin_interval) for c, m in judged)
+        ties = sum(holds_zero(c.margin_interval) for c, _ in judged)
         lines.append(f"compound moves: {wins} of {len(judged)} beat the best single-axis move of equal memory "
                      f"(±{EQUAL_COST:.0%}) by more than the noise, {ties} within noise; "
                      f"{len(view.compound) - len(judged)} had none to compare with")

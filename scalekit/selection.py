@@ -188,6 +188,8 @@ def _select(records: list[StageRecord], rule: str) -> Selection:
             why = "knee of the Dice-memory Pareto front (furthest above the line joining its extremes)"
     elif parsed.kind == "budget":
         budget = parsed.budget_bytes
+        if budget is None:
+            raise ValueError(f"the budget rule {rule!r} was parsed without its budget")
         found = max_dice_under(records, budget)
         if found is None:
             measured = [r.peak_memory_gb for r in _valid(records) if r.peak_memory_gb is not None]

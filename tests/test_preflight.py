@@ -86,12 +86,14 @@ def test_amos_study_only_misses_its_dataset(monkeypatch, capsys, tmp_path) -> No
 def test_fold_beyond_the_demo_folds(monkeypatch, capsys, tmp_path) -> None:
     problems = refused(monkeypatch, capsys, write(tmp_path, demo_study(tmp_path, **{"dataset.fold": 7})))
     assert problems == ["dataset.fold: 7 but the dataset has 5 folds (0..4, min(5, cases) of 12 cases); "
-                        "use one of them or 'all'"]
+                        "use one of them"]
     few = demo_study(tmp_path, **{"dataset.fold": 4, "dataset.demo": {"cases": 4}})
     assert refused(monkeypatch, capsys, write(tmp_path, few))[0].startswith("dataset.fold: 4 but the dataset has 4")
-    for fold in ("all", 4 - 1):
-        code, _, err = validate(monkeypatch, capsys, write(tmp_path, demo_study(tmp_path, **{"dataset.fold": fold})))
-        assert code == 0, err
+    code, _, err = validate(monkeypatch, capsys, write(tmp_path, demo_study(tmp_path, **{"dataset.fold": 4 - 1})))
+    assert code == 0, err
+    assert refused(monkeypatch, capsys, write(tmp_path, demo_study(tmp_path, **{"dataset.fold": "all"})))[0] == (
+        "dataset.fold: 'all' trains on every case and leaves none to score a stage with; give a fold number "
+        "(0..4 for nnU-Net's five folds)")
 
 
 def test_fold_counted_in_existing_splits(monkeypatch, capsys, tmp_path) -> None:
@@ -99,7 +101,7 @@ def test_fold_counted_in_existing_splits(monkeypatch, capsys, tmp_path) -> None:
     splits.parent.mkdir(parents=True)
     splits.write_text(json.dumps([{"train": ["demo_000"], "val": ["demo_001"]}] * 3))
     problems = refused(monkeypatch, capsys, write(tmp_path, demo_study(tmp_path, **{"dataset.fold": 3})))
-    assert problems == [f"dataset.fold: 3 but the dataset has 3 folds (0..2, in {splits}); use one of them or 'all'"]
+    assert problems == [f"dataset.fold: 3 but the dataset has 3 folds (0..2, in {splits}); use one of them"]
 
 
 def test_two_entry_patch_with_3d_demo_data(monkeypatch, capsys, tmp_path) -> None:
@@ -164,7 +166,7 @@ def test_kernels_must_increase(monkeypatch, capsys, tmp_path, kernels) -> None:
     ("dataset.spacing", [1.0, float("inf"), 1.0], "dataset.spacing.1: Input should be a finite number"),
     ("training.epochs", True, "training.epochs: Input should be a valid integer, got True"),
     ("dataset.batch_size", "2", "dataset.batch_size: Input should be a valid integer, got '2'"),
-    ("dataset.fold", True, "dataset.fold: Input should be a valid integer or 'all', got True"),
+    ("dataset.fold", True, "dataset.fold: Input should be a valid integer, got True"),
     ("finish.report", "yes", "finish.report: Input should be a valid boolean, got 'yes'"),
 ])
 def test_non_finite_and_loosely_typed_values(monkeypatch, capsys, tmp_path, field, value, expected) -> None:
@@ -228,7 +230,7 @@ def test_real_dataset_dimensions_and_folds(monkeypatch, capsys, tmp_path) -> Non
     raw_dataset(tmp_path / "raw", cases=3, shape=(1, 32, 32))  # 2-D images stored as one-slice volumes
     problems = refused(monkeypatch, capsys, write(tmp_path, real_study(tmp_path, **{"dataset.fold": 3})))
     assert problems == [
-        "dataset.fold: 3 but the dataset has 3 folds (0..2, min(5, cases) of 3 cases); use one of them or 'all'",
+        "dataset.fold: 3 but the dataset has 3 folds (0..2, min(5, cases) of 3 cases); use one of them",
         "dataset.patch_size: [32, 32, 32] is 3-D but the images of Dataset123_Tiny are 2-D; set configuration: 2d "
         "with a 2-entry patch_size, e.g. [256, 256]",
     ]

@@ -9,6 +9,23 @@ import typer
 
 from scalekit.errors import ScalekitError
 
+_ONE_SOURCE = "give a study directory with --stage ID, or --export DIR (one of them)"
+
+
+def _source(study_dir: Path | None, stage: str | None, export: Path | None) -> Path | tuple[Path, str]:
+    """The network to segment with: the export folder, or the study directory and the stage id."""
+    if export is not None:
+        if study_dir is not None:
+            raise ScalekitError(_ONE_SOURCE)
+        if stage is not None:
+            raise ScalekitError("--stage belongs to a study directory; an export holds one network already")
+        return export
+    if study_dir is None:
+        raise ScalekitError(_ONE_SOURCE)
+    if stage is None:
+        raise ScalekitError(f"--stage is missing: which stage of {study_dir}? (see `scalekit study show {study_dir}`)")
+    return study_dir, stage
+
 
 def predict_command(
     input_dir: Annotated[Path, typer.Option("--input", "-i", help="Images named CASE_0000<ending>, ...")],
@@ -24,15 +41,10 @@ def predict_command(
     = False,
 ) -> None:
     """Segment every case of --input with a trained MedNeXt, as nnUNetv2_predict would (no trainer lookup)."""
-    if (export is None) == (study_dir is None):
-        raise ScalekitError("give a study directory with --stage ID, or --export DIR (one of them)")
-    if study_dir is not None and stage is None:
-        raise ScalekitError(f"--stage is missing: which stage of {study_dir}? (see `scalekit study show {study_dir}`)")
-    if export is not None and stage is not None:
-        raise ScalekitError("--stage belongs to a study directory; an export holds one network already")
+    source = _source(study_dir, stage, export)
     from scalekit.nnunet.predict import export_model, predict, stage_model
 
-    model = export_model(export, weights) if export is not None else stage_model(study_dir, stage, weights)
+    model = export_model(source, weights) if isinstance(source, Path) else stage_model(*source, weights)
     files = predict(model, input_dir, output_dir, device=device, mirror=mirror,
                     on_case=lambda case, done, total: print(f"segmented {case} ({done}/{total})", flush=True))
     print(f"{model.source}: {len(files)} segmentation(s) in {output_dir}")

@@ -27,8 +27,9 @@ def validate(study_file: Annotated[Path, typer.Argument(help="A study YAML file.
     data = read_yaml(study_file)
     problems = study_problems(data)
     config = None if problems else StudyConfig.model_validate(data).resolve_paths(Path.cwd())
-    problems = problems or preflight(config)
-    if problems:
+    if config is not None:
+        problems = preflight(config)
+    if problems or config is None:
         for problem in problems:
             print(f"{study_file}: {problem}")
         raise StudyConfigError(f"{study_file}: {len(problems)} problem(s)")
@@ -80,16 +81,19 @@ def profile(
 
     config = load_study_config(study_file)
     found = dataset_channels(config)
-    if found is None and (in_channels is None or num_classes is None):
-        facts, problems = inspect_dataset(config)  # demo data still to generate: its channels and classes
-        if facts is None or facts.channels is None or facts.classes is None:
-            raise StudyConfigError(
-                f"{study_file}: {problems[0] if problems else 'the dataset is not prepared'}. Its image channels "
-                "and classes are unknown: pass --in-channels and --num-classes (classes include the background)"
-            )
-        found = facts.channels, facts.classes
-    channels = in_channels if in_channels is not None else found[0]
-    classes = num_classes if num_classes is not None else found[1]
+    channels, classes = in_channels, num_classes
+    if channels is None or classes is None:
+        if found is None:
+            facts, problems = inspect_dataset(config)  # demo data still to generate: its channels and classes
+            if facts is None or facts.channels is None or facts.classes is None:
+                raise StudyConfigError(
+                    f"{study_file}: {problems[0] if problems else 'the dataset is not prepared'}. Its image "
+                    "channels and classes are unknown: pass --in-channels and --num-classes (classes include the "
+                    "background)"
+                )
+            found = facts.channels, facts.classes
+        channels = channels if channels is not None else found[0]
+        classes = classes if classes is not None else found[1]
     records = profile_study(config, channels, classes)
     budget = config.constraints.max_memory_gb
     table = Table(title=f"{config.name}: {len(records)} stages at patch {list(config.dataset.patch_size)}, "
@@ -97,6 +101,8 @@ def profile(
     for column in ("family", "k", "ckpt", "params (M)", "GFLOPs train", "peak GB", "fits"):
         table.add_column(column, justify="left" if column in ("family", "fits") else "right")
     for r in records:
+        if r.params is None or r.gflops_train is None or r.peak_memory_gb is None:
+            raise ValueError(f"stage {r.stage_id} was planned without its profile")
         fits = "yes" if r.status == "pending" else f"no: {r.reason}"
         table.add_row(r.family_label, str(r.kernel_size), "on" if r.config["checkpointing"] else "off",
                       f"{r.params / 1e6:.2f}", f"{r.gflops_train:.1f}", f"{r.peak_memory_gb:.2f}", fits)

@@ -13,26 +13,28 @@ the same function with the same parameters, only faster; ``fast = False`` calls 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import speed
+from .config import NormType, UpAlignment
+from .speed import ConvNd, ConvTransposeNd
 
-NormType = Literal["group", "layer"]
-UpAlignment = Literal["reference", "aligned"]
+_CONV_CLS: dict[int, type[ConvNd]] = {2: nn.Conv2d, 3: nn.Conv3d}
+_CONV_TRANSPOSE_CLS: dict[int, type[ConvTransposeNd]] = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 
 
-def conv_cls(dim: int) -> type[nn.Module]:
+def conv_cls(dim: int) -> type[ConvNd]:
     """The convolution class for ``dim`` spatial dimensions."""
-    return {2: nn.Conv2d, 3: nn.Conv3d}[dim]
+    return _CONV_CLS[dim]
 
 
-def conv_transpose_cls(dim: int) -> type[nn.Module]:
+def conv_transpose_cls(dim: int) -> type[ConvTransposeNd]:
     """The transposed-convolution class for ``dim`` spatial dimensions."""
-    return {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}[dim]
+    return _CONV_TRANSPOSE_CLS[dim]
 
 
 class ChannelsFirstLayerNorm(nn.Module):
@@ -91,7 +93,7 @@ class MedNeXtBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.do_res = do_res
-        self.conv1 = self._spatial_conv(in_channels, kernel_size, dim)
+        self.conv1: ConvNd | ConvTransposeNd = self._spatial_conv(in_channels, kernel_size, dim)
         self.norm = make_norm(norm_type, in_channels)
         conv = conv_cls(dim)
         hidden = exp_r * in_channels
@@ -106,11 +108,13 @@ class MedNeXtBlock(nn.Module):
             self.grn_beta = nn.Parameter(torch.zeros(shape))
 
     @staticmethod
-    def _spatial_conv(channels: int, kernel_size: int, dim: int) -> nn.Module:
+    def _spatial_conv(channels: int, kernel_size: int, dim: int) -> ConvNd | ConvTransposeNd:
         return conv_cls(dim)(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
 
     def _spatial(self, x: torch.Tensor) -> torch.Tensor:
-        return speed.depthwise_conv(x, self.conv1) if self.fast else self.conv1(x)
+        # This block's conv1 is the convolution its _spatial_conv builds; the up block, whose conv1 is a
+        # transposed convolution, overrides _spatial.
+        return speed.depthwise_conv(x, cast(ConvNd, self.conv1)) if self.fast else self.conv1(x)
 
     def _branch(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm(self._spatial(x))
@@ -133,7 +137,7 @@ class _ResamplingBlock(MedNeXtBlock):
     """The block without its own residual, plus (with ``do_res``) a 1x1 stride-2 convolution of the input
     (``res_conv``, of the class ``_res_conv_cls`` gives) that the down and up blocks add to change resolution."""
 
-    _res_conv_cls: Callable[[int], type[nn.Module]]
+    _res_conv_cls: Callable[[int], type[ConvNd] | type[ConvTransposeNd]]
 
     def __init__(
         self, in_channels: int, out_channels: int, exp_r: int = 4, kernel_size: int = 3, do_res: bool = False,
@@ -144,7 +148,9 @@ class _ResamplingBlock(MedNeXtBlock):
         self.resample_res = do_res
         if do_res:
             dim = self.conv1.weight.ndim - 2
-            self.res_conv = type(self)._res_conv_cls(dim)(in_channels, out_channels, kernel_size=1, stride=2)
+            self.res_conv: ConvNd | ConvTransposeNd = type(self)._res_conv_cls(dim)(
+                in_channels, out_channels, kernel_size=1, stride=2
+            )
 
 
 class MedNeXtDownBlock(_ResamplingBlock):
@@ -154,9 +160,10 @@ class MedNeXtDownBlock(_ResamplingBlock):
     """
 
     _res_conv_cls = staticmethod(conv_cls)
+    res_conv: ConvNd
 
     @staticmethod
-    def _spatial_conv(channels: int, kernel_size: int, dim: int) -> nn.Module:
+    def _spatial_conv(channels: int, kernel_size: int, dim: int) -> ConvNd:
         return conv_cls(dim)(
             channels, channels, kernel_size, stride=2, padding=kernel_size // 2, groups=channels
         )
@@ -181,6 +188,8 @@ class MedNeXtUpBlock(_ResamplingBlock):
     """
 
     _res_conv_cls = staticmethod(conv_transpose_cls)
+    conv1: ConvTransposeNd
+    res_conv: ConvTransposeNd
 
     def __init__(self, *args: Any, alignment: UpAlignment = "reference", **kwargs: Any) -> None:
         """Arguments as :class:`MedNeXtBlock` (``do_res`` adds ``res_conv``), and the ``alignment``."""
@@ -192,7 +201,7 @@ class MedNeXtUpBlock(_ResamplingBlock):
         self._even = (slice(None), slice(None)) + (slice(None, None, 2),) * dim
 
     @staticmethod
-    def _spatial_conv(channels: int, kernel_size: int, dim: int) -> nn.Module:
+    def _spatial_conv(channels: int, kernel_size: int, dim: int) -> ConvTransposeNd:
         return conv_transpose_cls(dim)(
             channels, channels, kernel_size, stride=2, padding=kernel_size // 2, groups=channels
         )
@@ -211,7 +220,8 @@ class MedNeXtUpBlock(_ResamplingBlock):
         # res_conv is a 1x1 stride-2 transposed conv: its bias everywhere, W^T x on the even voxels.
         out = F.pad(y, self.pad)
         inner = out[self._inner]
-        inner.add_(self.res_conv.bias.view((1, -1) + (1,) * (x.ndim - 2)))
+        bias = cast(torch.Tensor, self.res_conv.bias)  # res_conv is built with a bias (the default)
+        inner.add_(bias.view((1, -1) + (1,) * (x.ndim - 2)))
         inner[self._even].add_(speed.transposed_pointwise(x, self.res_conv, bias=False))
         return out
 

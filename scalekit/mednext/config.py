@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from scalekit.errors import ScalekitError
 
@@ -18,6 +18,9 @@ NUM_STAGES = 9
 NUM_LEVELS = 5
 """Resolution levels; four stride-2 steps, so every spatial size must be divisible by 2**4 = 16."""
 DIVISOR = 2 ** (NUM_LEVELS - 1)
+
+NormType = Literal["group", "layer"]
+UpAlignment = Literal["reference", "aligned"]
 
 STAGE_NAMES = ("enc0", "enc1", "enc2", "enc3", "bottleneck", "dec3", "dec2", "dec1", "dec0")
 
@@ -83,10 +86,10 @@ class MedNeXtConfig:
     do_res: bool = True
     do_res_up_down: bool = True
     checkpointing: bool = False
-    norm_type: str = "group"
+    norm_type: NormType = "group"
     dim: int = 3
     grn: bool = False
-    up_alignment: str = "reference"
+    up_alignment: UpAlignment = "reference"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exp_r", per_stage("exp_r", self.exp_r))

@@ -37,6 +37,9 @@ class MedNeXt(nn.Module):
     ``dec_block_{3..0}``, ``out_{0..4}`` (the reference's, without its ``dummy_tensor``).
     """
 
+    out_0: OutBlock
+    """The full-resolution head (set in ``__init__`` with the others, by name)."""
+
     def __init__(self, config: MedNeXtConfig | None = None, **kwargs: Any) -> None:
         super().__init__()
         if config is None:
@@ -46,14 +49,14 @@ class MedNeXt(nn.Module):
         self.config = config
         c = config
         ch = [c.n_channels * 2**level for level in range(NUM_LEVELS)]
-        common = dict(do_res=c.do_res, norm_type=c.norm_type, dim=c.dim, grn=c.grn)
-        resample = dict(do_res=c.do_res_up_down, norm_type=c.norm_type, dim=c.dim)
 
         def stage(channels: int, index: int, kernel: int) -> nn.Sequential:
             r = c.exp_r[index]
-            return nn.Sequential(
-                *(MedNeXtBlock(channels, channels, r, kernel, **common) for _ in range(c.block_counts[index]))
-            )
+            return nn.Sequential(*(
+                MedNeXtBlock(channels, channels, r, kernel, do_res=c.do_res, norm_type=c.norm_type, dim=c.dim,
+                             grn=c.grn)
+                for _ in range(c.block_counts[index])
+            ))
 
         self.stem = conv_cls(c.dim)(c.in_channels, ch[0], kernel_size=1)
         for level in range(NUM_DOWN):
@@ -62,8 +65,8 @@ class MedNeXt(nn.Module):
                 self,
                 f"down_{level}",
                 MedNeXtDownBlock(
-                    ch[level], ch[level + 1], c.exp_r[level + 1], c.enc_kernel_size,
-                    grn=c.grn and level > 0, **resample,
+                    ch[level], ch[level + 1], c.exp_r[level + 1], c.enc_kernel_size, do_res=c.do_res_up_down,
+                    norm_type=c.norm_type, dim=c.dim, grn=c.grn and level > 0,
                 ),
             )
         self.bottleneck = stage(ch[NUM_DOWN], NUM_DOWN, c.dec_kernel_size)
@@ -73,8 +76,8 @@ class MedNeXt(nn.Module):
                 self,
                 f"up_{level}",
                 MedNeXtUpBlock(
-                    ch[level + 1], ch[level], c.exp_r[index], c.dec_kernel_size,
-                    grn=c.grn, alignment=c.up_alignment, **resample,
+                    ch[level + 1], ch[level], c.exp_r[index], c.dec_kernel_size, do_res=c.do_res_up_down,
+                    norm_type=c.norm_type, dim=c.dim, grn=c.grn, alignment=c.up_alignment,
                 ),
             )
             setattr(self, f"dec_block_{level}", stage(ch[level], index, c.dec_kernel_size))
@@ -107,7 +110,7 @@ class MedNeXt(nn.Module):
     def fast_path(self, enabled: bool) -> None:
         self._fast_path = bool(enabled)
         for module in self.modules():
-            if hasattr(module, "fast"):
+            if isinstance(module, (MedNeXtBlock, OutBlock)):
                 module.fast = self._fast_path
 
     def _apply_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:

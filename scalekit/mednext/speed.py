@@ -34,6 +34,7 @@ path works under ``torch.compile`` (opt-in: compilation takes minutes).
 from __future__ import annotations
 
 import logging
+from typing import TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 
 CHANNELS_LAST_DEVICES = frozenset({"cpu", "cuda"})
 """Device types whose fast path runs in channels-last memory format (see the module docstring)."""
+
+ConvNd: TypeAlias = nn.Conv2d | nn.Conv3d
+ConvTransposeNd: TypeAlias = nn.ConvTranspose2d | nn.ConvTranspose3d
 
 _CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 _CONV = {2: F.conv2d, 3: F.conv3d}
@@ -124,7 +128,7 @@ class _DepthwiseConv(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
-def depthwise_conv(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
+def depthwise_conv(x: torch.Tensor, conv: ConvNd) -> torch.Tensor:
     """Apply a stride-1, 'same'-padded depthwise ``nn.Conv2d``/``nn.Conv3d`` (N, C, *S) -> (N, C, *S)."""
     return _DepthwiseConv.apply(x, conv.weight, conv.bias, conv.padding[0])
 
@@ -160,17 +164,17 @@ class _TransposedDepthwiseConv(torch.autograd.Function):
         return (*grads, None, None)
 
 
-def transposed_depthwise_conv(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
+def transposed_depthwise_conv(x: torch.Tensor, conv: ConvTransposeNd) -> torch.Tensor:
     """Apply a depthwise ``nn.ConvTranspose2d``/``3d`` (stride s, padding p) on contiguous copies of its input."""
     return _TransposedDepthwiseConv.apply(x, conv.weight, conv.bias, conv.stride[0], conv.padding[0])
 
 
-def strided_pointwise(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
+def strided_pointwise(x: torch.Tensor, conv: ConvNd) -> torch.Tensor:
     """A 1x1 stride-2 convolution as a 1x1 convolution of every second voxel: (N, C, *S) -> (N, C', *ceil(S/2))."""
     sub = x[(slice(None), slice(None)) + (slice(None, None, 2),) * (x.ndim - 2)]
     return _CONV[x.ndim - 2](sub, conv.weight, conv.bias)
 
 
-def transposed_pointwise(x: torch.Tensor, conv: nn.Module, bias: bool = True) -> torch.Tensor:
+def transposed_pointwise(x: torch.Tensor, conv: ConvTransposeNd, bias: bool = True) -> torch.Tensor:
     """A kernel-1 transposed convolution (weight (in, out, 1...)) at stride 1, as a 1x1 convolution."""
     return _CONV[x.ndim - 2](x, conv.weight.transpose(0, 1), conv.bias if bias else None)

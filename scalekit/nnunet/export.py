@@ -18,7 +18,7 @@ import logging
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -300,7 +300,7 @@ def run_exported_training(
     plans = read_json_object(plans_file, "run `scalekit nnunet export` first")
     check_plans(plans, configuration, plans_file)  # before nnU-Net imports anything the plans name
     dataset_json = read_json_object(folder / DATASET_JSON, "the preprocessed dataset is incomplete")
-    fold_value: int | str = fold if str(fold) == "all" else int(fold)
+    fold_value: int | Literal["all"] = "all" if str(fold) == "all" else int(fold)
     from .trainer import ScalekitMedNeXtTrainer
 
     with _env.nnunet_output_to_log():

@@ -107,7 +107,7 @@ def mednext_configuration(
     check_architecture(prepared, arch)
     if batch_size is not None and batch_size < 1:
         raise ScalekitError(f"batch_size must be >= 1, got {batch_size}")
-    configuration = {
+    configuration: dict[str, Any] = {
         "inherits_from": prepared.configuration,
         "patch_size": list(prepared.patch_size),
         "architecture": architecture_entry(arch),

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from scalekit.errors import ScalekitError
 from scalekit.faults import injected
 from scalekit.mednext import recipe
 from scalekit.mednext.config import NUM_LEVELS
+from scalekit.mednext.model import MedNeXt
 
 from .adapter import MedNeXtNetwork
 from .checkpoints import read_nnunet_checkpoint
@@ -47,7 +48,10 @@ class ScalekitMedNeXtTrainer(nnUNetTrainer):
     ``epoch_callback``, if set, is called after every epoch with :meth:`epoch_metrics`.
     """
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+    inference_allowed_mirroring_axes: tuple[int, ...] | None
+    """nnU-Net's: the axes test-time mirroring may flip (set when the trainer configures its augmentation)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int | Literal["all"], dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.settings = TrainerSettings.from_dict(self.configuration_manager.configuration.get(SETTINGS_KEY, {}))
@@ -75,9 +79,14 @@ class ScalekitMedNeXtTrainer(nnUNetTrainer):
         return MedNeXtNetwork(num_input_channels, num_output_channels, enable_deep_supervision,
                               **architecture.get("arch_kwargs", {}))
 
-    def bare_network(self) -> torch.nn.Module:
+    def bare_network(self) -> MedNeXt:
+        """The MedNeXt being trained, without its DDP and ``torch.compile`` wrappers."""
         module = self.network.module if self.is_ddp else self.network
-        return module._orig_mod if isinstance(module, OptimizedModule) else module
+        if isinstance(module, OptimizedModule):
+            module = module._orig_mod
+        if not isinstance(module, MedNeXt):
+            raise TypeError(f"the trainer's network is a {type(module).__name__}, not the MedNeXt it builds")
+        return module
 
     def configure_optimizers(self):
         optimizer = recipe.make_optimizer(self.network.parameters(), lr=self.initial_lr)

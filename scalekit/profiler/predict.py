@@ -113,7 +113,7 @@ def _replay(events: list[tuple[str, int, int, str]], allocator: CachingAllocator
     def remove(key: int) -> None:
         nonlocal total
         size, kind, block = live.pop(key)
-        if block is not None:
+        if allocator is not None:
             allocator.free(block)
         by_kind[kind] -= size
         total -= size

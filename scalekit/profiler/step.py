@@ -49,7 +49,10 @@ def deep_supervision_loss(outputs: torch.Tensor | Sequence[torch.Tensor], target
     """Weighted sum of :func:`dice_ce_loss` over the outputs (one target per output, same resolution)."""
     outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
     weights = recipe.deep_supervision_weights(len(outputs))
-    return sum(w * dice_ce_loss(o, t) for w, o, t in zip(weights, outputs, targets))
+    loss = sum(w * dice_ce_loss(o, t) for w, o, t in zip(weights, outputs, targets))
+    if not isinstance(loss, torch.Tensor):
+        raise ValueError("deep_supervision_loss needs at least one output and one target")
+    return loss
 
 
 def make_batch(arch: MedNeXtConfig, patch: tuple[int, ...], batch_size: int,

@@ -47,7 +47,7 @@ def splits_warning(config: StudyConfig, facts: DatasetFacts) -> str | None:
     """A warning when the study trains on the random split: no ``dataset.splits``, and no split in the
     preprocessed dataset other than the random one that preparation writes (demo data: none needed)."""
     d = config.dataset
-    if d.splits is not None or d.demo is not None or d.fold == "all":
+    if d.splits is not None or d.demo is not None:
         return None
     target = config.nnunet_roots()[1] / facts.name / SPLITS_FILE
     if target.is_file():

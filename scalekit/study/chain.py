@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from scalekit.mednext.config import MedNeXtConfig
-from scalekit.records import ResultsTable, StageRecord, make_stage_id, training_spent
+from scalekit.records import ResultsTable, StageRecord, Status, make_stage_id, training_spent
 from scalekit.space import Family, SearchSpace
 
 from .families import Constraints, ProfileFn, plan_family, position
@@ -138,7 +138,7 @@ class ChainPlanner:
         from its last checkpoint when handed out again."""
         self._running.discard(stage_id)
         record = self.table[stage_id]
-        status = "paused" if record.epochs and str(record.epochs) in record.dice_curve else "pending"
+        status: Status = "paused" if record.epochs and str(record.epochs) in record.dice_curve else "pending"
         self.table.update(stage_id, status=status, reason=reason)
 
     def best_stage(self, family_id: str) -> StageRecord:
@@ -330,7 +330,7 @@ class ChainPlanner:
 
     # ---- endings ---------------------------------------------------------------------------------------------
 
-    def finish(self, stage_id: str, status: str, reason: str = "", **measured: Any) -> StageRecord:
+    def finish(self, stage_id: str, status: Status, reason: str = "", **measured: Any) -> StageRecord:
         """Record how a stage's session ended (completed / failed / infeasible). A ``completed`` session short of
         the full budget leaves the stage ``paused`` at its rung; a full one may end the chain (saturation)."""
         self._running.discard(stage_id)

@@ -177,7 +177,7 @@ def inspect_dataset(config: StudyConfig) -> tuple[DatasetFacts | None, list[str]
             return DatasetFacts(folder.name, None, 1, len(LABELS), d.demo.cases, 3), []
     else:
         try:
-            folder = resolve_raw_dataset(d.name or d.id, config.nnunet_roots()[0])
+            folder = resolve_raw_dataset(d.reference, config.nnunet_roots()[0])
         except ValueError:
             return None, [_not_found(config)]
     return _read_folder(config, folder)
@@ -199,10 +199,10 @@ def _fold_problems(config: StudyConfig, facts: DatasetFacts) -> list[str]:
         count, origin = min(MAX_FOLDS, facts.cases), f"min({MAX_FOLDS}, cases) of {facts.cases} cases"
     else:
         return []
-    if fold == "all" or fold < count:
+    if fold < count:
         return []
     return [f"dataset.fold: {fold} but the dataset has {count} folds (0..{count - 1}, {origin}); "
-            "use one of them or 'all'"]
+            "use one of them"]
 
 
 def _dim_problems(config: StudyConfig, facts: DatasetFacts) -> list[str]:

@@ -17,7 +17,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from scalekit.records import Status
+
+StudyState = Literal["finished", "none-completed", "interrupted"]
+"""How a run of a study ended."""
 
 PROGRESS_FILE = "progress.jsonl"
 STAGE_LOG = "stage.log"
@@ -102,7 +107,7 @@ class StageFinished:
     ``stopped``, or ``pending`` again (interrupted; a rerun resumes it)."""
 
     stage_id: str
-    status: str
+    status: Status
     mean_dice: float | None
     wall_time_s: float | None
     epochs: int | None
@@ -122,7 +127,7 @@ class StudyFinished:
     """The run ended: ``finished``, ``none-completed`` or ``interrupted``, with its stage counts, best stage and
     the compute spent."""
 
-    state: str
+    state: StudyState
     counts: Mapping[str, int]
     best_stage: str = ""
     best_dice: float | None = None

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scalekit.mednext.config import MedNeXtConfig
-from scalekit.records import GIB, StageRecord, make_stage_id
+from scalekit.records import GIB, StageRecord, Status, make_stage_id
 from scalekit.space import Family
 
 
@@ -108,6 +108,7 @@ def plan_family(
 def control_of(parent: StageRecord, step: StageRecord) -> StageRecord:
     """The continuation control beside the UpKern step ``step``: ``parent``'s network trained on (same kernel,
     weights and profile) for the step's budget; it never trains where the step does not."""
+    status: Status
     status, reason = ("pending", "") if step.status == "pending" else (
         "stopped", f"its UpKern step {step.stage_id} is {step.status}")
     if parent.status != "pending":

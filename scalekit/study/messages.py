@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from scalekit.errors import ScalekitError
 
-REPORT_STATUSES = ("completed", "failed", "infeasible")
+ReportStatus = Literal["completed", "failed", "infeasible"]
+REPORT_STATUSES: tuple[ReportStatus, ...] = get_args(ReportStatus)
 STATUS_KEY = "stage_status"
 REASON_KEY = "stage_reason"
 NODE_KEY = "node"
@@ -32,7 +33,7 @@ class StageSpec:
     arch: dict[str, Any]
     init_from: str | None
     prepared: dict[str, Any]
-    fold: int | str
+    fold: int
     batch_size: int
     epochs: int
     train_until: int
@@ -68,7 +69,7 @@ _CURVES = ("dice_curve", "case_curve")
 class StageReport:
     """How a stage ended: ``completed`` with its scores, ``failed`` or ``infeasible`` with the reason."""
 
-    status: str
+    status: ReportStatus
     reason: str = ""
     mean_dice: float | None = None
     per_class_dice: list[float] = field(default_factory=list)

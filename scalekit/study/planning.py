@@ -167,7 +167,7 @@ def dataset_channels(config: StudyConfig) -> tuple[int, int] | None:
         record = PreparedDataset.from_dict(json.loads(prepared.read_text()))
         return record.num_input_channels, record.num_classes
     try:
-        folder = resolve_raw_dataset(config.dataset.name or config.dataset.id, config.nnunet_roots()[0])
+        folder = resolve_raw_dataset(config.dataset.reference, config.nnunet_roots()[0])
     except ValueError:
         return None
     if not (folder / "dataset.json").is_file():

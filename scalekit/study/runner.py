@@ -54,7 +54,7 @@ from .advice import advise
 from .chain import ChainPlanner
 from .checks import demo_folder, preflight
 from .eventlog import EventLog
-from .events import StudyFinished
+from .events import StudyFinished, StudyState
 from .lock import StudyLock
 from .planning import build_space, chain_rules, resolve_hardware, stage_planning
 
@@ -85,7 +85,7 @@ class StudySummary:
 
     study_dir: Path
     counts: dict[str, int]
-    state: str
+    state: StudyState
     reasons: dict[str, int] = field(default_factory=dict)
     report: Path | None = None
     export_dir: Path | None = None
@@ -129,7 +129,7 @@ def prepare_data(config: StudyConfig, on_step: Callable[[str], None] = lambda st
 
     raw_root, pre_root = config.nnunet_roots()
     d = config.dataset
-    dataset: Any = d.name if d.name is not None else d.id
+    dataset: Any = d.reference
     if d.demo is not None:
         folder = demo_folder(config)
         if not (folder / "dataset.json").exists():

@@ -60,13 +60,17 @@ class DemoData(_Model):
         return self
 
 
+UNNAMED = "give the dataset's nnU-Net name or id (dataset.name or dataset.id)"
+
+
 class DatasetSection(_Model):
     """The nnU-Net v2 dataset and how patches are drawn from it."""
 
     name: str | None = Field(None, description="nnU-Net dataset name, e.g. Dataset218_AMOS2022_postChallenge_task1")
     id: Int | None = Field(None, ge=1, le=999, description="nnU-Net dataset id, e.g. 218")
     configuration: Literal["3d_fullres", "2d"] = "3d_fullres"
-    fold: Annotated[int, Strict(), Field(ge=0)] | Literal["all"] = 0
+    fold: Annotated[int, Strict(), Field(ge=0)] = Field(
+        0, description="the cross-validation fold whose validation cases score every stage")
     patch_size: tuple[Annotated[Int, Field(le=lim.MAX_PATCH)], ...] = (128, 128, 128)
     batch_size: Int = Field(2, ge=1, le=lim.MAX_BATCH)
     spacing: tuple[Annotated[Float, Field(le=lim.MAX_SPACING_MM)], ...] | None = None
@@ -106,11 +110,27 @@ class DatasetSection(_Model):
             raise ScalekitError(f"{list(value)}: give 3 positive spacings in mm, e.g. [1.0, 1.0, 1.0]")
         return value
 
+    @field_validator("fold", mode="before")
+    @classmethod
+    def _scored_fold(cls, value: object) -> object:
+        if value == "all":
+            raise ScalekitError("'all' trains on every case and leaves none to score a stage with; give a fold "
+                                "number (0..4 for nnU-Net's five folds)")
+        return value
+
     @model_validator(mode="after")
     def _named(self) -> DatasetSection:
         if self.name is None and self.id is None:
-            raise ScalekitError("give the dataset's nnU-Net name or id (dataset.name or dataset.id)")
+            raise ScalekitError(UNNAMED)
         return self
+
+    @property
+    def reference(self) -> str | int:
+        """The dataset's nnU-Net name, else its id (a validated section has one of them)."""
+        reference = self.name if self.name is not None else self.id
+        if reference is None:
+            raise ScalekitError(UNNAMED)
+        return reference
 
 
 class TrainingSection(_Model):
