@@ -38,6 +38,12 @@ class Family:
         object.__setattr__(self, "exp_r", per_stage("exp_r", self.exp_r))
         MedNeXtConfig(n_channels=self.n_channels, block_counts=self.block_counts, exp_r=self.exp_r)
 
+    @classmethod
+    def of(cls, n_channels: int, block_counts: int | Sequence[int], exp_r: int | Sequence[int],
+           label: str = "") -> Family:
+        """A family from one int for all nine stages or nine ints, for each of B and R."""
+        return cls(n_channels, per_stage("block_counts", block_counts), per_stage("exp_r", exp_r), label)
+
     @property
     def family_id(self) -> str:
         key = json.dumps([self.n_channels, list(self.block_counts), list(self.exp_r)])
@@ -56,6 +62,13 @@ class Family:
 
     def stage_id(self, kernel: int) -> str:
         return make_stage_id(self.family_id, kernel)
+
+    @property
+    def descriptors(self) -> dict[str, float]:
+        """The network in three numbers: its width ``n_channels`` (C), ``blocks`` (the total block count, the
+        sum of B) and ``exp_r`` (the mean expansion ratio R, two decimals)."""
+        return {"n_channels": self.n_channels, "blocks": sum(self.block_counts),
+                "exp_r": round(sum(self.exp_r) / len(self.exp_r), 2)}
 
     def config(self, kernel: int, template: MedNeXtConfig) -> MedNeXtConfig:
         """This family at one kernel size; the template gives channels, classes, dim and other options."""
@@ -138,6 +151,17 @@ class SearchSpace:
         """The families that are not points of the scaling range (presets, explicit families), in order."""
         return [f for f in self.families if not f.axes]
 
+    def labels(self) -> dict[str, Family]:
+        """The listed families by name, the smallest network first (by width, total blocks, mean expansion ratio
+        and id: an order that does not depend on how the study lists them); a name that two listed families
+        share is followed by the family id."""
+        def size(family: Family) -> tuple:
+            return (*family.descriptors.values(), family.family_id)
+
+        names = [f.name for f in self.listed]
+        return {f.name if names.count(f.name) == 1 else f"{f.name} ({f.family_id})": f
+                for f in sorted(self.listed, key=size)}
+
     def axis_choices(self) -> dict[str, list]:
         """The space's scaling axes, each with its values, as a sampler sees them: ``family_index`` over the
         listed families, ``depth`` / ``expansion`` / ``n_channels`` over the scaling range, and ``source``
@@ -160,13 +184,6 @@ class SearchSpace:
         if source is None:
             source = "listed" if self.listed else "scaling"
         return [FAMILY_INDEX] if source == "listed" else list(SCALING_AXES)
-
-    def axes_of(self, family: Family) -> dict[str, float]:
-        """A family's point on :meth:`axis_choices` (``source`` included where the space has it)."""
-        point: dict[str, float] = dict(family.axes) if family.axes else {FAMILY_INDEX: self.listed.index(family)}
-        if SOURCE in self.axis_choices():
-            point = {SOURCE: "scaling" if family.axes else "listed", **point}
-        return point
 
     def family_at(self, point: dict[str, float]) -> Family:
         """The family at a point of :meth:`axis_choices` (a scaling point whose rounding repeats another family

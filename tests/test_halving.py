@@ -178,8 +178,8 @@ def test_optuna_trials_carry_named_objectives_axes_and_stages(tmp_path: Path) ->
     assert complete[0].user_attrs["told_epochs"] == 9 and pruned[0].user_attrs["told_epochs"] == 1
     assert pruned[0].values is None and set(pruned[0].user_attrs["stage.k3"]["rung_dice"]) == {"1"}
     for trial in complete + pruned:
-        assert set(trial.params) == {"family_index"}
-        family = SPACE.listed[trial.params["family_index"]]
+        assert set(trial.params) == {"label", "n_channels", "blocks", "exp_r"}
+        family = SPACE.labels()[trial.params["label"]]
         assert trial.user_attrs["family_id"] == family.family_id
         assert trial.user_attrs["family_label"] == family.name
         stage = trial.user_attrs["stage.k3"]
@@ -197,9 +197,9 @@ def test_scaling_axes_are_separate_parameters(tmp_path: Path) -> None:
     search._new_family()
     search._new_family()
     queued, sampled = study.trials[0], study.trials[1]
-    assert queued.params == {"source": "listed", "family_index": 0}
+    assert queued.params == {"source": "listed", "label": "T", "n_channels": 4, "blocks": 9, "exp_r": 2.0}
     if sampled.params["source"] == "scaling":
-        assert set(sampled.params) == {"source", "depth", "expansion", "n_channels"}
+        assert set(sampled.params) == {"source", "depth", "expansion", "n_channels", "blocks", "exp_r"}
         assert sampled.params["depth"] in (1.0, 2.0) and sampled.params["n_channels"] in (4, 8)
 
 

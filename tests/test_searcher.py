@@ -13,6 +13,7 @@ import pytest
 from scalekit.mednext import MedNeXtConfig
 from scalekit.space import Family, SearchSpace
 from scalekit.study import ChainPlanner, ChainRules, Constraints, ResultsTable, read_results
+from scalekit.study.optuna_params import suggest_family
 from scalekit.study.search import (
     FAMILY_ATTR,
     FINISHED,
@@ -20,7 +21,6 @@ from scalekit.study.search import (
     SearchSettings,
     StorageError,
     open_optuna_study,
-    suggest_family,
 )
 
 from .test_chain import profile_by_width
@@ -168,11 +168,11 @@ def test_family_budget_and_repeated_asks(tmp_path: Path) -> None:
 def test_tune_adapter_keeps_the_drivers_errors(tmp_path: Path) -> None:
     """The Ray searcher forwards to the search; an error of the driver's own work stops new stages and is
     kept for run_chains to raise (Tune would swallow it into a trial failure)."""
-    from scalekit.study.tune import ChainSearcher
+    from scalekit.study.backend.raytune import ChainSearcher
 
     search = searcher(tmp_path, families=1)
-    adapter = ChainSearcher(search, lambda planner, stage_id: SimpleNamespace(to_dict=lambda: {"stage_id": stage_id}),
-                            nodes=dict)  # no Ray cluster here: no nodes
+    adapter = ChainSearcher(search, lambda planner, stage_id, seed: SimpleNamespace(
+        to_dict=lambda: {"stage_id": stage_id}), nodes=dict)  # no Ray cluster here: no nodes
     assert adapter.suggest("t0") == {"stage_id": f"{SPACE.seeds[0]}-k3"}
     full = OSError(28, "No space left on device")
 

@@ -87,7 +87,8 @@ def test_compound_scaling_and_presets() -> None:
     assert count_parameters(net) == 5_564_806  # the published MedNeXt-S k3, minus the reference's dummy
     assert space.axis_choices() == {"source": ["listed", "scaling"], "family_index": [0, 1], "depth": [2.0],
                                     "expansion": [1.0], "n_channels": [32]}
-    assert space.axes_of(space.families[2]) == {"source": "scaling", "depth": 2.0, "expansion": 1.0, "n_channels": 32}
+    assert dict(space.families[2].axes) == {"depth": 2.0, "expansion": 1.0, "n_channels": 32}
+    assert space.family_at({"source": "scaling", **dict(space.families[2].axes)}) == space.families[2]
     assert space.family_at({"source": "listed", "family_index": 1}) == Family.from_preset("B")
     # the scaling point d1 e1 C32 is MedNeXt-S itself: it gives the listed family
     assert space.family_at({"source": "scaling", "depth": 1.0, "expansion": 1.0, "n_channels": 32}) == space.families[0]

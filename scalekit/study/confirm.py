@@ -20,11 +20,10 @@ from scalekit.records import ResultsTable, StageRecord, training_spent
 from scalekit.seeds import ConfirmPlan, chain_to, finalists, read_plan, seed_dir, write_plan
 
 from .chain import ChainPlanner
-from .messages import StageReport
+from .messages import FINISHED, StageReport
 
 log = logging.getLogger(__name__)
 
-FINISHED = "FINISHED"
 SEPARATOR = "@s"
 """A run's key, as Ray Tune sees it: ``<stage id>@s<seed>``."""
 UNTRAINED: dict[str, Any] = {"status": "pending", "reason": "", "mean_dice": None, "per_class_dice": [], "mean_nsd": None,

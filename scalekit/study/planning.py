@@ -24,7 +24,7 @@ from .schedule import Schedule, synchronous_for
 def build_space(config: StudyConfig) -> SearchSpace:
     """The study's search space (presets, explicit families, compound-scaling range)."""
     s = config.space
-    families = [Family(f.n_channels, f.block_counts, f.exp_r, f.label) for f in s.families]
+    families = [Family.of(f.n_channels, f.block_counts, f.exp_r, f.label) for f in s.families]
     scaling = None
     if s.scaling is not None:
         scaling = (s.scaling.base, s.scaling.depth, s.scaling.expansion, s.scaling.n_channels)

@@ -1,23 +1,29 @@
 """The search over UpKern chains: which family Optuna opens next, which stage runs next, what Optuna is told.
 
 :class:`ChainSearch` is plain Python over a :class:`~scalekit.study.chain.ChainPlanner` and an Optuna study,
-so a test drives it with an in-memory study and no Ray; :mod:`scalekit.study.tune` forwards Ray Tune's
-searcher calls to it. The only module that imports Optuna.
+so a test drives it with an in-memory study and no Ray; :mod:`scalekit.study.backend.raytune` forwards Ray
+Tune's searcher calls to it. With :mod:`scalekit.study.optuna_params`, the only modules that import Optuna.
 
-Each family is one Optuna trial whose parameters are the family's scaling axes (``depth``, ``expansion`` and
-``n_channels`` of a compound-scaling range, ``family_index`` into the listed presets and families, and
-``source`` where a space has both), so that a sampler can learn which direction pays. The seed families
-(presets, explicit families; for ``grid`` every family) are queued first. Each stage's results are user
-attributes of its family's trial (``stage.k3``, ``stage.k5``, ``stage.k3c`` ...) as they arrive, each with
-its Dice at every rung it reached (``rung_dice``); a study with one objective also gets each rung's Dice as
+Each family is one Optuna trial (its parameters: :mod:`scalekit.study.optuna_params`). A sampler draws the
+family's point: ``source`` (``listed`` or ``scaling``) where a space has both, ``label`` of a listed family (a
+preset or an explicit family), or ``depth``, ``expansion`` and ``n_channels`` of a compound-scaling point, so
+that it can learn which direction pays. The family's descriptors follow, which no sampler draws: ``n_channels``
+(C), ``blocks`` (the total block count) and ``exp_r`` (the mean expansion ratio), so that parameter importance
+and the parallel-coordinate plot of optuna-dashboard speak of the architecture. A study created before
+descriptors keeps ``family_index`` and resumes as it was. The seed families (presets, explicit families; for
+``grid`` every family) are queued first, with all their parameters. User attributes: ``family_id``,
+``family_label``, ``constraint_excess``; per stage, as its results arrive, ``k3.status``, ``k3.mean_dice``,
+``k3.epochs`` and ``k3.rung_dice`` (its Dice at each rung it reached, ``1:0.412 3:0.530``) beside the whole stage
+as one entry (``stage.k3``; also ``k5``, ``k3c`` ...). A study with one objective also gets each rung's Dice as
 the trial's intermediate value (step: epochs since scratch), which Optuna's samplers and pruners read (Optuna
 supports intermediate values only with one objective). A family is told as soon as its chain ended: a family
 that completed a stage at the full budget is COMPLETE with its best stage's objectives under the study's
 metric names and its constraint excess (so the sampler learns what was infeasible); a family halted by a rung
-decision before any stage reached the full budget is PRUNED (``told_epochs``: the most epochs it reached), so
-TPE counts it among the worse trials while NSGA-II, which selects from complete trials, does not take it as a
-parent. The storage survives crashes: a rerun adopts trials asked but not yet given their family, and tells
-every family whose chain ended while its trial was still open, once.
+decision before any stage reached the full budget is PRUNED, with ``halted_at_epochs`` (the rung its best
+stage reached, also ``told_epochs``) and ``halted_reason`` (that stage's reason), so TPE counts it among the
+worse trials while NSGA-II, which selects from complete trials, does not take it as a parent. The storage
+survives crashes: a rerun adopts trials asked but not yet given their family, and tells every family whose
+chain ended while its trial was still open, once.
 """
 
 from __future__ import annotations
@@ -35,23 +41,23 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError, SQLAlchemyError
 
 from scalekit.errors import ScalekitError
-from scalekit.records import StageRecord
-from scalekit.space import SOURCE, Family, SearchSpace
+from scalekit.space import SearchSpace
 
 from .chain import ChainPlanner, objective_values
 from .events import STAGE_LOG
-from .messages import StageReport
+from .messages import FINISHED, StageReport
+from .optuna_params import LAYOUT, LAYOUT_ATTR, FamilyParams, FamilySampler, shown_stage
 
 log = logging.getLogger(__name__)
 
-FINISHED = "FINISHED"
-"""What :meth:`ChainSearch.next_stage` returns once every chain has ended (Ray Tune's own sentinel value)."""
 FAMILY_ATTR = "family_id"
 LABEL_ATTR = "family_label"
 FIDELITY_ATTR = "told_epochs"
 """The epochs of the stage whose values were told (below the full budget: a family halted at a rung)."""
+HALTED_ATTR = "halted_at_epochs"
+HALTED_REASON_ATTR = "halted_reason"
+"""A PRUNED family's: the epochs of the rung its best stage was halted at, and that stage's reason."""
 CONSTRAINT_ATTR = "constraint_excess"
-STAGE_ATTR = "stage."
 MAX_DUPLICATE_ASKS = 50
 SCHEMA_ATTEMPTS = 5
 """How often a study is opened while other drivers create the tables of the same fresh database."""
@@ -68,24 +74,6 @@ class SearchSettings:
     directions: tuple[str, ...]
     storage: str
     study_name: str
-
-
-def suggest_family(trial: optuna.trial.Trial, space: SearchSpace) -> Family:
-    """Sample a family axis by axis (define-by-run: the scaling axes only for a scaling point); a queued trial
-    gets the values it was queued with."""
-    choices = space.axis_choices()
-    source = trial.suggest_categorical(SOURCE, choices[SOURCE]) if SOURCE in choices else None
-    return space.family_at({axis: trial.suggest_categorical(axis, choices[axis])
-                            for axis in space.point_axes(source)})
-
-
-def stage_attrs(record: StageRecord) -> dict:
-    """What a stage's entry in its family's trial shows (optuna-dashboard lists it under the trial)."""
-    return {"stage_id": record.stage_id, "status": record.status, "init": record.init,
-            "kernel": record.kernel_size, "mean_dice": record.mean_dice, "epochs": record.epochs,
-            "rung_dice": {epochs: round(dice, 4) for epochs, dice in record.dice_curve.items()},
-            "peak_memory_gb": record.peak_memory_gb, "gflops_train": record.gflops_train,
-            "cum_train_tflops": record.cum_train_tflops, "reason": record.reason}
 
 
 def _constraints(trial: optuna.trial.FrozenTrial) -> tuple[float]:
@@ -140,7 +128,9 @@ def _create_study(settings: SearchSettings) -> optuna.Study:
     winner's tables are committed. Every step is create-if-missing, so a repeat is harmless."""
     def create() -> optuna.Study:
         return optuna.create_study(study_name=settings.study_name, storage=settings.storage,
-                                   directions=list(settings.directions), sampler=make_sampler(settings),
+                                   directions=[optuna.study.StudyDirection.MAXIMIZE if d == "maximize"
+                                               else optuna.study.StudyDirection.MINIMIZE for d in settings.directions],
+                                   sampler=make_sampler(settings),
                                    load_if_exists=True)
 
     for attempt in range(1, SCHEMA_ATTEMPTS):
@@ -164,8 +154,12 @@ def open_optuna_study(settings: SearchSettings, space: SearchSpace) -> optuna.St
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(settings.metrics))
+    if not study.get_trials(deepcopy=False):
+        study.set_user_attr(LAYOUT_ATTR, LAYOUT)
+    params = FamilyParams.of(study, space)
+    study.sampler = FamilySampler(study.sampler, params)
     for family_id in planned_families(settings, space):
-        study.enqueue_trial(space.axes_of(space.by_id(family_id)), skip_if_exists=True)
+        study.enqueue_trial(params.params(space.by_id(family_id)), skip_if_exists=True)
     return study
 
 
@@ -183,6 +177,7 @@ class ChainSearch:
         self.study = study
         self.settings = settings
         self.on_change = on_change
+        self.params = FamilyParams.of(study, planner.space)
         self._family_trial = {
             t.user_attrs[FAMILY_ATTR]: t.number for t in study.trials if FAMILY_ATTR in t.user_attrs
         }
@@ -293,14 +288,18 @@ class ChainSearch:
         return None if frozen.state.is_finished() else optuna.trial.Trial(self.study, frozen._trial_id)
 
     def _show_stages(self, family_id: str) -> None:
-        """Each stage of the family as a user attribute of its trial and, with one objective, each rung of its
-        chain's stages as an intermediate value (while the trial is open; a step reported before is kept)."""
+        """Each stage of the family as user attributes of its trial (:func:`shown_stage`; those that changed)
+        and, with one objective, each rung of its chain's stages as an intermediate value (while the trial is
+        open; a step reported before is kept)."""
         trial = self._running_trial(family_id)
         if trial is None:
             return
         stages = self.planner.stages(family_id)
+        shown = trial.user_attrs
         for record in stages:
-            trial.set_user_attr(STAGE_ATTR + record.stage_id.rsplit("-", 1)[1], stage_attrs(record))
+            for key, value in shown_stage(record).items():
+                if key not in shown or shown[key] != value:
+                    trial.set_user_attr(key, value)
         if len(self.settings.metrics) != 1 or self.settings.metrics[0] != "mean_dice":
             return
         reported = self.study._storage.get_trial(trial._trial_id).intermediate_values
@@ -318,17 +317,11 @@ class ChainSearch:
         family parameters were not all drawn is failed)."""
         for frozen in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             trial = optuna.trial.Trial(self.study, frozen._trial_id)  # a running trial by its storage id
-            if FAMILY_ATTR not in frozen.user_attrs and not self._complete_point(frozen.params):
+            if FAMILY_ATTR not in frozen.user_attrs and self.params.family_of(frozen.params) is None:
                 self.study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
                 continue
             log.info("adopting trial %d (params %s), asked before the crash", frozen.number, frozen.params)
             self._adopt(trial)
-
-    def _complete_point(self, params: dict[str, Any]) -> bool:
-        space = self.planner.space
-        if SOURCE in space.axis_choices() and SOURCE not in params:
-            return False
-        return all(axis in params for axis in space.point_axes(params.get(SOURCE)))
 
     def _tell_finished_families(self) -> None:
         """Tell Optuna every family whose chain ended but whose trial is still open (e.g. after a crash)."""
@@ -340,8 +333,9 @@ class ChainSearch:
     def _tell(self, family_id: str) -> None:
         """Tell Optuna a family's result, once: a family told before (a stage retrained after its weights
         were deleted) keeps what it was told. COMPLETE with its best stage's objectives when a stage reached
-        the full budget (or the family is infeasible), PRUNED when rung decisions halted it before that, FAIL
-        when it never got a score (``told_epochs``: the epochs of the stage told)."""
+        the full budget (or the family is infeasible), PRUNED when rung decisions halted it before that (with
+        the rung and the reason it was halted), FAIL when it never got a score (``told_epochs``: the epochs of
+        the stage told)."""
         trial = self._running_trial(family_id)
         if trial is None:
             return
@@ -352,6 +346,8 @@ class ChainSearch:
             self.study.tell(trial, objective_values(best, self.settings.metrics))
         elif best.mean_dice is not None:
             trial.set_user_attr(FIDELITY_ATTR, best.epochs or 0)
+            trial.set_user_attr(HALTED_ATTR, best.epochs or 0)
+            trial.set_user_attr(HALTED_REASON_ATTR, best.reason)
             self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -359,7 +355,7 @@ class ChainSearch:
     def _adopt(self, trial: optuna.trial.Trial) -> bool:
         """Give an asked trial its family and open the family's stages (idempotent); False for a repeat of a
         family already opened, which is told at once (the known result, or failed while that family runs)."""
-        family = suggest_family(trial, self.planner.space)
+        family = self.params.suggest(trial)
         family_id = family.family_id
         known = self._family_trial.get(family_id, trial.number)
         if known != trial.number:
