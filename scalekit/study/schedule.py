@@ -19,7 +19,7 @@ Pure logic over stage records (no Ray, no Optuna), so the replay benchmark drive
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from scalekit.errors import ScalekitError
@@ -31,11 +31,32 @@ from .promotion import Decision, decide
 OPEN = ("pending", "running", "paused")
 """Statuses of a stage that may still train."""
 
+RungPolicy = Callable[[int, int, int], tuple[int, ...]]
+"""A scheduler: the rungs (epoch counts, ascending, the last the full budget) for (max_epochs, eta, min_epochs)."""
+
+
+def full_budget(max_epochs: int, eta: int, min_epochs: int) -> tuple[int, ...]:
+    """One rung, the stage budget: every stage trains to the end, and no rung decides."""
+    return (max_epochs,)
+
+
+def successive_halving(max_epochs: int, eta: int, min_epochs: int) -> tuple[int, ...]:
+    """``min_epochs``, ``min_epochs * eta``, ... below ``max_epochs``, then ``max_epochs``."""
+    levels, epochs = [], min_epochs
+    while epochs < max_epochs:
+        levels.append(epochs)
+        epochs *= eta
+    return (*levels, max_epochs)
+
+
+SCHEDULERS: dict[str, RungPolicy] = {"full": full_budget, "halving": successive_halving}
+"""The schedulers a study file may name (``search.scheduler``): a new one is a function and its line here."""
+
 
 @dataclass(frozen=True)
 class Schedule:
-    """The rungs of a study: ``full`` has one (the stage budget); ``halving`` has min, min*eta, ..., budget;
-    ``synchronous`` halving decides a rung only once every stage that can reach it has."""
+    """The rungs of a study, from its scheduler (:data:`SCHEDULERS`); ``synchronous`` decides a rung only once
+    every stage that can reach it has."""
 
     kind: str = "full"
     max_epochs: int = 1
@@ -44,20 +65,14 @@ class Schedule:
     synchronous: bool = False
 
     def __post_init__(self) -> None:
-        if self.kind not in ("full", "halving"):
-            raise ScalekitError(f"scheduler {self.kind!r} is unknown; use full or halving")
+        if self.kind not in SCHEDULERS:
+            raise ScalekitError(f"scheduler {self.kind!r} is unknown; use one of {', '.join(SCHEDULERS)}")
         if self.eta < 2 or not 1 <= self.min_epochs <= self.max_epochs:
             raise ScalekitError(f"halving needs eta >= 2 and 1 <= min_epochs <= {self.max_epochs}")
 
     @property
     def rungs(self) -> tuple[int, ...]:
-        if self.kind == "full":
-            return (self.max_epochs,)
-        levels, epochs = [], self.min_epochs
-        while epochs < self.max_epochs:
-            levels.append(epochs)
-            epochs *= self.eta
-        return (*levels, self.max_epochs)
+        return SCHEDULERS[self.kind](self.max_epochs, self.eta, self.min_epochs)
 
     @property
     def first(self) -> int:
@@ -123,8 +138,6 @@ def decide_rungs(schedule: Schedule, lanes: dict[int, list[Lane]], limits: Seque
     """The decision of every rung below the full budget of every chain position (``lanes``: each position's
     families), lowest rungs first. ``all_open``: no family is left to open; ``final``: nothing else can
     arrive at any rung."""
-    if schedule.kind == "full":
-        return []
     out: dict[int, list[RungDecision]] = defaultdict(list)
     for position, families in sorted(lanes.items()):
         for rung in schedule.rungs[:-1]:

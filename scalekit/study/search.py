@@ -80,23 +80,36 @@ def _constraints(trial: optuna.trial.FrozenTrial) -> tuple[float]:
     return (trial.user_attrs.get(CONSTRAINT_ATTR, -1.0),)
 
 
-def make_sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler of a study (explicit: Optuna 5's default would be TPE even for several objectives).
+def _nsga2(settings: SearchSettings) -> optuna.samplers.BaseSampler:
+    population = min(50, max(2, settings.families))
+    return optuna.samplers.NSGAIISampler(population_size=population, seed=settings.seed, constraints_func=_constraints)
 
-    ``grid`` queues its families (see :func:`planned_families`) and samples at random past them: Optuna's own
-    ``GridSampler`` cannot be told trials that were queued (``KeyError: 'grid_id'``), and queueing keeps the
-    seed families first.
-    """
-    if settings.sampler == "nsga2":
-        population = min(50, max(2, settings.families))
-        return optuna.samplers.NSGAIISampler(
-            population_size=population, seed=settings.seed, constraints_func=_constraints
-        )
-    if settings.sampler == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=settings.seed, constraints_func=_constraints, n_startup_trials=min(10, settings.families)
-        )
+
+def _tpe(settings: SearchSettings) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=settings.seed, constraints_func=_constraints,
+                                      n_startup_trials=min(10, settings.families))
+
+
+def _random(settings: SearchSettings) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=settings.seed)
+
+
+SAMPLERS: dict[str, Callable[[SearchSettings], optuna.samplers.BaseSampler]] = {
+    "nsga2": _nsga2, "tpe": _tpe, "grid": _random, "random": _random,
+}
+"""The samplers a study file may name (``search.sampler``). ``grid`` queues its families (see
+:func:`planned_families`) and samples at random past them: Optuna's own ``GridSampler`` cannot be told trials
+that were queued (``KeyError: 'grid_id'``), and queueing keeps the seed families first."""
+
+
+def make_sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler of a study (explicit: Optuna 5's default would be TPE even for several objectives);
+    an unknown name is an error, never a silent random search."""
+    try:
+        factory = SAMPLERS[settings.sampler]
+    except KeyError:
+        raise ScalekitError(f"sampler {settings.sampler!r} is unknown; use one of {', '.join(SAMPLERS)}") from None
+    return factory(settings)
 
 
 def planned_families(settings: SearchSettings, space: SearchSpace) -> list[str]:
