@@ -214,7 +214,7 @@ def study_answer(records: list[StageRecord], goals: StudyGoals,
     chosen = budget.stage.stage_id if budget.stage is not None else ""
     duel = next((s for s in steps if s.gain_over_control is not None and chosen in (s.stage_id, s.control)), None)
     rivals = [r for r in valid if r.stage_id != chosen]
-    runner_up = (max_dice_under(rivals, budget_gb * GIB) if budget_gb is not None
-                 else min(rivals, key=lambda r: (-(r.mean_dice or 0.0), r.stage_id), default=None))
+    runner_up = None if not rivals else (max_dice_under(rivals, budget_gb * GIB) if budget_gb is not None
+                                          else min(rivals, key=lambda r: (-(r.mean_dice or 0.0), r.stage_id)))
     return StudyAnswer(budget_gb, budget, gpus, beyond, choices, _upkern_gain(steps), smallest, warnings, digits,
                        duel, confirmation, runner_up if budget.stage is not None else None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import combinations
 
 from scalekit.errors import ScalekitError
 
@@ -294,3 +295,60 @@ def place_labels(requests: Sequence[LabelRequest], area: Box, obstacles: Sequenc
 def _leader_boxes(requests: Sequence[LabelRequest], boxes: Sequence[Box | None]) -> list[Box]:
     leaders = [_leader(r, b) for r, b in zip(requests, boxes) if b is not None]
     return [box for leader in leaders if leader is not None for box in line_boxes(*leader)]
+
+
+@dataclass(frozen=True)
+class Crowd:
+    """Points whose markers would cover each other; ``tie``: all at exactly the same values."""
+
+    stage_ids: tuple[str, ...]
+    tie: bool
+
+
+def crowds(points: Sequence[tuple[str, float, float]], area: PlotArea, min_px: float) -> list[Crowd]:
+    """Groups of two or more of ``points`` ((id, x, y) in data values) whose centres lie closer than ``min_px``
+    pixels of ``area``, joined transitively; each group's ids sorted, the groups ordered by their leftmost
+    point, then their ids (the order of ``points`` never matters)."""
+    values = {sid: (x, y) for sid, x, y in points}
+    at = {sid: area.px(x, y) for sid, (x, y) in values.items()}
+    root = {sid: sid for sid in at}
+
+    def top(sid: str) -> str:
+        while root[sid] != sid:
+            sid = root[sid]
+        return sid
+
+    for a, b in combinations(sorted(at), 2):
+        if ((at[a][0] - at[b][0]) ** 2 + (at[a][1] - at[b][1]) ** 2) ** 0.5 < min_px:
+            root[top(b)] = top(a)
+    groups: dict[str, list[str]] = {}
+    for sid in sorted(at):
+        groups.setdefault(top(sid), []).append(sid)
+    found = sorted((tuple(ids) for ids in groups.values() if len(ids) > 1),
+                   key=lambda ids: (min(at[s][0] for s in ids), ids))
+    return [Crowd(ids, len({values[s] for s in ids}) == 1) for ids in found]
+
+
+ZOOM_SHARE = 0.35
+"""A zoom panel takes in further crowds while its box spans at most this share of each axis."""
+
+
+def zoom_crowds(found: Sequence[Crowd], at: dict[str, tuple[float, float]], area: PlotArea) -> list[Crowd]:
+    """The crowds one zoom panel spreads out: the largest that is not an exact tie (of equal ones, the first
+    by ids), then every other such crowd, nearest first, that keeps the box around them all within
+    :data:`ZOOM_SHARE` of each axis (``at``: pixel centres by id). Empty when every crowd is a tie."""
+    spread = sorted((c for c in found if not c.tie), key=lambda c: (-len(c.stage_ids), c.stage_ids))
+    if not spread:
+        return []
+
+    def centre(crowd: Crowd) -> tuple[float, float]:
+        xs, ys = zip(*(at[s] for s in crowd.stage_ids))
+        return sum(xs) / len(xs), sum(ys) / len(ys)
+
+    cx, cy = centre(spread[0])
+    chosen = [spread[0]]
+    for crowd in sorted(spread[1:], key=lambda c: (((centre(c)[0] - cx) ** 2 + (centre(c)[1] - cy) ** 2), c.stage_ids)):
+        xs, ys = zip(*(at[s] for c in (*chosen, crowd) for s in c.stage_ids))
+        if max(xs) - min(xs) <= ZOOM_SHARE * area.width_px and max(ys) - min(ys) <= ZOOM_SHARE * area.height_px:
+            chosen.append(crowd)
+    return sorted(chosen, key=lambda c: c.stage_ids)

@@ -128,3 +128,10 @@ def test_the_answer_says_whether_upkern_or_training_longer_won_its_lane_with_the
     lines = study_answer([parent, step, close], StudyGoals(max_memory_gb=1.5)).lines()
     (duel,) = [line for line in lines if line.startswith(("UpKern: a-k5", "training longer"))]
     assert duel.startswith("UpKern: a-k5 led continuing its parent (a-k3c) by +0.0050 [-0.") and "within noise" in duel
+
+
+def test_a_single_completed_stage_is_the_answer_without_a_runner_up() -> None:
+    for goals in (StudyGoals(max_memory_gb=24), StudyGoals()):
+        answer = study_answer([_stage("a-k3", 0.7, 4.0)], goals)
+        assert answer.budget.stage.stage_id == "a-k3" and answer.runner_up is None
+        assert "runner-up" not in answer.lines()[0]

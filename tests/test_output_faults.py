@@ -130,7 +130,7 @@ def test_images_replace_old_ones_only_when_all_are_written(
 
     monkeypatch.setattr(kaleido, "write_fig_from_object_sync", render)
     images, note = report.write_images(figures, folder)
-    assert note is None and len(images) == 10 and (folder / "dice_vs_memory.png").read_bytes() == b"new png"
+    assert note is None and len(images) == 14 and (folder / "dice_vs_memory.png").read_bytes() == b"new png"
     assert all(p.parent == folder and p.name.startswith(".") and p.suffix in (".png", ".svg") for p in paths_given)
     old = _snapshot(folder)
 

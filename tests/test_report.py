@@ -1,8 +1,10 @@
-"""The study report: its data records (points, fronts, UpKern steps), the HTML page and, with Chromium, images."""
+"""The study report: its data records (points, fronts, UpKern steps), the HTML page and, with Chromium, images and
+the page's layout measured in the browser (tests/test_report_figures.py: the figures' newer views as plain data)."""
 
 from __future__ import annotations
 
 import dataclasses
+import html
 import itertools
 import json
 import re
@@ -11,10 +13,11 @@ import subprocess
 
 import pytest
 
-from scalekit.records import read_results, write_results
+from scalekit.figurekey import LINE_STYLES
 from scalekit.plotlayout import (
     GAPS, Axis, Box, LabelRequest, beside, fit_axis, line_boxes, place_labels, style_named,
 )
+from scalekit.records import read_results, write_results
 from scalekit.report import build_figures, build_report_data, panel_layouts, write_report
 from scalekit.selection import select_stage
 
@@ -23,6 +26,7 @@ from .fixtures.study_fixture import DICE_MEMORY_FRONT, STAGES, STUDY_FRONT, make
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 ALL_IDS = [s[0] for s in STAGES]
 VALID_IDS = {s[0] for s in STAGES if s[3] == "completed"}
+SCATTERS = ["dice_vs_memory", "dice_vs_gflops", "dice_vs_params", "nsd_vs_memory"]
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +48,7 @@ def test_records_contain_every_stage_and_exactly_the_front(study) -> None:
     assert memory.budget == 24.0 and panels["dice_vs_gflops"].budget is None
     assert panels["dice_vs_gflops"].front_ids == ["A-k3", "F-k3", "E-k3", "A-k7", "B-k3", "B-k5"]
     assert data.choices == {"best": "B-k5", "knee": "A-k5"}
+    assert data.answer_id == "B-k5"  # the best stage under the 24 GiB budget, as the answer names it
 
 
 def test_upkern_steps_compare_each_stage_with_its_parent(study) -> None:
@@ -60,13 +65,12 @@ def test_upkern_steps_compare_each_stage_with_its_parent(study) -> None:
 def test_figures_draw_the_records(study) -> None:
     data = build_report_data(study)
     figures = build_figures(data)
-    assert list(figures) == ["dice_vs_memory", "dice_vs_gflops", "dice_vs_params", "nsd_vs_memory",
-                             "compound_scaling"]
+    assert list(figures) == [*SCATTERS, "compound_scaling", "timeline", "class_dice"]  # no crowd to zoom
     fig = figures["dice_vs_memory"]
-    front = next(t for t in fig.data if t.name == "Pareto front")
-    assert front.line.shape == "hv"
+    front = fig.data[0]  # drawn first: beneath the markers, thick, not the thin line of an arrow
+    assert front.name == "front" and front.line.shape == "hv" and front.line.width > 2 * LINE_STYLES["upkern"].width
     assert list(front.y) == pytest.approx([0.70, 0.74, 0.74, 0.75, 0.76, 0.80])
-    families = [t for t in fig.data if t.mode == "markers" and t.x[0] is not None]
+    families = [t for t in fig.data if t.mode == "markers" and t.x[0] is not None and t.name != "answer"]
     assert sum(len(t.x) for t in families) == len(VALID_IDS)
     assert len({t.marker.color for t in families}) == len(families) == 6  # a colour per family (D never trained)
     symbol_of: dict[int, set[str]] = {}
@@ -75,12 +79,13 @@ def test_figures_draw_the_records(study) -> None:
             symbol_of.setdefault(kernel, set()).add(symbol)
     assert symbol_of == {3: {"circle"}, 5: {"diamond"}, 7: {"square"}}  # the marker is the kernel, nothing else
     key = [t.name for t in fig.data if t.x[0] is None]
-    assert key[:3] == ["k3", "k5", "k7"] and "UpKern step (ΔDice)" in key
+    assert key[:3] == ["k3", "k5", "k7"] and "UpKern (ΔDice)" in key
     arrows = [a for a in fig.layout.annotations if a.showarrow and a.axref == "x"]
     assert len(arrows) == 3  # A-k3->A-k5, A-k5->A-k7, B-k3->B-k5, each in its family's colour
     assert {a.arrowcolor for a in arrows} == {t.marker.color for t in families if t.name in ("C4 B1 R2", "C8 B1 R2")}
     texts = [a.text for a in fig.layout.annotations if not a.showarrow]
     assert sorted(t for t in texts if t.startswith("+")) == ["+0.010", "+0.040", "+0.040"]
+    assert "2 tied" in texts  # A-k5 and E-k3 share memory and Dice: one marker hides the other, so it says so
     # The 24 GiB budget lies far right of the data (2-10 GiB): an edge marker, not a line that squashes them.
     assert "budget 24 GiB →" in texts and not [s for s in fig.layout.shapes if s.line.dash == "dash"]
     leaders = [label.leader for label in panel_layouts(data, style_named("paper"))["dice_vs_memory"].labels
@@ -119,7 +124,8 @@ def test_figures_fit_the_data_and_no_labels_overlap(study, style) -> None:
                   and t.mode == "markers"]
         names = {p.family for p in layout.points}
         assert sorted(on_plot + legend) == sorted(names), name
-        assert not [k for k in layout.left_off if not k.startswith(("family:", "delta:"))]
+        assert not [k for k in layout.left_off if not k.startswith(("family:", "delta:"))]  # budget, answer placed
+        assert layout.margins[2] <= 0.2 * layout.style.height_px, name  # the static legend stays small
     memory = layouts["dice_vs_memory"]
     assert sum(label.kind == "delta" for label in memory.labels) == 3  # every ΔDice found a place
     assert memory.x.budget_mode == "edge" and memory.x.hi < 24
@@ -135,6 +141,7 @@ def test_axes_of_a_single_point_a_near_budget_and_mixed_memory(study, tmp_path) 
     write_results(one, [dataclasses.replace(records[0], memory_method="predicted"), halted])
     layout = panel_layouts(build_report_data(one), style_named("paper"))["dice_vs_memory"]
     assert [p.hollow for p in layout.points] == [False, True]  # the halted stage is drawn hollow
+    assert [label.text for label in layout.labels if label.kind == "rung"] == ["@2 ep"]
     assert 0 <= layout.x.lo < 2.0 < 3.0 < layout.x.hi and 0 < layout.y.lo < 0.70 < 0.74 < layout.y.hi <= 1
     assert layout.x_title == "predicted/measured peak GPU memory (GiB)"
     assert fit_axis([2.0]) == Axis(pytest.approx(1.8), pytest.approx(2.2))  # one point: +-10%, never negative
@@ -172,7 +179,7 @@ def test_html_report_lists_every_stage_and_reason(study, tmp_path) -> None:
     result = write_report(study, tmp_path / "r.html", images=False)
     page = result.html.read_text()
     for stage_id in ALL_IDS:
-        assert f"<td>{stage_id}</td>" in page
+        assert f"<td class=id>{stage_id}</td>" in page
     for reason in ("RuntimeError: CUDA out of memory", "predicted peak memory 30.0 GB &gt; budget 24 GB",
                    "chain stopped: B-k5 gained &lt; 0.005 Dice"):
         assert reason in page
@@ -185,8 +192,13 @@ def test_html_report_lists_every_stage_and_reason(study, tmp_path) -> None:
     assert f"<li>train for the study&#x27;s 24 GiB budget: {under} (" in answer
     assert f"<li>knee: {knee} (" in answer and "<li>UpKern: " in answer
     assert "Static images were not requested." in page and result.images == []
-    assert len(re.findall(r'id="fig-', page)) == 5
-    assert "Compound scaling: what each axis bought" in page and "<td>A-k3 → C-k3</td>" in page
+    assert len(re.findall(r'id="fig-', page)) == 7
+    assert "Compound scaling: what each axis bought" in page and "<td class=id>A-k3 → C-k3</td>" in page
+    # The page: one shared key, figures without legends or toolbar, the scaling figure under its heading.
+    assert page.count('id="key"') == 1 and '"displayModeBar": false' in page and '"showlegend":false' in page
+    assert page.index('id="compound-scaling"') < page.index('id="fig-compound_scaling"')
+    assert "td.id{white-space:nowrap}" in page and "grid-template-columns:repeat(auto-fill" in page
+    assert "The search spent 18 epochs (110 training TFLOPs)" in page
     assert "<script src=" not in page and "Plotly.newPlot" in page  # plotly.js embedded: opens offline
 
 
@@ -229,6 +241,40 @@ document.body.setAttribute('data-errors',JSON.stringify(__errors));
 document.body.setAttribute('data-plots',String(document.querySelectorAll('.js-plotly-plot').length))},0)});</script>"""
 
 
+_LAYOUT_PROBE = """<script>window.addEventListener('load',function(){setTimeout(function(){
+function box(e){if(!e)return null;var b=e.getBoundingClientRect();return [b.left,b.top,b.right,b.bottom]}
+var plots=[].map.call(document.querySelectorAll('.js-plotly-plot'),function(p){var m=p.querySelector('.modebar');
+return {id:p.id,box:box(p),legend:box(p.querySelector('.legend')),modebar:m&&m.getClientRects().length?box(m):null,
+title:box(p.querySelector('.gtitle')),texts:[].map.call(p.querySelectorAll('.annotation-text'),function(a){
+return a.textContent}),traces:(p.data||[]).map(function(t){return t.name||''})}});
+var cells=[].map.call(document.querySelectorAll('td.id'),function(td){var r=document.createRange();
+r.selectNodeContents(td);var tops={};[].forEach.call(r.getClientRects(),function(c){tops[Math.round(c.top)]=1});
+return [td.textContent,Object.keys(tops).length]});
+var lefts=[].map.call(document.querySelector('.grid').querySelectorAll('figure.fig'),function(f){
+return Math.round(f.getBoundingClientRect().left)});
+document.body.setAttribute('data-layout',JSON.stringify({plots:plots,cells:cells,lefts:lefts,
+key:box(document.getElementById('key'))}))},300)});</script>"""
+
+
+def _overlap(a, b) -> bool:
+    return a is not None and b is not None and a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _open(page, width: int) -> tuple[str, dict, str]:
+    """Open ``page`` in headless Chromium ``width`` pixels wide: its final <body> tag, what the layout probe
+    measured there, and the browser's stderr."""
+    run = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+         f"--window-size={width},1800", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    body = re.search(r"<body[^>]*>", run.stdout)
+    assert body, f"chromium printed no page (exit {run.returncode}): {run.stderr[-2000:]}"
+    measured = re.search(r'data-layout="([^"]*)"', body.group(0))
+    assert measured, f"the layout probe did not run: {body.group(0)[:500]}"
+    return body.group(0), json.loads(html.unescape(measured.group(1))), run.stderr
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (CI installs it in .ci/run; locally: "
                                              "apt-get install -y chromium)")
 def test_report_opens_in_headless_chromium_and_images_are_written(study, tmp_path) -> None:
@@ -237,22 +283,31 @@ def test_report_opens_in_headless_chromium_and_images_are_written(study, tmp_pat
     png = tmp_path / "report_figures" / "dice_vs_memory.png"
     assert png in result.images and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "report_figures" / "dice_vs_memory.svg").read_text().lstrip().startswith("<svg")
-    assert len(result.images) == 10
-    # Record uncaught errors and console.error calls on the page itself, then read them from the final DOM.
+    assert len(result.images) == 14 and (tmp_path / "report_figures" / "timeline.png") in result.images
+    # Record uncaught errors and console.error calls on the page itself, then read them from the final DOM;
+    # likewise where the browser laid out each plot's legend, toolbar and title, the figures and the id cells.
     probe = tmp_path / "probe.html"
-    probe.write_text(result.html.read_text().replace("<head>", "<head>" + _ERROR_HOOK, 1))
-    run = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
-         "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )
-    body = re.search(r"<body[^>]*>", run.stdout)
-    assert body, f"chromium printed no page (exit {run.returncode}): {run.stderr[-2000:]}"
-    errors = re.search(r'data-errors="([^"]*)"', body.group(0))
-    assert errors, f"the page's scripts did not run: {body.group(0)}"
+    probe.write_text(result.html.read_text().replace("<head>", "<head>" + _ERROR_HOOK + _LAYOUT_PROBE, 1))
+    body, layout, stderr = _open(probe, 1400)
+    errors = re.search(r'data-errors="([^"]*)"', body)
+    assert errors, f"the page's scripts did not run: {body}"
     assert json.loads(errors.group(1).replace("&quot;", '"')) == []
-    assert 'data-plots="5"' in body.group(0)
-    assert not [line for line in run.stderr.splitlines() if "CONSOLE" in line and "Uncaught" in line]
+    assert 'data-plots="7"' in body
+    assert not [line for line in stderr.splitlines() if "CONSOLE" in line and "Uncaught" in line]
+    plots = {p["id"]: p for p in layout["plots"]}
+    assert set(plots) == {f"fig-{name}" for name in [*SCATTERS, "compound_scaling", "timeline", "class_dice"]}
+    for plot in plots.values():  # one shared key above the figures: no legend of their own, no toolbar on them
+        assert plot["legend"] is None and plot["modebar"] is None, plot["id"]
+        assert not _overlap(plot["title"], plot["legend"]) and not _overlap(plot["modebar"], plot["legend"])
+        assert layout["key"][3] <= plot["box"][1], plot["id"]
+    for name in SCATTERS:  # the answer is ringed and labelled in every scatter figure
+        assert "answer" in plots[f"fig-{name}"]["texts"] and "answer" in plots[f"fig-{name}"]["traces"], name
+    assert "2 tied" in plots["fig-dice_vs_memory"]["texts"]
+    assert len(set(layout["lefts"])) >= 2  # the figures use the page's width: two columns at 1400 pixels
+    # On a narrow window (one column) no id, name or change wraps: the tables scroll instead.
+    _, narrow, _ = _open(probe, 800)
+    assert len(set(narrow["lefts"])) == 1 and len(narrow["cells"]) == len(layout["cells"]) > 100
+    assert not [(text, lines) for text, lines in narrow["cells"] + layout["cells"] if lines > 1]
     # A screenshot of the page as a reader sees it (paper-style figures, the compound-scaling section).
     shot = tmp_path / "report.png"
     subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
