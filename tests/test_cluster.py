@@ -38,7 +38,7 @@ class _Spec:
 def _searcher(folder: Path, gone: set[str]) -> ChainSearcher:
     """A searcher over a one-family search whose cluster has nodes h and w, of which ``gone`` are lost."""
     folder.mkdir(exist_ok=True)
-    return ChainSearcher(test_searcher.searcher(folder, families=1), lambda planner, stage_id: _Spec(stage_id),
+    return ChainSearcher(test_searcher.searcher(folder, families=1), lambda planner, stage_id, seed: _Spec(stage_id),
                          nodes=lambda: {"h": {}, "w": {}}, lost=lambda nodes: sorted(nodes & gone))
 
 
