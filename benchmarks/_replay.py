@@ -1,6 +1,6 @@
 """Replaying search policies on recorded Dice curves, through scalekit's own chain search.
 
-A replay builds the real :class:`~scalekit.study.search.ChainSearch` (planner, schedule, Optuna queue) over a
+A replay builds the real :class:`~scalekit.study.engine.search.ChainSearch` (planner, schedule, Optuna queue) over a
 throw-away results table, and plays simulated workers: a handed-out stage "trains" for a time proportional to
 the FLOPs of the epochs it still has to go (with a seeded jitter, so that stages arrive in other orders), then
 reports the Dice its recorded curve has at the epochs reached, plus seeded measurement noise of the size of the
@@ -29,12 +29,12 @@ import numpy as np
 
 from scalekit.mednext import MedNeXtConfig
 from scalekit.records import GIB, ResultsTable
-from scalekit.selection import max_dice_under
+from scalekit.results.selection import max_dice_under
 from scalekit.space import Family, SearchSpace
-from scalekit.study.chain import ChainPlanner, ChainRules
-from scalekit.study.families import Constraints
-from scalekit.study.schedule import Schedule
-from scalekit.study.search import FINISHED, ChainSearch, SearchSettings, open_optuna_study
+from scalekit.study.engine.chain import ChainPlanner, ChainRules
+from scalekit.study.engine.families import Constraints
+from scalekit.study.engine.schedule import Schedule
+from scalekit.study.engine.search import FINISHED, ChainSearch, SearchSettings, open_optuna_study
 
 
 @dataclass(frozen=True)

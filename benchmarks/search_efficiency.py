@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scalekit.study.schedule import Schedule, synchronous_for  # noqa: E402
+from scalekit.study.engine.schedule import Schedule, synchronous_for  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -61,7 +61,7 @@ def record(space: Space, out_root: Path) -> None:
     """Train every stage variant of the space with a score after every epoch; write the curves."""
     from scalekit.mednext import MedNeXtConfig
     from scalekit.nnunet import StageRequest, make_demo_dataset, prepare_dataset, train_stage
-    from scalekit.study.planning import build_space, stage_planning
+    from scalekit.study.engine.planning import build_space, stage_planning
     from scalekit.studyfile import load_study_config
 
     config = load_study_config(space.study)
@@ -311,7 +311,7 @@ def real_run(replayed: dict, work: Path) -> dict:
 
     from benchmarks._replay import hypervolume
     from scalekit.records import read_results
-    from scalekit.selection import max_dice_under
+    from scalekit.results.selection import max_dice_under
     from scalekit.study import run_study
 
     data = yaml.safe_load(STUDY.read_text())
@@ -342,7 +342,7 @@ def full_run(space: Space, work: Path) -> None:
 
     from benchmarks._doc import machine_line
     from scalekit.records import GIB, read_results
-    from scalekit.selection import max_dice_under
+    from scalekit.results.selection import max_dice_under
     from scalekit.study import run_study
     from scalekit.studyfile import load_study_config
 

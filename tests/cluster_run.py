@@ -21,7 +21,7 @@ from ray.cluster_utils import Cluster
 
 from scalekit.faults import ENV_MARKER, ENV_POINT
 from scalekit.study import read_results
-from scalekit.study.events import PROGRESS_FILE, read_progress
+from scalekit.study.monitor.events import PROGRESS_FILE, read_progress
 
 from .faultkit import command
 

@@ -7,10 +7,10 @@ import dataclasses
 
 import pytest
 
-from scalekit.answer import PREDICTED_ONLY, study_answer
-from scalekit.pareto import StudyGoals, read_goals
+from scalekit.results.answer import PREDICTED_ONLY, study_answer
+from scalekit.results.pareto import StudyGoals, read_goals
 from scalekit.records import StageRecord
-from scalekit.selection import select_stage
+from scalekit.results.selection import select_stage
 
 from .fixtures.study_fixture import make_study
 

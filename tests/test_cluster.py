@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from scalekit.study import read_results
-from scalekit.study.chain import MAX_RETRIES
+from scalekit.study.engine.chain import MAX_RETRIES
 from scalekit.study.backend.raytune import ChainSearcher, SharedStorageError, check_shared_storage
 
 from . import test_searcher

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from scalekit.answer import read_answer
+from scalekit.results.answer import read_answer
 from scalekit.mednext import MedNeXtConfig
 from scalekit.records import GIB, StageRecord
-from scalekit.seeds import chain_to, finalists, read_confirmation, seed_dir
+from scalekit.results.seeds import chain_to, finalists, read_confirmation, seed_dir
 from scalekit.space import Family, SearchSpace
 from scalekit.study import ChainPlanner, ChainRules, Constraints, ResultsTable
-from scalekit.study.confirm import FINISHED, SeedRuns, plan_confirmation, run_key
-from scalekit.study.messages import StageReport
-from scalekit.summary import study_summary
+from scalekit.study.engine.confirm import FINISHED, SeedRuns, plan_confirmation, run_key
+from scalekit.study.engine.messages import StageReport
+from scalekit.results.summary import study_summary
 
 
 def stage(stage_id: str, dice: float, cases: list[float], gb: float, parent: str = "") -> StageRecord:

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from benchmarks._replay import Recording, full_chain, replay_search
-from scalekit.fidelity import Contender, beats
-from scalekit.study.schedule import Schedule, synchronous_for
+from scalekit.results.fidelity import Contender, beats
+from scalekit.study.engine.schedule import Schedule, synchronous_for
 from scalekit.studyfile import load_study_config
 
 ROOT = Path(__file__).resolve().parents[1]

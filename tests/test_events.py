@@ -10,8 +10,8 @@ from pathlib import Path
 from rich.console import Console
 
 from scalekit.records import ResultsTable, StageRecord
-from scalekit.study.eventlog import EventLog
-from scalekit.study.events import (
+from scalekit.study.monitor.eventlog import EventLog
+from scalekit.study.monitor.events import (
     PROGRESS_FILE,
     EpochDone,
     ProgressWriter,
@@ -21,7 +21,7 @@ from scalekit.study.events import (
     format_line,
     read_progress,
 )
-from scalekit.study.progress import StudyProgress
+from scalekit.study.monitor.progress import StudyProgress
 
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d "
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from scalekit.study import read_results
-from scalekit.study.events import PROGRESS_FILE, read_progress
+from scalekit.study.monitor.events import PROGRESS_FILE, read_progress
 
 from .faultkit import (
     ENV,

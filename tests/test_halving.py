@@ -8,13 +8,13 @@ from pathlib import Path
 import optuna
 import pytest
 
-from scalekit.fidelity import dice_signal, kendall_tau, rank_agreement, upkern_steps
+from scalekit.results.fidelity import dice_signal, kendall_tau, rank_agreement, upkern_steps
 from scalekit.mednext import MedNeXtConfig
 from scalekit.records import Objective, StageRecord
 from scalekit.space import Family, SearchSpace
 from scalekit.study import ChainPlanner, ChainRules, Constraints, ResultsTable
-from scalekit.study.schedule import Schedule
-from scalekit.study.search import FINISHED, ChainSearch, SearchSettings, open_optuna_study
+from scalekit.study.engine.schedule import Schedule
+from scalekit.study.engine.search import FINISHED, ChainSearch, SearchSettings, open_optuna_study
 
 from .test_chain import profile_by_width
 
@@ -232,7 +232,7 @@ def test_kendall_tau_and_rank_agreement() -> None:
 
 def test_stage_report_carries_its_dice_curve_through_ray() -> None:
     """Ray flattens nested dicts of a trial's result ("dice_curve/1"): the curve travels as JSON text."""
-    from scalekit.study.messages import StageReport
+    from scalekit.study.engine.messages import StageReport
 
     report = StageReport("completed", mean_dice=0.5, epochs=3, dice_curve={"1": 0.2, "3": 0.5}, case_dice=[0.4, 0.6],
                          case_curve={"1": [0.1, 0.3], "3": [0.4, 0.6]})

@@ -16,9 +16,9 @@ from scalekit.mednext import MedNeXtConfig
 from scalekit.records import StageRecord
 from scalekit.space import Family, SearchSpace, scale_family
 from scalekit.study import ChainPlanner, ChainRules, Constraints, ResultsTable
-from scalekit.study.optuna_params import LAYOUT_ATTR, suggest_family
-from scalekit.study.schedule import Schedule
-from scalekit.study.search import FAMILY_ATTR, FINISHED, LABEL_ATTR, ChainSearch, SearchSettings, open_optuna_study
+from scalekit.study.engine.optuna_params import LAYOUT_ATTR, suggest_family
+from scalekit.study.engine.schedule import Schedule
+from scalekit.study.engine.search import FAMILY_ATTR, FINISHED, LABEL_ATTR, ChainSearch, SearchSettings, open_optuna_study
 
 from .test_chain import profile_by_width
 

@@ -20,11 +20,11 @@ from typing import NoReturn
 import pytest
 import torch
 
-from scalekit import report
+from scalekit.report import output as report
 from scalekit._atomic import atomic_path, staged_dir, write_atomic
 from scalekit.nnunet import PreparedDataset
 from scalekit.records import read_results, write_results
-from scalekit.selection import export_stage
+from scalekit.results.export import export_stage
 
 from .faultkit import kill_command_at, scalekit
 

@@ -162,7 +162,7 @@ def test_validate_checks_splits_and_warns_without_one(monkeypatch, capsys, tmp_p
     code, lines, _ = cli(monkeypatch, capsys, "study", "validate",
                          str(study(tmp_path, raw_dir=str(raw.parent), splits=str(own), fold=1)))
     assert code == 2 and lines == [f"dataset.fold: 1 but the dataset has 1 folds (0..0, in {own}); use one of "
-                                   "them or 'all'"]
+                                   "them"]
     calls = record_preparations(monkeypatch)
     prepare_data(load_study_config(study(tmp_path, raw_dir=str(raw.parent), splits=str(own))))
     assert calls[-1]["splits"] == own  # the run copies it into place (see test_data_faults)

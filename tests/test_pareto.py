@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from scalekit.pareto import StudyGoals, pareto_front, pareto_mask, read_goals, study_front
+from scalekit.results.pareto import StudyGoals, pareto_front, pareto_mask, read_goals, study_front
 from scalekit.records import Objective, StageRecord
 
 from .fixtures.study_fixture import STUDY_FRONT, STUDY_YAML, make_study

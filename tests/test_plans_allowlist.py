@@ -20,7 +20,7 @@ from scalekit.mednext import preset_config
 from scalekit.nnunet.adapter import architecture_entry
 from scalekit.nnunet.networks import PlansRefusedError, check_plans
 from scalekit.nnunet.plans import read_json_object
-from scalekit.selection import export_stage
+from scalekit.results.export import export_stage
 
 from .fixtures.study_fixture import PLANS
 

@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from scalekit.space import Family, SearchSpace
 from scalekit.study import read_results
 from scalekit.study.runner import PREPARED_FILE
-from scalekit.study.search import SearchSettings, open_optuna_study
+from scalekit.study.engine.search import SearchSettings, open_optuna_study
 
 from .faultkit import ENV, check_consistent, command, kill_at, run, snapshot, study_file
 from .test_preflight import refused

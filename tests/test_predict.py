@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from scalekit.cli import app
 from scalekit.errors import ScalekitError
 from scalekit.nnunet.predict import export_model, input_cases, load_network, predict, stage_model
-from scalekit.selection import export_stage
+from scalekit.results.export import export_stage
 
 
 

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from scalekit.cli import main
 from scalekit.nnunet.predict import TrainedModel, check_images, export_model, input_cases, predict
 from scalekit.nnunet.validate import ImagesValidationError, validate_images
-from scalekit.selection import export_stage
+from scalekit.results.export import export_stage
 
 
 def write(array: np.ndarray, path: Path, spacing: tuple[float, ...] = (1.0, 1.0, 1.0)) -> Path:

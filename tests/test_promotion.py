@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from scalekit.fidelity import Contender, beats, difference, no_signal
-from scalekit.study.promotion import budget_class, budgets, decide
+from scalekit.results.fidelity import Contender, beats, difference, no_signal
+from scalekit.study.engine.promotion import budget_class, budgets, decide
 
 
 PATTERNS = ((-1.0, 0.0, 1.0), (1.0, -1.0, 0.0), (0.0, 1.0, -1.0))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from scalekit.selection import find_knee
+from scalekit.results.selection import find_knee
 
 from .fixtures.study_fixture import make_study
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from scalekit.errors import ScalekitError
-from scalekit.study.schedule import SCHEDULERS, Schedule
-from scalekit.study.search import SAMPLERS, SearchSettings, make_sampler
+from scalekit.study.engine.schedule import SCHEDULERS, Schedule
+from scalekit.study.engine.search import SAMPLERS, SearchSettings, make_sampler
 from scalekit.studyfile import StudyConfigError, load_study_config
 from scalekit.studyfile.models import SearchSection
 

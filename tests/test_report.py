@@ -13,13 +13,13 @@ import subprocess
 
 import pytest
 
-from scalekit.figurekey import LINE_STYLES
-from scalekit.plotlayout import (
+from scalekit.report.key import LINE_STYLES
+from scalekit.report.geometry import (
     GAPS, Axis, Box, LabelRequest, beside, fit_axis, line_boxes, place_labels, style_named,
 )
 from scalekit.records import read_results, write_results
-from scalekit.report import build_figures, build_report_data, panel_layouts, write_report
-from scalekit.selection import select_stage
+from scalekit.report.output import build_figures, build_report_data, panel_layouts, write_report
+from scalekit.results.selection import select_stage
 
 from .fixtures.study_fixture import DICE_MEMORY_FRONT, STAGES, STUDY_FRONT, make_study
 

@@ -12,15 +12,15 @@ import shutil
 import pytest
 import yaml
 
-from scalekit.figurekey import LINE_STYLES
-from scalekit.figures import PointSpec, panel_layout, zoom_layout
-from scalekit.perclass import class_scores, class_table
-from scalekit.plotlayout import style_named
+from scalekit.report.key import LINE_STYLES
+from scalekit.report.layout import PointSpec, panel_layout, zoom_layout
+from scalekit.report.perclass import class_scores, class_table
+from scalekit.report.geometry import style_named
 from scalekit.records import read_results, write_results
-from scalekit.report import build_figures, build_report_data, panel_layouts, write_report
-from scalekit.scaling import ScalingMove, ScalingView
-from scalekit.scalingplot import scaling_layout
-from scalekit.timeline import build_timeline
+from scalekit.report.output import build_figures, build_report_data, panel_layouts, write_report
+from scalekit.results.scaling import ScalingMove, ScalingView
+from scalekit.report.scalingplot import scaling_layout
+from scalekit.report.timeline import build_timeline
 
 from .fixtures.study_fixture import CLASS_OFFSETS, EPOCHS, ITERATIONS, STAGES, make_study
 

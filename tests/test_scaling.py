@@ -6,7 +6,7 @@ import pytest
 
 from scalekit.mednext import preset_config
 from scalekit.records import StageRecord
-from scalekit.scaling import scaling_move, scaling_summary, scaling_tables, scaling_view
+from scalekit.results.scaling import scaling_move, scaling_summary, scaling_tables, scaling_view
 
 
 def stage(sid: str, c: int, b: int, r: int, k: int, dice: float | None, gib: float, tflop: float,

@@ -13,8 +13,8 @@ from scalekit.mednext import MedNeXtConfig
 from scalekit.records import StageRecord
 from scalekit.space import Family, SearchSpace
 from scalekit.study import ChainPlanner, ChainRules, Constraints, ResultsTable
-from scalekit.study.schedule import Schedule, synchronous_for
-from scalekit.study.search import FINISHED, ChainSearch, SearchSettings, open_optuna_study
+from scalekit.study.engine.schedule import Schedule, synchronous_for
+from scalekit.study.engine.search import FINISHED, ChainSearch, SearchSettings, open_optuna_study
 
 from .test_chain import profile_by_width
 

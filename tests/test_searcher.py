@@ -13,8 +13,8 @@ import pytest
 from scalekit.mednext import MedNeXtConfig
 from scalekit.space import Family, SearchSpace
 from scalekit.study import ChainPlanner, ChainRules, Constraints, ResultsTable, read_results
-from scalekit.study.optuna_params import suggest_family
-from scalekit.study.search import (
+from scalekit.study.engine.optuna_params import suggest_family
+from scalekit.study.engine.search import (
     FAMILY_ATTR,
     FINISHED,
     ChainSearch,

@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 from scalekit.cli.study_results import export_command, show_command
 from scalekit.mednext import MedNeXt, MedNeXtConfig, count_parameters, load_mednext, read_checkpoint
 from scalekit.records import StageRecord, read_results, write_results
-from scalekit.rules import parse_memory_budget
-from scalekit.selection import export_stage, find_knee, select_stage
+from scalekit.studyfile.rules import parse_memory_budget
+from scalekit.results.export import export_stage
+from scalekit.results.selection import find_knee, select_stage
 
 from .fixtures.study_fixture import make_study
 
@@ -164,7 +165,7 @@ def test_study_show_does_not_import_plotly(tmp_path: Path) -> None:
 def test_no_signal_study_refuses_to_pick_without_force_or_a_stage_id(study, tmp_path) -> None:
     """Every stage scored Dice ~0: the study ends with the no-signal note and exports nothing, `study export`
     refuses a rule unless --force, and a stage id is exported with the warning in selection.json."""
-    from scalekit.selection import NoSignalError
+    from scalekit.results.selection import NoSignalError
     from scalekit.study.runner import finish_study, result_notes
     from scalekit.studyfile import load_study_config
     from scalekit.studyfile.models import ExportSpec, FinishSection

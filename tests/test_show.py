@@ -11,11 +11,11 @@ import typer
 from typer.testing import CliRunner
 
 from scalekit.cli.study_results import show_command
-from scalekit.pareto import read_goals
+from scalekit.results.pareto import read_goals
 from scalekit.records import read_results
-from scalekit.scaling import scaling_summary
-from scalekit.selection import select_stage
-from scalekit.tables import Table, decimals, fit_table, fmt, stage_tables
+from scalekit.results.scaling import scaling_summary
+from scalekit.results.selection import select_stage
+from scalekit.results.tables import Table, decimals, fit_table, fmt, stage_tables
 
 from .fixtures.study_fixture import STAGES, make_study
 

@@ -9,7 +9,7 @@ import torch
 
 from scalekit import nnunet
 from scalekit.mednext import preset_config
-from scalekit.study.messages import StageReport, StageSpec
+from scalekit.study.engine.messages import StageReport, StageSpec
 from scalekit.study.backend.worker import ERROR_LOG, STAGE_LOG, execute_stage
 
 PREPARED = {

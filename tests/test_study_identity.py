@@ -11,7 +11,7 @@ import yaml
 
 from scalekit.study import StudyConfig, StudyConfigError, write_results
 from scalekit.study.lock import StudyLock, StudyLockedError
-from scalekit.study.planning import HardwareError, resolve_hardware
+from scalekit.study.engine.planning import HardwareError, resolve_hardware
 from scalekit.study.runner import STUDY_FILE, check_same_study
 
 BASE = {

@@ -20,8 +20,8 @@ def validate(study_file: Annotated[Path, typer.Argument(help="A study YAML file.
     says where its raw dataset was found and where it is preprocessed, and warns about a random split or a
     surface-Dice tolerance finer than the voxels."""
     from scalekit.study import StudyConfig, StudyConfigError
-    from scalekit.study.advice import advise
-    from scalekit.study.checks import preflight
+    from scalekit.study.setup.advice import advise
+    from scalekit.study.setup.checks import preflight
     from scalekit.studyfile import read_yaml, study_problems
 
     data = read_yaml(study_file)
@@ -55,7 +55,7 @@ def new(
 ) -> None:
     """Write a starting study file for a raw dataset and a GPU budget (the paper's presets, halving, the knee
     exported); it passes `scalekit study validate` as written."""
-    from scalekit.study.new import write_new_study
+    from scalekit.study.setup.new import write_new_study
 
     study = write_new_study(out, dataset, gpu_memory, force=force, raw_root=raw_root, preprocessed_root=preprocessed)
     patch = "nnU-Net's planned patch" if study.planned else "the paper's patch (not preprocessed yet)"
@@ -76,8 +76,8 @@ def profile(
     from rich.table import Table
 
     from scalekit.study import StudyConfigError, load_study_config
-    from scalekit.study.checks import inspect_dataset
-    from scalekit.study.planning import dataset_channels, profile_study
+    from scalekit.study.setup.checks import inspect_dataset
+    from scalekit.study.engine.planning import dataset_channels, profile_study
 
     config = load_study_config(study_file)
     found = dataset_channels(config)
@@ -141,7 +141,7 @@ def run(
         raise typer.Exit(130)
     print(f"{summary.study_dir}: {counts}; finished")
     if summary.state == "finished":
-        from scalekit.answer import read_answer
+        from scalekit.results.answer import read_answer
 
         print("answer:")
         for line in read_answer(summary.study_dir).lines():

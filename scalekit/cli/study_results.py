@@ -19,7 +19,7 @@ def report_command(
                                             "column of a two-column paper) or 'screen' (larger, titled).")] = "paper",
 ) -> None:
     """Write the HTML report (Pareto plots, UpKern gains, all stages); safe to run while the study runs."""
-    from scalekit.report import write_report
+    from scalekit.report.output import write_report
 
     result = write_report(study_dir, out, images=images, style=style)
     print(f"report: {result.html}")
@@ -42,7 +42,7 @@ def show_command(
     if as_json:
         import json
 
-        from scalekit.summary import study_summary
+        from scalekit.results.summary import study_summary
 
         print(json.dumps(study_summary(study_dir), indent=1))
         return
@@ -50,12 +50,12 @@ def show_command(
     from rich.console import Console
     from rich.table import Table
 
-    from scalekit.answer import read_answer
-    from scalekit.fidelity import findings
-    from scalekit.pareto import study_front
+    from scalekit.results.answer import read_answer
+    from scalekit.results.fidelity import findings
+    from scalekit.results.pareto import study_front
     from scalekit.records import describe_spent, training_spent
-    from scalekit.scaling import scaling_summary
-    from scalekit.tables import fit_table, stage_tables
+    from scalekit.results.scaling import scaling_summary
+    from scalekit.results.tables import fit_table, stage_tables
 
     study = study_front(study_dir)
     console = Console()
@@ -119,7 +119,7 @@ def export_command(
                                                    "scalekitPlans_<stage id>).")] = None,
 ) -> None:
     """Export one stage of a study, chosen by a selection rule, as a standalone network or an nnU-Net setup."""
-    from scalekit.selection import export_stage
+    from scalekit.results.export import export_stage
 
     from .nnunet import print_written
 

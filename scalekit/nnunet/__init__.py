@@ -20,7 +20,8 @@ from .errors import NonFiniteLossError
 from .export import ExportResult, export_to_nnunet, run_exported_training
 from .plans import TRAINER_NAME, TrainerSettings
 from .predict import TrainedModel, export_model, predict, stage_model
-from .prepare import PreparedDataChangedError, PreparedDataset, prepare_dataset
+from .dataset import PreparedDataChangedError, PreparedDataset
+from .prepare import prepare_dataset
 from .stage import StageMismatchError, StageOutcome, StageRequest, train_stage
 from .validate import DatasetValidationError, validate_raw_dataset
 

@@ -17,7 +17,7 @@ from scalekit.metrics import case_metrics, mean_over_cases
 
 from . import _env
 from .inference import make_predictor
-from .prepare import PreparedDataset
+from .dataset import PreparedDataset
 from .splits import SPLITS_FILE
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from . import _env
 from .checkpoints import read_nnunet_checkpoint, write_starting_weights
 from .networks import check_plans
 from .plans import TRAINER_NAME, TrainerSettings, mednext_configuration, plans_with, read_json_object
-from .prepare import PreparedDataset
+from .dataset import PreparedDataset
 
 log = logging.getLogger(__name__)
 

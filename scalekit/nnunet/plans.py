@@ -13,7 +13,7 @@ from scalekit.errors import ScalekitError
 from scalekit.mednext import MedNeXtConfig, recipe
 
 from .adapter import architecture_entry
-from .prepare import PreparedDataset
+from .dataset import PreparedDataset
 
 SETTINGS_KEY = "scalekit_trainer"
 """Key of the trainer settings inside a plans configuration (nnU-Net keeps unknown keys)."""

@@ -36,7 +36,7 @@ from scalekit.mednext import MedNeXtConfig, load_state, recipe, save_checkpoint,
 from . import _env
 from .evaluate import evaluate_fold
 from .plans import TrainerSettings, mednext_configuration, plans_with
-from .prepare import PreparedDataset, file_digest
+from .dataset import PreparedDataset, file_digest
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@
 from scalekit.records import ResultsTable, StageRecord, read_results, write_results
 from scalekit.studyfile import StudyConfig, StudyConfigError, load_study_config, study_problems
 
-from .chain import ChainPlanner, ChainRules
-from .families import Constraints
-from .planning import build_space
+from .engine.chain import ChainPlanner, ChainRules
+from .engine.families import Constraints
+from .engine.planning import build_space
 from .runner import StudySummary, run_study
 
 __all__ = [

@@ -50,13 +50,13 @@ from scalekit.studyfile import (
     read_saved_study,
 )
 
-from .advice import advise
-from .chain import ChainPlanner
-from .checks import demo_folder, preflight
-from .eventlog import EventLog
-from .events import StudyFinished, StudyState
+from .setup.advice import advise
+from .engine.chain import ChainPlanner
+from .setup.checks import demo_folder, preflight
+from .monitor.eventlog import EventLog
+from .monitor.events import StudyFinished, StudyState
 from .lock import StudyLock
-from .planning import build_space, chain_rules, resolve_hardware, stage_planning
+from .engine.planning import build_space, chain_rules, resolve_hardware, stage_planning
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def run_study(
 
     Raises:
         StudyConfigError: a bad study file, a study directory holding another study, or anything
-            :func:`~scalekit.study.checks.preflight` finds, before anything is written.
+            :func:`~scalekit.study.setup.checks.preflight` finds, before anything is written.
         StudyLockedError: another process runs this study directory.
     """
     config = load_study_config(study_file)
@@ -196,8 +196,8 @@ def study_finished(summary: StudySummary) -> StudyFinished:
 
 
 def _run_locked(config: StudyConfig, events: EventLog, terminal: bool) -> StudySummary:
-    from .progress import StudyProgress
-    from .search import SearchSettings
+    from .monitor.progress import StudyProgress
+    from .engine.search import SearchSettings
 
     study_dir = config.output_dir
     space = build_space(config)
@@ -226,7 +226,7 @@ def _train_chains(
     planner, the search, the confirmation (None without one) and whether the run was interrupted."""
     from .backend import BackendSettings, TrialResources, make_backend
     from .backend.worker import stage_launcher
-    from .search import ChainSearch, open_optuna_study
+    from .engine.search import ChainSearch, open_optuna_study
 
     study_dir = config.output_dir
     study = open_optuna_study(settings, space)
@@ -276,7 +276,7 @@ def _train_chains(
 def _seed_runs(config: StudyConfig, planner: ChainPlanner, search: Any, events: EventLog,
                on_change: Callable[[], None]) -> Any:
     """The retraining of the finalists once the search has ended, when ``finish.confirm`` asks for it."""
-    from .confirm import SeedRuns, plan_confirmation
+    from .engine.confirm import SeedRuns, plan_confirmation
 
     spec = config.finish.confirm
     if spec is None or not search.finished:
@@ -303,7 +303,7 @@ def _finish_run(
     records = table.records()
     notes = result_notes(records)
     if confirm is not None:
-        from scalekit.seeds import read_confirmation
+        from scalekit.results.seeds import read_confirmation
 
         confirmation = read_confirmation(study_dir, records)
         notes += confirmation.lines() if confirmation is not None else []
@@ -322,7 +322,7 @@ def _finish_run(
 
 def result_notes(records: list[Any]) -> list[str]:
     """The signal warnings of the results and the verdict of each controlled UpKern step."""
-    from scalekit.fidelity import signal_warnings, upkern_steps
+    from scalekit.results.fidelity import signal_warnings, upkern_steps
 
     steps = [step.describe() for step in upkern_steps(records) if step.control]
     return signal_warnings(records) + steps
@@ -335,13 +335,14 @@ def finish_study(config: StudyConfig, export: bool = True) -> tuple[Path | None,
     every file it wrote outside the export folder (the plans nnU-Net reads from the preprocessed folder)."""
     report = export_dir = None
     if config.finish.report:
-        from scalekit.report import write_report
+        from scalekit.report.output import write_report
 
         report = write_report(config.output_dir).html
     spec = config.finish.export
     if spec is None or not export:
         return report, None, []
-    from scalekit.selection import NoSignalError, export_stage
+    from scalekit.results.export import export_stage
+    from scalekit.results.selection import NoSignalError
 
     export_dir = config.output_dir / "export"
     try:

@@ -9,7 +9,7 @@ Types are strict where YAML types map cleanly: a whole number is never read from
 never from a boolean or a string (a whole number is a fine float), and ``.inf`` / ``.nan`` are refused
 everywhere. Every number has an upper bound no real study reaches (:mod:`scalekit.studyfile.limits`), and a
 space may not list one network or label twice. What only the file system, the dataset or the storage can show is checked by
-:func:`scalekit.study.checks.preflight`.
+:func:`scalekit.study.setup.checks.preflight`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from scalekit.mednext.config import DIVISOR
 from scalekit.mednext.presets import PRESETS
 from scalekit.paths import NnunetRoot, study_root
 from scalekit.records import OBJECTIVES, STAGE_ID, Objective
-from scalekit.rules import BUDGET_RULE, parse_rule
+from scalekit.studyfile.rules import BUDGET_RULE, parse_rule
 
 from . import limits as lim
 

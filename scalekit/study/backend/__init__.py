@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 from scalekit.errors import ScalekitError
 
-from ..chain import ChainPlanner
-from ..messages import StageSpec
+from ..engine.chain import ChainPlanner
+from ..engine.messages import StageSpec
 
 Nodes = dict[str, dict[str, float]]
 """Each node that can run trials, by id, with its resources (``CPU``, ``GPU``, ...)."""
@@ -29,8 +29,8 @@ StageLauncher = Callable[[ChainPlanner, str, "int | None"], StageSpec]
 
 
 class StageSource(Protocol):
-    """What hands stages out: the search (:class:`~scalekit.study.search.ChainSearch`) and the retraining of
-    its finalists (:class:`~scalekit.study.confirm.SeedRuns`). A key is what the backend sees of a stage."""
+    """What hands stages out: the search (:class:`~scalekit.study.engine.search.ChainSearch`) and the retraining of
+    its finalists (:class:`~scalekit.study.engine.confirm.SeedRuns`). A key is what the backend sees of a stage."""
 
     def next_stage(self) -> str | None:
         """The key of the next stage to train, None while the rest waits on running ones, or FINISHED."""

@@ -24,7 +24,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from ..messages import FINISHED, STATUS_KEY, StageSpec
+from ..engine.messages import FINISHED, STATUS_KEY, StageSpec
 from . import BackendSettings, Nodes, StageLauncher, StageSource, TrialResources
 
 log = logging.getLogger(__name__)

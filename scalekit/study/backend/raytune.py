@@ -39,8 +39,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from scalekit._atomic import write_atomic
 from scalekit.errors import ScalekitError
 
-from ..messages import FINISHED, NODE_KEY, StageSpec
-from ..planning import fits_trial
+from ..engine.messages import FINISHED, NODE_KEY, StageSpec
+from ..engine.planning import fits_trial
 from . import BackendSettings, Nodes, StageLauncher, StageSource, TrialResources, listeners
 from .ray_access import TOKEN_FILE, local_environment, write_token
 

@@ -1,8 +1,8 @@
 """One chain stage as a unit of work: the spec the driver hands to Ray, and its execution in a worker.
 
-``stage_launcher`` turns a planned stage into a :class:`~scalekit.study.messages.StageSpec` (architecture,
+``stage_launcher`` turns a planned stage into a :class:`~scalekit.study.engine.messages.StageSpec` (architecture,
 parent checkpoint for UpKern, training budget, folders). ``execute_stage`` runs in the Ray worker: it trains
-through ``scalekit.nnunet.train_stage`` and always ends with one :class:`~scalekit.study.messages.StageReport`:
+through ``scalekit.nnunet.train_stage`` and always ends with one :class:`~scalekit.study.engine.messages.StageReport`:
 ``completed`` with the scores, ``failed`` (non-finite loss, any error: the reason and a traceback file), or
 ``infeasible`` (CUDA out of memory, with the memory figure). It never raises, so one bad stage never stops a
 study. After each epoch it appends a line to the stage's ``progress.jsonl`` (read by the driver's event log);
@@ -27,9 +27,9 @@ from typing import Any
 
 from scalekit.studyfile import StudyConfig
 
-from ..chain import ChainPlanner
-from ..events import STAGE_LOG, ProgressWriter
-from ..messages import NODE_KEY, StageReport, StageSpec
+from ..engine.chain import ChainPlanner
+from ..monitor.events import STAGE_LOG, ProgressWriter
+from ..engine.messages import NODE_KEY, StageReport, StageSpec
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Watching a study run: its events, the append-only study log and the live terminal panel."""

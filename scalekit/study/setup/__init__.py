@@ -1,0 +1,1 @@
+"""Before a study runs: the preflight checks, the advice, and writing a new study file."""
