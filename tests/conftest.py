@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .fixtures.study_fixture import add_prepared_dataset, make_study, with_deep_supervision
+from tests.helpers.study_fixture import add_prepared_dataset, make_study, with_deep_supervision
 
 
 @pytest.fixture(scope="session")

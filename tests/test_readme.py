@@ -5,8 +5,8 @@ The blocks run in order, in one namespace, in a fresh working directory, each as
 - the model block makes what it needs itself (a tiny reference-format checkpoint, saved in the snippet);
   its profile is cached in a temporary ``$SCALEKIT_CACHE_DIR``;
 - the results block reads ``runs/demo``, which this test writes with the hand-made fixture study
-  (``tests/fixtures/study_fixture.py``: the same ``results.csv`` and checkpoints a real study writes); running
-  the demo itself is the README's first command, done by ``tests/test_demo_e2e.py``.
+  (``tests/helpers/study_fixture.py``: the same ``results.csv`` and checkpoints a real study writes); running
+  the demo itself is the README's first command, done by ``tests/study/test_demo_e2e.py``.
 
 A block added later that needs anything else fails here until this docstring and the test say how it runs.
 """
@@ -20,7 +20,7 @@ import pytest
 
 from scalekit.results.selection import find_knee
 
-from .fixtures.study_fixture import make_study
+from tests.helpers.study_fixture import make_study
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
