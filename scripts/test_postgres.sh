@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL server for the tests (tests/test_postgres.py), listening on 127.0.0.1 only.
+# A throwaway PostgreSQL server for the tests (tests/study/test_postgres.py), listening on 127.0.0.1 only.
 #   scripts/test_postgres.sh start DIR   create a cluster in DIR (new or empty; its parents must be enterable,
 #                                        e.g. from mktemp -d), start it, create database "scalekit" and print
 #                                        its SQLAlchemy URL on stdout (a fresh random password in it)
