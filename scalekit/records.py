@@ -17,7 +17,7 @@ import re
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -58,6 +58,18 @@ GIB = 2**30
 """Bytes in a GB as GPU memory is quoted (a "24 GB" card), the unit of every ``*_gb`` value."""
 
 
+MEASURED_KEY = "measured"
+
+
+def measured(default: Any = None, factory: Callable[[], Any] | None = None) -> Any:
+    """A :class:`StageRecord` field that a stage's worker measures and reports: declaring a field with it is all
+    it takes for the worker's report (:class:`~scalekit.study.engine.messages.StageReport`) to carry it to the
+    table (see :data:`MEASURED`)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={MEASURED_KEY: True})
+    return field(default=default, metadata={MEASURED_KEY: True})
+
+
 @dataclass
 class StageRecord:
     """One chain stage of one family: its architecture, how it started, how it ended and what it measured."""
@@ -73,29 +85,29 @@ class StageRecord:
     status: Status = "pending"
     reason: str = ""
     family_label: str = ""
-    mean_dice: float | None = None
-    per_class_dice: list[float] = field(default_factory=list)
-    mean_nsd: float | None = None
-    per_class_nsd: list[float] = field(default_factory=list)
+    mean_dice: float | None = measured(None)
+    per_class_dice: list[float] = measured(factory=list)
+    mean_nsd: float | None = measured(None)
+    per_class_nsd: list[float] = measured(factory=list)
     params: int | None = None
     gflops_fvcore: float | None = None
     gflops_train: float | None = None
-    peak_memory_bytes: int | None = None
-    memory_method: str = ""
-    wall_time_s: float | None = None
-    epochs: int | None = None
+    peak_memory_bytes: int | None = measured(None)
+    memory_method: str = measured("")
+    wall_time_s: float | None = measured(None)
+    epochs: int | None = measured(None)
     """Epochs this stage has trained (its own, not its parent's)."""
-    checkpoint: str = ""
+    checkpoint: str = measured("")
     config: dict[str, Any] = field(default_factory=dict)
     target_epochs: int | None = None
     """The epoch count it was last asked to reach (a rung of successive halving, or the full budget)."""
-    dice_curve: dict[str, float] = field(default_factory=dict)
+    dice_curve: dict[str, float] = measured(factory=dict)
     """Mean Dice at each epoch count it was scored at (keys: epochs as text): its rungs."""
-    case_dice: list[float] = field(default_factory=list)
+    case_dice: list[float] = measured(factory=list)
     """Each validation case's mean Dice at its last scoring."""
     dice_interval: list[float] = field(default_factory=list)
     """The 95% bootstrap interval of ``mean_dice`` over the validation cases ([low, high]; empty when unknown)."""
-    case_curve: dict[str, list[float]] = field(default_factory=dict)
+    case_curve: dict[str, list[float]] = measured(factory=dict)
     """Each validation case's mean Dice at each rung (keys as ``dice_curve``): the noise of each rung value."""
     train_tflops: float | None = None
     """Training compute of this stage: epochs x iterations x the profiled FLOPs of one training step."""
@@ -105,7 +117,7 @@ class StageRecord:
     """Training since scratch: this stage's and its ancestors' (the UpKern or continuation sources)."""
     device_hours: float | None = None
     """Wall time of its training sessions times the devices of a trial (GPUs, or 1 on a CPU)."""
-    node: str = ""
+    node: str = measured("")
     """The Ray node id that ran its last training session."""
 
     def __post_init__(self) -> None:
@@ -176,6 +188,10 @@ class StageRecord:
 
 
 COLUMNS = [f.name for f in dataclasses.fields(StageRecord)]
+MEASURED: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(StageRecord) if f.metadata.get(MEASURED_KEY))
+"""The fields a stage's worker reports (declared with :func:`measured`): the one list from worker to table."""
+KEYED: frozenset[str] = frozenset(f.name for f in dataclasses.fields(StageRecord) if str(f.type).startswith("dict"))
+"""Fields holding a mapping (curves keyed by epochs, the architecture)."""
 
 
 def training_spent(records: Iterable[StageRecord]) -> dict[str, float]:

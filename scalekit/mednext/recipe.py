@@ -15,6 +15,11 @@ import torch
 
 from scalekit.errors import ScalekitError
 
+EPOCHS = 1000
+ITERATIONS_PER_EPOCH = 250
+VAL_ITERATIONS = 50
+"""The MedNeXt paper's schedule: epochs, training batches per epoch, validation batches per epoch (nnU-Net's
+pseudo Dice). Every default of scalekit's training settings (study file, stage request, trainer) is these."""
 INITIAL_LR = 1e-3
 WEIGHT_DECAY = 3e-5
 ADAM_EPS = 1e-4

@@ -35,10 +35,10 @@ class TrainerSettings:
         plot_progress: draw nnU-Net's ``progress.png`` after every epoch (about a second each; off in trials).
     """
 
-    num_epochs: int = 1000
-    iterations_per_epoch: int = 250
-    val_iterations: int = 50
-    initial_lr: float = 1e-3
+    num_epochs: int = recipe.EPOCHS
+    iterations_per_epoch: int = recipe.ITERATIONS_PER_EPOCH
+    val_iterations: int = recipe.VAL_ITERATIONS
+    initial_lr: float = recipe.INITIAL_LR
     amp: str | None = "auto"
     checkpoint_every: int = 50
     plot_progress: bool = True

@@ -79,8 +79,8 @@ class StageRequest:
     epochs: int
     iterations_per_epoch: int
     output_dir: Path
-    val_iterations: int = 10
-    initial_lr: float = 1e-3
+    val_iterations: int = recipe.VAL_ITERATIONS
+    initial_lr: float = recipe.INITIAL_LR
     init_from: Path | None = None
     resume: bool = False
     amp: str | None = "auto"

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field
 
 from scalekit import paths
 from scalekit.errors import ScalekitError
+from scalekit.mednext import recipe
 from scalekit.mednext.config import DIVISOR
 from scalekit.mednext.presets import PRESETS
 from scalekit.paths import NnunetRoot, study_root
@@ -137,9 +138,9 @@ class TrainingSection(_Model):
     """The budget and recipe of every chain stage (MedNeXt recipe: AdamW 1e-3, poly schedule, DS 16:8:4:2:1)."""
 
     epochs: Int = Field(1, ge=1, le=lim.MAX_EPOCHS, description="epochs per chain stage")
-    iterations_per_epoch: Int = Field(250, ge=1, le=lim.MAX_ITERATIONS)
-    val_iterations: Int = Field(50, ge=1, le=lim.MAX_ITERATIONS)
-    initial_lr: Float = Field(1e-3, gt=0, le=lim.MAX_LR)
+    iterations_per_epoch: Int = Field(recipe.ITERATIONS_PER_EPOCH, ge=1, le=lim.MAX_ITERATIONS)
+    val_iterations: Int = Field(recipe.VAL_ITERATIONS, ge=1, le=lim.MAX_ITERATIONS)
+    initial_lr: Float = Field(recipe.INITIAL_LR, gt=0, le=lim.MAX_LR)
     amp: Literal["auto", "fp16", "bf16", "none"] = "auto"
     checkpointing: Literal["auto", "on", "off"] = Field(
         "auto", description="auto: as the family's preset says (on for M and L, and for deeper scaled families)"

@@ -211,5 +211,5 @@ def execute_stage(spec: StageSpec, report: Callable[[dict[str, Any]], None], nod
 
     started = time.monotonic()
     with output_to(output_dir / STAGE_LOG):
-        report(dataclasses.replace(_train(spec, on_epoch), node=node).to_dict())
+        report(_train(spec, on_epoch).with_values(node=node).to_dict())
         log.info("stage %s ended after %.1f s", spec.stage_id, time.monotonic() - started)

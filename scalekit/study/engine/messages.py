@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from scalekit.errors import ScalekitError
+from scalekit.records import KEYED, MEASURED
 
 ReportStatus = Literal["completed", "failed", "infeasible"]
 REPORT_STATUSES: tuple[ReportStatus, ...] = get_args(ReportStatus)
@@ -61,48 +62,48 @@ class StageSpec:
             raise ScalekitError(f"not a stage spec ({err}): {sorted(data)}") from None
 
 
-_CURVES = ("dice_curve", "case_curve")
-"""Report fields keyed by epochs, carried through Ray as JSON text."""
-
-
-@dataclass(frozen=True)
 class StageReport:
-    """How a stage ended: ``completed`` with its scores, ``failed`` or ``infeasible`` with the reason."""
+    """How a stage ended: ``completed`` with what it measured, ``failed`` or ``infeasible`` with the reason.
 
-    status: ReportStatus
-    reason: str = ""
-    mean_dice: float | None = None
-    per_class_dice: list[float] = field(default_factory=list)
-    mean_nsd: float | None = None
-    per_class_nsd: list[float] = field(default_factory=list)
-    wall_time_s: float | None = None
-    epochs: int | None = None
-    checkpoint: str = ""
-    """The final weights, relative to the stage folder."""
-    peak_memory_bytes: int | None = None
-    memory_method: str = ""
-    dice_curve: dict[str, float] = field(default_factory=dict)
-    case_dice: list[float] = field(default_factory=list)
-    case_curve: dict[str, list[float]] = field(default_factory=dict)
-    node: str = ""
-    """The Ray node id that trained it."""
+    The measured values are the :class:`~scalekit.records.StageRecord` fields declared with
+    :func:`~scalekit.records.measured` (:data:`~scalekit.records.MEASURED`), by name: a field declared there
+    travels from the worker to the table with no other change here. ``checkpoint`` is relative to the stage
+    folder; ``node`` is the node that trained it.
+    """
 
-    def __post_init__(self) -> None:
-        if self.status not in REPORT_STATUSES:
-            raise ScalekitError(f"stage report status {self.status!r} is not one of {REPORT_STATUSES}")
+    def __init__(self, status: ReportStatus, reason: str = "", **values: Any) -> None:
+        if status not in REPORT_STATUSES:
+            raise ScalekitError(f"stage report status {status!r} is not one of {REPORT_STATUSES}")
+        unknown = sorted(set(values) - set(MEASURED))
+        if unknown:
+            raise ScalekitError(f"stage report: {', '.join(unknown)} is not a measured field of the results table "
+                                f"(declare it with records.measured; measured: {', '.join(MEASURED)})")
+        self.status: ReportStatus = status
+        self.reason = reason
+        self._values = dict(values)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in MEASURED:
+            return self.__dict__["_values"].get(name)
+        raise AttributeError(name)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StageReport) and (self.status, self.reason, self.measured()) == (
+            other.status, other.reason, other.measured())
+
+    def __repr__(self) -> str:
+        return f"StageReport({self.status!r}, {self.reason!r}, {self.measured()!r})"
+
+    def with_values(self, **values: Any) -> StageReport:
+        return StageReport(self.status, self.reason, **{**self._values, **values})
 
     def measured(self) -> dict[str, Any]:
         """The results-row fields this report sets (those it carries)."""
-        skip = {"status", "reason"}
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in skip and getattr(self, f.name) not in (None, "", [], {})}
+        return {name: value for name, value in self._values.items() if value not in (None, "", [], {})}
 
     def to_dict(self) -> dict[str, Any]:
-        """The report as Ray carries it: the curves as JSON text (Ray flattens nested dicts of a result)."""
-        measured = self.measured()
-        for name in _CURVES:
-            if name in measured:
-                measured[name] = json.dumps(measured[name])
+        """The report as Ray carries it: mappings (the curves) as JSON text, since Ray flattens nested dicts."""
+        measured = {name: json.dumps(value) if name in KEYED else value for name, value in self.measured().items()}
         return {STATUS_KEY: self.status, REASON_KEY: self.reason, **measured}
 
     @classmethod
@@ -110,9 +111,6 @@ class StageReport:
         """The report in a trial's last result, or None when the trial stopped before it ended."""
         if STATUS_KEY not in data:
             return None
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in names - {"status", "reason"}}
-        for name in _CURVES:
-            if isinstance(values.get(name), str):
-                values[name] = json.loads(values[name])
-        return cls(status=data[STATUS_KEY], reason=data.get(REASON_KEY, ""), **values)
+        values = {k: json.loads(v) if k in KEYED and isinstance(v, str) else v
+                  for k, v in data.items() if k in MEASURED}
+        return cls(data[STATUS_KEY], data.get(REASON_KEY, ""), **values)

@@ -65,3 +65,28 @@ def test_messages_round_trip_through_plain_dicts(tmp_path: Path) -> None:
         StageSpec.from_dict({"stage_id": "x"})
     with pytest.raises(ValueError, match="status"):
         StageReport("running")
+
+
+def test_every_declared_measured_field_travels_from_the_report_to_the_table_and_no_other(tmp_path: Path) -> None:
+    """The one field list: whatever StageRecord declares with records.measured, a report carries through Ray's
+    plain dicts into results.csv; a name it does not declare is refused at the worker."""
+    import dataclasses
+
+    from scalekit.records import MEASURED, ResultsTable, StageRecord
+
+    samples = {float: 0.625, int: 7, str: "x", list: [0.5, 0.75]}
+    values: dict = {}
+    for f in dataclasses.fields(StageRecord):
+        if f.name in MEASURED:
+            kind = str(f.type)
+            values[f.name] = ({"3": 0.5} if "dict[str, float]" in kind else {"3": [0.5, 0.75]} if kind.startswith("dict")
+                              else samples[next(t for t in (list, float, int, str) if t.__name__ in kind)])
+    assert set(values) == set(MEASURED) and {"mean_dice", "case_curve", "peak_memory_bytes"} <= set(values)
+    report = StageReport.from_dict(StageReport("completed", **values).to_dict())
+    table = ResultsTable(tmp_path)
+    table.upsert(StageRecord("f00000001-k3", "f00000001", 4, [1] * 9, [2] * 9, 3))
+    table.update("f00000001-k3", status="completed", **report.measured())
+    row = ResultsTable(tmp_path)["f00000001-k3"]
+    assert {name: getattr(row, name) for name in MEASURED} == values
+    with pytest.raises(ValueError, match="dummy_score is not a measured field of the results table"):
+        StageReport("completed", dummy_score=1.0)
