@@ -27,6 +27,58 @@ from scalekit.faults import fault_point
 
 RESULTS_FILE = "results.csv"
 
+
+@dataclass(frozen=True)
+class StudyDir:
+    """Every file and folder of a study directory, by name: the one owner of its layout (see
+    :mod:`scalekit.study.runner` for what each holds)."""
+
+    path: Path
+
+    @property
+    def results(self) -> Path:
+        return self.path / RESULTS_FILE
+
+    @property
+    def study_file(self) -> Path:
+        return self.path / "study.yaml"
+
+    @property
+    def prepared(self) -> Path:
+        return self.path / "prepared.json"
+
+    @property
+    def optuna_db(self) -> Path:
+        return self.path / "optuna.db"
+
+    @property
+    def stages(self) -> Path:
+        return self.path / "stages"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "study.log"
+
+    @property
+    def lock(self) -> Path:
+        return self.path / ".scalekit.lock"
+
+    @property
+    def confirm(self) -> Path:
+        return self.path / "confirm"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.html"
+
+    @property
+    def ray(self) -> Path:
+        return self.path / "ray"
+
+    @property
+    def export(self) -> Path:
+        return self.path / "export"
+
 Status = Literal["pending", "running", "paused", "completed", "infeasible", "failed", "stopped"]
 STATUSES: tuple[Status, ...] = get_args(Status)
 """The states of a stage (mypy checks every status a module sets or compares against them). ``paused``:
@@ -259,7 +311,7 @@ class ResultsTable:
     """
 
     def __init__(self, study_dir: str | Path) -> None:
-        self.path = Path(study_dir) / RESULTS_FILE
+        self.path = StudyDir(Path(study_dir)).results
         self._lock = threading.Lock()
         self._rows: dict[str, StageRecord] = {r.stage_id: r for r in read_results(self.path.parent)}
 
@@ -304,7 +356,7 @@ class ResultsTable:
 def write_results(study_dir: str | Path, records: Iterable[StageRecord]) -> Path:
     """Atomically (re)write ``results.csv`` in ``study_dir`` (flushed to disk before it replaces the old)."""
     records = list(records)
-    path = Path(study_dir) / RESULTS_FILE
+    path = StudyDir(Path(study_dir)).results
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results-", suffix=".csv")
     with os.fdopen(fd, "w", newline="") as handle:
@@ -323,7 +375,7 @@ def write_results(study_dir: str | Path, records: Iterable[StageRecord]) -> Path
 
 def read_results(study_dir: str | Path) -> list[StageRecord]:
     """The stages in ``study_dir/results.csv`` (empty if the study has not written one yet)."""
-    path = Path(study_dir) / RESULTS_FILE
+    path = StudyDir(Path(study_dir)).results
     if not path.exists():
         return []
     with path.open(newline="") as handle:

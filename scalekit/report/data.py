@@ -16,7 +16,7 @@ from scalekit.report.layout import LinkSpec, PanelLayout, PointSpec, panel_layou
 from scalekit.results.pareto import StudyGoals, pareto_front, study_front
 from scalekit.report.perclass import ClassScores, class_scores
 from scalekit.report.geometry import Style
-from scalekit.records import Objective, StageRecord
+from scalekit.records import Objective, StageRecord, StudyDir
 from scalekit.results.scaling import ScalingView, scaling_view
 from scalekit.results.selection import rule_choices
 from scalekit.studyfile import read_saved_study
@@ -30,8 +30,6 @@ PANELS = (
     ("nsd_vs_memory", "peak_memory_gb", "mean_nsd", "max_memory_gb"),
 )
 """(name, x metric, y metric, budget attribute of StudyGoals): one figure each; x minimised, y maximised."""
-PREPARED_FILE = "prepared.json"
-"""The study's prepared nnU-Net dataset (written by the study engine): its ``label_names`` name the classes."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +137,7 @@ def _steps(records: list[StageRecord]) -> list[UpKernStep]:
 def label_names(study_dir: Path) -> list[str] | None:
     """The class names of the study's prepared dataset (background first), None when it records none."""
     try:
-        names = json.loads((study_dir / PREPARED_FILE).read_text()).get("label_names")
+        names = json.loads(StudyDir(study_dir).prepared.read_text()).get("label_names")
     except (OSError, ValueError, AttributeError):
         return None
     return [str(n) for n in names] if isinstance(names, list) else None

@@ -33,6 +33,7 @@ from scalekit.report.data import ReportData, build_report_data, panel_layouts
 from scalekit.report.page import render_html
 from scalekit.report.scalingplot import scaling_layout
 from scalekit.report.timeline import timeline_geometry
+from scalekit.records import StudyDir
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def write_report(study_dir: str | Path, out: str | Path | None = None, images: b
     """
     figure_style = style_named(style)
     data = build_report_data(study_dir)
-    out = Path(out) if out is not None else Path(study_dir) / "report.html"
+    out = Path(out) if out is not None else StudyDir(Path(study_dir)).report
     written: list[Path] = []
     note = "Static images were not requested." if not images else None
     if images:

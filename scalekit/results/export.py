@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 from scalekit._atomic import Staging, staged_dir
 from scalekit.errors import ScalekitError
 from scalekit.faults import fault_point
-from scalekit.records import StageRecord, read_results
+from scalekit.records import StageRecord, StudyDir, read_results
 from scalekit.results.pareto import require_study
 from scalekit.results.selection import Selection, select_stage
 
@@ -103,13 +103,14 @@ def _nnunet_export(study_dir: Path, stage: StageRecord, out_dir: Path, plans_nam
     from scalekit.nnunet import PreparedDataset
     from scalekit.nnunet.export import build_nnunet_export
 
-    prepared_file = study_dir / "prepared.json"
+    layout = StudyDir(study_dir)
+    prepared_file = layout.prepared
     if not prepared_file.is_file():
         raise ScalekitError(f"{prepared_file} is missing: the study never prepared its nnU-Net dataset; use --to config")
     if not stage.config:
         raise ScalekitError(f"stage {stage.stage_id}: results.csv records no architecture; it cannot be exported")
     prepared = PreparedDataset.from_dict(json.loads(prepared_file.read_text()))
-    study = yaml.safe_load((study_dir / "study.yaml").read_text()) if (study_dir / "study.yaml").is_file() else {}
+    study = yaml.safe_load(layout.study_file.read_text()) if layout.study_file.is_file() else {}
     batch_size = (study.get("dataset") or {}).get("batch_size")
     return build_nnunet_export(
         prepared, MedNeXtConfig.from_dict(stage.config), out_dir, weights=_checkpoint_path(study_dir, stage),

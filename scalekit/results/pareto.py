@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from scalekit.errors import ScalekitError
-from scalekit.records import RESULTS_FILE, Objective, StageRecord, read_results
-from scalekit.studyfile import STUDY_FILE, read_saved_study
+from scalekit.records import Objective, StageRecord, StudyDir, read_results
+from scalekit.studyfile import read_saved_study
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,10 @@ def require_study(study_dir: str | Path) -> Path:
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         raise ScalekitError(f"study directory {study_dir} does not exist; pass the folder of a `scalekit study run`")
-    if not any((study_dir / name).is_file() for name in (RESULTS_FILE, STUDY_FILE)):
-        raise ScalekitError(f"{study_dir} is not a study folder: it holds neither {RESULTS_FILE} nor {STUDY_FILE}; "
+    layout = StudyDir(study_dir)
+    if not (layout.results.is_file() or layout.study_file.is_file()):
+        raise ScalekitError(f"{study_dir} is not a study folder: it holds neither {layout.results.name} nor "
+                            f"{layout.study_file.name}; "
                             "pass the output_dir of a study (`scalekit study run` writes both there)")
     return study_dir
 

@@ -20,10 +20,9 @@ from pathlib import Path
 
 from scalekit._atomic import write_atomic
 from scalekit.results.fidelity import paired_interval
-from scalekit.records import GIB, StageRecord, read_results, training_spent
+from scalekit.records import GIB, StageRecord, StudyDir, read_results, training_spent
 from scalekit.results.selection import max_dice_under, select_stage
 
-CONFIRM_DIR = "confirm"
 PLAN_FILE = "plan.json"
 
 
@@ -89,7 +88,7 @@ def chain_to(records: Sequence[StageRecord], stage_id: str) -> list[StageRecord]
 
 
 def confirm_dir(study_dir: str | Path) -> Path:
-    return Path(study_dir) / CONFIRM_DIR
+    return StudyDir(Path(study_dir)).confirm
 
 
 def seed_dir(study_dir: str | Path, seed: int) -> Path:

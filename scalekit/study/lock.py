@@ -20,8 +20,8 @@ from pathlib import Path
 from types import TracebackType
 
 from scalekit.errors import ScalekitError
+from scalekit.records import StudyDir
 
-LOCK_FILE = ".scalekit.lock"
 
 
 class StudyLockedError(ScalekitError):
@@ -43,7 +43,7 @@ class StudyLock:
     """``with StudyLock(study_dir):`` holds the study directory, or raises :class:`StudyLockedError` at once."""
 
     def __init__(self, study_dir: Path) -> None:
-        self.path = Path(study_dir) / LOCK_FILE
+        self.path = StudyDir(Path(study_dir)).lock
         self._fd: int | None = None
 
     def acquire(self) -> None:

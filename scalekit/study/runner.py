@@ -40,9 +40,8 @@ import yaml
 
 from scalekit._atomic import write_atomic
 from scalekit.faults import ENV_VARIABLES
-from scalekit.records import ResultsTable
+from scalekit.records import ResultsTable, StudyDir
 from scalekit.studyfile import (
-    STUDY_FILE,
     StudyConfig,
     StudyConfigError,
     format_problems,
@@ -60,7 +59,6 @@ from .engine.planning import build_space, chain_rules, resolve_hardware, stage_p
 
 log = logging.getLogger(__name__)
 
-PREPARED_FILE = "prepared.json"
 STUDY_DIR_ENV = "SCALEKIT_STUDY_DIR"
 """Set in every process a run starts (every backend's workers included), so that a test or a user can find them
 all."""
@@ -174,7 +172,7 @@ def run_study(
     terminal = show_progress and sys.stdout.isatty()
     with StudyLock(study_dir):
         check_same_study(config, study_dir)
-        write_atomic(study_dir / STUDY_FILE, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        write_atomic(StudyDir(study_dir).study_file, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         events = EventLog(study_dir, echo=sys.stdout if show_progress and not terminal else None)
         try:
             summary = _run_locked(config, events, terminal)
@@ -207,7 +205,7 @@ def _run_locked(config: StudyConfig, events: EventLog, terminal: bool) -> StudyS
         seed=config.search.seed,
         metrics=tuple(o.metric for o in config.objectives),
         directions=tuple(o.resolved_direction for o in config.objectives),
-        storage=config.storage or f"sqlite:///{study_dir / 'optuna.db'}",
+        storage=config.storage or f"sqlite:///{StudyDir(study_dir).optuna_db}",
         study_name=config.name,
     )
     table = ResultsTable(study_dir)
@@ -231,7 +229,7 @@ def _train_chains(
     study_dir = config.output_dir
     study = open_optuna_study(settings, space)
     prepared = prepare_data(config, events.data_step)
-    write_atomic(study_dir / PREPARED_FILE, json.dumps(prepared.to_dict(), indent=1))
+    write_atomic(StudyDir(study_dir).prepared, json.dumps(prepared.to_dict(), indent=1))
     events.data_step(f"data ready: {prepared.dataset_name}, patch {list(prepared.patch_size)}; starting the "
                      f"{config.backend.kind} backend")
     threads = str(max(1, int(config.resources.cpus_per_trial)))
@@ -246,13 +244,13 @@ def _train_chains(
         backend.check_nodes(nodes, resources, list(config.nnunet_roots()), events.data_step)
         planning = stage_planning(config, prepared.num_input_channels, prepared.num_classes, amp)
         planner = ChainPlanner(
-            space, table, planning.template, planning.profile, planning.constraints, study_dir / "stages",
+            space, table, planning.template, planning.profile, planning.constraints, StudyDir(study_dir).stages,
             chain_rules(config, gpus if gpus > 0 else 1.0), planning.checkpointing,
         )
         for kind, stage_ids in planner.recover().items():
             if stage_ids:
                 log.warning("%s stages: %s", kind, ", ".join(stage_ids))
-        events.watch(table, study_dir / "stages")
+        events.watch(table, StudyDir(study_dir).stages)
 
         def on_change() -> None:
             events.poll()
@@ -344,7 +342,7 @@ def finish_study(config: StudyConfig, export: bool = True) -> tuple[Path | None,
     from scalekit.results.export import export_stage
     from scalekit.results.selection import NoSignalError
 
-    export_dir = config.output_dir / "export"
+    export_dir = StudyDir(config.output_dir).export
     try:
         selection, files = export_stage(config.output_dir, spec.select, spec.to, export_dir, spec.force)
     except NoSignalError as err:

@@ -9,7 +9,6 @@ report, export) that read one: a saved ``study.yaml`` is read through :class:`St
 
 from .models import StudyConfig, StudyConfigError
 from .reading import (
-    STUDY_FILE,
     format_problems,
     load_study_config,
     read_saved_study,
@@ -18,7 +17,6 @@ from .reading import (
 )
 
 __all__ = [
-    "STUDY_FILE",
     "StudyConfig",
     "StudyConfigError",
     "format_problems",

@@ -17,11 +17,10 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from .models import RAY_SECTION_NOTE, StudyConfig, StudyConfigError
+from scalekit.records import StudyDir
 
 log = logging.getLogger(__name__)
 
-STUDY_FILE = "study.yaml"
-"""The validated study file a run saves in its study directory (a rerun must match it)."""
 
 _HINTS = {
     "missing": "this field is required",
@@ -162,7 +161,7 @@ def load_study_config(path: str | Path, base: Path | None = None) -> StudyConfig
 
 def read_saved_study(study_dir: str | Path) -> StudyConfig | None:
     """The study saved in ``study_dir/study.yaml`` (None when there is none), validated like any study file."""
-    path = Path(study_dir) / STUDY_FILE
+    path = StudyDir(Path(study_dir)).study_file
     if not path.exists():
         return None
     data = read_yaml(path)

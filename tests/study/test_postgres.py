@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 
 from scalekit.space import Family, SearchSpace
 from scalekit.study import read_results
-from scalekit.study.runner import PREPARED_FILE
+from scalekit.records import StudyDir
 from scalekit.study.engine.search import SearchSettings, open_optuna_study
 
 from tests.helpers.faultkit import ENV, check_consistent, command, kill_at, run, snapshot, study_file
@@ -75,7 +75,7 @@ def test_killed_study_resumes_beside_another_on_one_database(tmp_path: Path, pos
 
     def start_b_when_a_prepared() -> None:  # both reuse one preparation of the dataset: none runs twice
         nonlocal beside
-        if beside is None and (tmp_path / "a" / "study" / PREPARED_FILE).exists():
+        if beside is None and StudyDir(tmp_path / "a" / "study").prepared.exists():
             beside = subprocess.Popen(command(b), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV,
                                       text=True, start_new_session=True)
 

@@ -12,7 +12,8 @@ import yaml
 from scalekit.study import StudyConfig, StudyConfigError, write_results
 from scalekit.study.lock import StudyLock, StudyLockedError
 from scalekit.study.engine.planning import HardwareError, resolve_hardware
-from scalekit.study.runner import STUDY_FILE, check_same_study
+from scalekit.records import StudyDir
+from scalekit.study.runner import check_same_study
 
 BASE = {
     "name": "ident",
@@ -30,7 +31,7 @@ def config(tmp_path: Path, **changes) -> StudyConfig:
 
 def saved(tmp_path: Path, cfg: StudyConfig) -> Path:
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
-    (cfg.output_dir / STUDY_FILE).write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    StudyDir(cfg.output_dir).study_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     return cfg.output_dir
 
 

@@ -38,6 +38,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from scalekit._atomic import write_atomic
 from scalekit.errors import ScalekitError
+from scalekit.records import StudyDir
 
 from ..engine.messages import FINISHED, NODE_KEY, StageSpec
 from ..engine.planning import fits_trial
@@ -366,7 +367,7 @@ class RayBackend:
 
     def session(self) -> contextlib.AbstractContextManager[Nodes]:
         s = self.settings
-        ray_dir = s.study_dir / "ray"
+        ray_dir = StudyDir(s.study_dir).ray
         return ray_cluster(RaySettings(s.address, s.env_vars, ray_dir / "driver.log", ray_dir / TOKEN_FILE))
 
     def check_nodes(self, nodes: Nodes, resources: TrialResources, folders: list[Path],
@@ -379,4 +380,4 @@ class RayBackend:
         check_shared_storage(workers, self.settings.study_dir, folders)
 
     def run(self, source: StageSource, launch: StageLauncher, resources: TrialResources) -> None:
-        run_chains(ChainSearcher(source, launch), resources, self.settings.study_dir / "ray")
+        run_chains(ChainSearcher(source, launch), resources, StudyDir(self.settings.study_dir).ray)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from scalekit.errors import ScalekitError
 from scalekit.mednext.config import MedNeXtConfig
-from scalekit.records import StageRecord
+from scalekit.records import StageRecord, StudyDir
 from scalekit.space import Family, SearchSpace
 from scalekit.studyfile import StudyConfig
 
@@ -162,7 +162,7 @@ def dataset_channels(config: StudyConfig) -> tuple[int, int] | None:
     from scalekit.nnunet import PreparedDataset
     from scalekit.nnunet.prepare import resolve_raw_dataset
 
-    prepared = config.output_dir / "prepared.json"
+    prepared = StudyDir(config.output_dir).prepared
     if prepared.is_file():
         record = PreparedDataset.from_dict(json.loads(prepared.read_text()))
         return record.num_input_channels, record.num_classes

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from scalekit.records import ResultsTable, StageRecord
+from scalekit.records import ResultsTable, StageRecord, StudyDir
 
 from .events import (
     PROGRESS_FILE,
@@ -29,7 +29,6 @@ from .events import (
     read_progress,
 )
 
-STUDY_LOG = "study.log"
 RECENT_LINES = 4
 
 
@@ -68,14 +67,14 @@ class EventLog:
     """Writes the study's events to ``study.log`` (and ``echo``); thread-safe."""
 
     def __init__(self, study_dir: Path, echo: TextIO | None = None) -> None:
-        self.path = Path(study_dir) / STUDY_LOG
+        self.path = StudyDir(Path(study_dir)).log
         self.echo = echo
         self.recent: deque[str] = deque(maxlen=RECENT_LINES)
         self.step: DataStep | None = None
         self.step_started = time.monotonic()
         self.epochs: dict[str, LatestEpoch] = {}
         self._table: ResultsTable | None = None
-        self._stages_dir = Path(study_dir) / "stages"
+        self._stages_dir = StudyDir(Path(study_dir)).stages
         self._status: dict[str, str] = {}
         self._offsets: dict[str, int] = {}
         self._lock = threading.RLock()
