@@ -17,6 +17,7 @@ def run(args: list[str], tmp_path) -> subprocess.CompletedProcess:
     return subprocess.run(CLI + args, capture_output=True, text=True, timeout=300, env=env)
 
 
+@pytest.mark.slow
 def test_json_lines_give_reference_counts(tmp_path) -> None:
     done = run(["--preset", "S,B", "--kernel", "3,5", "--patch", "128", "--batch", "1", "--in-channels", "1",
                 "--num-classes", "14", "--device", "cpu", "--json"], tmp_path)

@@ -258,6 +258,7 @@ def test_export_killed_midway_leaves_no_partial_export(study: Path, tmp_path: Pa
     assert json.loads((out / "selection.json").read_text())["stage_id"] == "A-k3"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (CI installs it in .ci/run; locally: "
                                              "apt-get install -y chromium)")
 def test_a_full_disk_under_the_report_is_one_line_without_the_browsers_traceback(deep_supervised_study: Path,

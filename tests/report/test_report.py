@@ -275,6 +275,7 @@ def _open(page, width: int) -> tuple[str, dict, str]:
     return body.group(0), json.loads(html.unescape(measured.group(1))), run.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (CI installs it in .ci/run; locally: "
                                              "apt-get install -y chromium)")
 def test_report_opens_in_headless_chromium_and_images_are_written(study, tmp_path) -> None:

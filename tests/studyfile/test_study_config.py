@@ -102,6 +102,7 @@ def test_build_space_from_study(tmp_path: Path) -> None:
     assert space.families[1].exp_r[4] == 3 and space.kernels == (3, 5)
 
 
+@pytest.mark.slow
 def test_study_profile_lists_which_stages_fit(tmp_path: Path) -> None:
     data = yaml.safe_load(yaml.safe_dump(VALID))
     data["output_dir"] = str(tmp_path / "out")

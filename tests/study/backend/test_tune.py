@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import shutil
 import subprocess
@@ -24,6 +26,7 @@ print("after", token.exists(), ray_constants.ENABLE_RAY_CLUSTER,
 """
 
 
+@pytest.mark.slow
 def test_a_local_study_ignores_a_cluster_that_ray_start_left() -> None:
     """`ray start` records its cluster in <ray temp dir>/ray_current_cluster, and a plain ray.init() joins it
     (here a dead one): a study without an address must start its own Ray on this machine instead."""
