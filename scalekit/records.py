@@ -28,6 +28,11 @@ from scalekit.faults import fault_point
 RESULTS_FILE = "results.csv"
 
 
+def _entry(name: str, what: str) -> Any:
+    """A :class:`StudyDir` path: ``name`` inside the study directory."""
+    return property(lambda self: self.path / name, doc=f"``{name}``: {what}")
+
+
 @dataclass(frozen=True)
 class StudyDir:
     """Every file and folder of a study directory, by name: the one owner of its layout (see
@@ -35,49 +40,20 @@ class StudyDir:
 
     path: Path
 
-    @property
-    def results(self) -> Path:
-        return self.path / RESULTS_FILE
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
 
-    @property
-    def study_file(self) -> Path:
-        return self.path / "study.yaml"
-
-    @property
-    def prepared(self) -> Path:
-        return self.path / "prepared.json"
-
-    @property
-    def optuna_db(self) -> Path:
-        return self.path / "optuna.db"
-
-    @property
-    def stages(self) -> Path:
-        return self.path / "stages"
-
-    @property
-    def log(self) -> Path:
-        return self.path / "study.log"
-
-    @property
-    def lock(self) -> Path:
-        return self.path / ".scalekit.lock"
-
-    @property
-    def confirm(self) -> Path:
-        return self.path / "confirm"
-
-    @property
-    def report(self) -> Path:
-        return self.path / "report.html"
-
-    @property
-    def ray(self) -> Path:
-        return self.path / "ray"
-
-    @property
-    def export(self) -> Path:
-        return self.path / "export"
+    results = _entry(RESULTS_FILE, "one row per chain stage")
+    study_file = _entry("study.yaml", "the validated study file (a rerun must match it)")
+    prepared = _entry("prepared.json", "the prepared nnU-Net dataset")
+    optuna_db = _entry("optuna.db", "the Optuna storage, unless the study names another")
+    stages = _entry("stages", "each stage's training folder")
+    log = _entry("study.log", "one line per event, appended by every run")
+    lock = _entry(".scalekit.lock", "held by the one process that runs the study")
+    confirm = _entry("confirm", "the finalists retrained with other seeds")
+    report = _entry("report.html", "the report")
+    ray = _entry("ray", "the Ray backend's experiments, log and token")
+    export = _entry("export", "the export the study's finish section asks for")
 
 Status = Literal["pending", "running", "paused", "completed", "infeasible", "failed", "stopped"]
 STATUSES: tuple[Status, ...] = get_args(Status)
