@@ -90,7 +90,7 @@ def test_a_node_without_the_study_is_named(tmp_path: Path, monkeypatch: pytest.M
 @pytest.mark.slow
 def test_study_on_two_nodes_survives_losing_the_worker(tmp_path: Path, nnunet_dirs: dict) -> None:
     path = study_file(tmp_path, nnunet_dirs, training__epochs=2, training__iterations_per_epoch=1,
-                      ray__max_concurrent=2)
+                      resources__max_concurrent=2)
     study = tmp_path / "study"
     started = time.monotonic()
     run = subprocess.run([sys.executable, "-m", "tests.helpers.cluster_run", str(path)], capture_output=True, text=True,
