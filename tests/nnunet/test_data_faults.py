@@ -133,6 +133,7 @@ def copy_preparation(prepared: PreparedDataset, tmp_path: Path) -> PreparedDatas
     return replace(prepared, preprocessed_root=root)
 
 
+@pytest.mark.slow  # preprocesses a dataset with nnU-Net (module fixture)
 @pytest.mark.parametrize("change", ["changed", "missing", "added"])
 def test_changed_preprocessed_files_are_refused(prepared: PreparedDataset, tmp_path: Path, change: str) -> None:
     copy = copy_preparation(prepared, tmp_path)
@@ -157,6 +158,7 @@ def test_changed_preprocessed_files_are_refused(prepared: PreparedDataset, tmp_p
     assert (copy.preprocessed_dir / "scalekit_prepared.json").read_bytes() == record, "not silently re-hashed"
 
 
+@pytest.mark.slow  # preprocesses a dataset with nnU-Net (module fixture)
 def test_preparation_without_digests_is_refused(prepared: PreparedDataset, tmp_path: Path) -> None:
     assert PreparedDataset.from_dict(json.loads(json.dumps(prepared.to_dict()))) == prepared
     assert prepared.file_digests and all(len(d) == 64 for d in prepared.file_digests.values())
@@ -177,6 +179,7 @@ def test_preparation_without_digests_is_refused(prepared: PreparedDataset, tmp_p
         prepare_dataset(prepared.raw_dir, copy.preprocessed_root, num_processes=1)
 
 
+@pytest.mark.slow  # preprocesses a dataset with nnU-Net (module fixture)
 def test_moved_study_folder_is_reused_with_new_paths(prepared: PreparedDataset, tmp_path: Path) -> None:
     study = prepared.preprocessed_root.parent.parent
     copied = Path(shutil.copytree(study, tmp_path / "copy"))  # copytree keeps time stamps, as mv does
@@ -191,6 +194,7 @@ def test_moved_study_folder_is_reused_with_new_paths(prepared: PreparedDataset, 
     again.verify_files()
 
 
+@pytest.mark.slow  # preprocesses a dataset with nnU-Net (module fixture)
 def test_other_patch_reuses_and_study_splits_are_copied_in(prepared: PreparedDataset, tmp_path: Path) -> None:
     """The training patch does not key preprocessing (a second study of the dataset reuses it); a study's splits
     file replaces the random split without making the preparation look tampered with."""
