@@ -29,7 +29,9 @@ ENV = {k: v for k, v in ENV.items() if not k.startswith("SCALEKIT_FAULT")}
 
 
 def study_file(folder: Path, nnunet_dirs: dict[str, str], kernels: list[int], epochs: int, **changes) -> Path:
-    """A one-family study in ``folder/study`` on a 6-case demo dataset; ``changes`` replace top-level sections."""
+    """A one-family study in ``folder/study`` on a 6-case demo dataset; ``changes`` replace top-level sections.
+    It trains on the local backend (no Ray to start per run: what these tests check is the same on every backend,
+    `tests/study/backend/test_backends.py`); tests of Ray itself pass ``backend={"kind": "ray"}``."""
     data = {
         "name": "faults",
         "output_dir": str(folder / "study"),
@@ -41,6 +43,7 @@ def study_file(folder: Path, nnunet_dirs: dict[str, str], kernels: list[int], ep
         "search": {"sampler": "grid", "families": 1},
         "resources": {"cpus_per_trial": 1, "max_concurrent": 1},
         "finish": {"report": True, "export": None},
+        "backend": {"kind": "local"},
         **changes,
     }
     folder.mkdir(parents=True, exist_ok=True)

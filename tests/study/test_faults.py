@@ -168,7 +168,7 @@ def test_ctrl_c_interrupts_and_the_rerun_resumes(tmp_path: Path, shared: dict) -
 def test_orphaned_stage_worker_ends_with_its_driver(tmp_path: Path, shared: dict) -> None:
     """Only the driver is killed (its terminal closed, say): the stage worker ends within seconds instead of
     training on beside a rerun (Ray would reap it much later)."""
-    path = study_file(tmp_path, shared, [3], epochs=2)
+    path = study_file(tmp_path, shared, [3], epochs=2, backend={"kind": "ray"})
     study_dir = tmp_path / "study"
     proc = start_until(command(path), "stage-epoch", tmp_path, timeout_s=300)
     worker = int((tmp_path / "fault-stage-epoch").read_text().split()[1])

@@ -198,7 +198,7 @@ def _submit(address: str, canary: Path, home: Path, **ray_env: str) -> subproces
 def test_during_a_study_ray_listens_on_loopback_only_and_needs_the_token(tmp_path: Path, nnunet_dirs: dict) -> None:
     others = machine_addresses()
     assert others, "this machine has no address outside loopback to connect through"
-    path = study_file(tmp_path, nnunet_dirs, [3], epochs=2)
+    path = study_file(tmp_path, nnunet_dirs, [3], epochs=2, backend={"kind": "ray"})
     study_dir = tmp_path / "study"
     proc = start_until(command(path), "stage-epoch", tmp_path)  # an epoch done: Ray and its worker are up
     try:
