@@ -100,7 +100,11 @@ def measured(default: Any = None, factory: Callable[[], Any] | None = None) -> A
 
 @dataclass
 class StageRecord:
-    """One chain stage of one family: its architecture, how it started, how it ended and what it measured."""
+    """One chain stage of one family: its architecture, how it started, how it ended and what it measured.
+
+    The architecture is stored generically: ``arch`` (the registered network kind, :mod:`scalekit.networks`)
+    and ``config`` (the whole config, with its ``arch`` key) rebuild it; ``n_channels``, ``block_counts``,
+    ``exp_r`` and ``kernel_size`` are its readable columns (width, depth, expansion, kernel)."""
 
     stage_id: str
     family_id: str
@@ -108,6 +112,8 @@ class StageRecord:
     block_counts: list[int]
     exp_r: list[int]
     kernel_size: int
+    arch: str = "mednext"
+    """The network kind (``config["arch"]``); tables written before it was a column are MedNeXt's."""
     parent_stage: str = ""
     init: Init = "scratch"
     status: Status = "pending"
@@ -220,6 +226,12 @@ MEASURED: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(StageRecord
 """The fields a stage's worker reports (declared with :func:`measured`): the one list from worker to table."""
 KEYED: frozenset[str] = frozenset(f.name for f in dataclasses.fields(StageRecord) if str(f.type).startswith("dict"))
 """Fields holding a mapping (curves keyed by epochs, the architecture)."""
+SINGLE_VALUED: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(StageRecord) if not str(f.type).startswith(("list", "dict")))
+"""Fields holding one value (not a list or a mapping), in the table's order."""
+NUMERIC: frozenset[str] = frozenset(
+    f.name for f in dataclasses.fields(StageRecord) if str(f.type).startswith(("int", "float")))
+"""Fields holding one number."""
 
 
 def training_spent(records: Iterable[StageRecord]) -> dict[str, float]:

@@ -15,9 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from scalekit.errors import ScalekitError
-from scalekit.mednext.config import MedNeXtConfig, per_stage
-from scalekit.mednext.model import MedNeXt
-from scalekit.mednext.presets import PRESETS
+from scalekit.networks.mednext import PRESETS, MedNeXt, MedNeXtConfig, per_stage
 from scalekit.records import make_stage_id
 
 

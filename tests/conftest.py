@@ -9,6 +9,24 @@ import pytest
 
 from tests.helpers.study_fixture import add_prepared_dataset, make_study, with_deep_supervision
 
+TESTS = Path(__file__).resolve().parent
+SERIAL_GROUPS = {
+    "ray": ("study/backend/", "study/test_study_run.py", "study/test_demo_e2e.py"),
+    "postgres": ("study/test_postgres.py",),
+}
+"""Tests that run in one test process, one after another, when the suite runs in several (pytest-xdist,
+``--dist loadgroup``): those that start Ray clusters (a study's default backend; ``ray start`` leaves a cluster
+that others could see) and those that share the PostgreSQL server. A test elsewhere that starts Ray says so
+with ``@pytest.mark.xdist_group("ray")``."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        where = item.path.resolve().relative_to(TESTS).as_posix()
+        for group, prefixes in SERIAL_GROUPS.items():
+            if where.startswith(prefixes):
+                item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture(scope="session")
 def nnunet_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:

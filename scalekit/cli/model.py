@@ -24,7 +24,7 @@ def summary(
     """Parameters per stage and in total of a MedNeXt preset."""
     import torch
 
-    from scalekit.mednext import MedNeXt, count_parameters, parameters_by_module, preset_config
+    from scalekit.networks.mednext import MedNeXt, count_parameters, parameters_by_module, preset_config
 
     config = preset_config(preset, in_channels, num_classes, kernel, deep_supervision, dim)
     with torch.device("meta"):
@@ -56,7 +56,8 @@ def upkern_command(
     ] = False,
 ) -> None:
     """Initialise a MedNeXt with another kernel size from a checkpoint (UpKern) and save it."""
-    from scalekit.mednext import MedNeXt, load_state, save_checkpoint, upkern
+    from scalekit.networks import load_state, save_checkpoint
+    from scalekit.networks.mednext import MedNeXt, upkern
 
     state, config, kind = load_state(src)
     target = MedNeXt(config.replace(kernel_size=kernel))

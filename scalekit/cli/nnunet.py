@@ -36,7 +36,7 @@ def export_command(
     fold: Annotated[str, typer.Option(help="Fold in the printed commands.")] = "0",
 ) -> None:
     """Write plans and trainer so stock nnUNetv2_train trains a MedNeXt; print the commands."""
-    from scalekit.mednext import preset_config
+    from scalekit.networks.mednext import preset_config
     from scalekit.nnunet import PreparedDataset, TrainerSettings, export_to_nnunet
 
     prepared = PreparedDataset.load(dataset)

@@ -47,7 +47,7 @@ def profile_command(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per configuration, one per line.")] = False,
 ) -> None:
     """Parameters, FLOPs and peak training memory of MedNeXt configurations (measured on CUDA, else predicted)."""
-    from scalekit.mednext import preset_config
+    from scalekit.networks.mednext import preset_config
     from scalekit.profiler import profile
 
     presets = [p.upper() for p in _split("preset", preset)]

@@ -150,8 +150,9 @@ def infer_config(state: Mapping[str, torch.Tensor], **known: Any) -> MedNeXtConf
     return MedNeXtConfig(**fields)
 
 
-def save_checkpoint(path: str | Path, model: MedNeXt, **extra: Any) -> Path:
-    """Write a scalekit checkpoint: format tag, architecture (plain dict) and weights, plus ``extra`` data.
+def save_checkpoint(path: str | Path, model: torch.nn.Module, **extra: Any) -> Path:
+    """Write a scalekit checkpoint: format tag, architecture (``model.config``'s plain dict, with its ``arch``)
+    and weights, plus ``extra`` data.
 
     The file appears whole or not at all: a failed write (a full disk) leaves no partial file behind.
     """
@@ -159,7 +160,7 @@ def save_checkpoint(path: str | Path, model: MedNeXt, **extra: Any) -> Path:
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; give the checkpoint's file name, e.g. {path / 'model.pt'}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "config": model.config.to_dict(), "state_dict": model.state_dict(), **extra}
+    payload = {"format": FORMAT, "config": getattr(model, "config").to_dict(), "state_dict": model.state_dict(), **extra}
     tmp = path.with_name(path.name + ".tmp")
     try:
         torch.save(payload, tmp)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from scalekit.errors import ScalekitError
 
@@ -90,6 +90,8 @@ class MedNeXtConfig:
     dim: int = 3
     grn: bool = False
     up_alignment: UpAlignment = "reference"
+    arch: ClassVar[str] = "mednext"
+    """The network kind's registry name (:mod:`scalekit.networks`): the ``arch`` key of every stored config."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exp_r", per_stage("exp_r", self.exp_r))
@@ -125,20 +127,25 @@ class MedNeXtConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able values (lists instead of tuples)."""
-        return {
+        """Plain JSON-able values (lists instead of tuples), led by ``arch``: ``"mednext"``."""
+        return {"arch": self.arch} | {
             f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
             for f in dataclasses.fields(self)
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MedNeXtConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error that lists the known ones."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error that lists the known ones. ``arch`` may be
+        absent (configs stored before it was written), else it must be ``"mednext"``."""
+        fields = dict(data)
+        arch = fields.pop("arch", cls.arch)
+        if arch != cls.arch:
+            raise ScalekitError(f"config has arch={arch!r}, not a MedNeXt ({cls.arch!r})")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(fields) - known)
         if unknown:
             raise ScalekitError(f"unknown MedNeXt config field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**dict(data))
+        return cls(**fields)
 
     def check_input_shape(self, spatial: Sequence[int]) -> None:
         """Raise a ValueError if a batch with these spatial sizes cannot pass through the network."""

@@ -2,7 +2,8 @@
 
 nnU-Net's ``get_network_from_plans`` locates ``architecture["network_class_name"]`` with ``pydoc.locate`` and
 calls ``cls(input_channels=..., num_classes=..., **arch_kwargs, deep_supervision=...)``. This module imports
-only torch and :mod:`scalekit.mednext`, so nnU-Net can build the network on any machine with scalekit.
+only torch and :mod:`scalekit.networks`, so nnU-Net can build the network on any machine with scalekit. It is
+MedNeXt's entry in :mod:`scalekit.nnunet.networks`, the registry of what plans may build.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from scalekit.errors import ScalekitError
-from scalekit.mednext import MedNeXt, MedNeXtConfig
-from scalekit.mednext.config import NUM_LEVELS
+from scalekit.networks.mednext import NUM_LEVELS, MedNeXt, MedNeXtConfig
 
 NETWORK_CLASS_NAME = "scalekit.nnunet.adapter.MedNeXtNetwork"
-_SET_BY_NNUNET = ("in_channels", "num_classes", "deep_supervision")
+_SET_BY_NNUNET = ("arch", "in_channels", "num_classes", "deep_supervision")
+"""Config keys that are not ``arch_kwargs``: the class names the kind, nnU-Net supplies the rest."""
 
 
 def mednext_strides(dim: int) -> list[list[int]]:

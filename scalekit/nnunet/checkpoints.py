@@ -1,7 +1,7 @@
 """Reading nnU-Net v2 checkpoints and writing starting weights, without unpickling arbitrary objects.
 
 nnU-Net's ``checkpoint_*.pth`` files hold weights, optimizer state, logged curves (numpy scalars), plans and
-dataset.json (plain containers) and a ``torch.device``: :func:`scalekit.mednext.read_checkpoint` (``weights_only``
+dataset.json (plain containers) and a ``torch.device``: :func:`scalekit.networks.read_checkpoint` (``weights_only``
 with numpy scalars allowed) reads them as they are; no further safe globals are needed.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from scalekit.mednext import CheckpointError, MedNeXt, infer_config, read_checkpoint, upkern
-from scalekit.mednext.upkern import UpKernReport
+from scalekit.networks import read_checkpoint
+from scalekit.networks.mednext import CheckpointError, MedNeXt, UpKernReport, infer_config, upkern
 
 
 def read_nnunet_checkpoint(path: Path) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def read_nnunet_checkpoint(path: Path) -> dict[str, Any]:
     return dict(data)
 
 
-def write_starting_weights(path: Path, model: MedNeXt) -> Path:
+def write_starting_weights(path: Path, model: torch.nn.Module) -> Path:
     """Write ``model``'s weights in the layout nnU-Net's ``-pretrained_weights`` option reads."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from scalekit import networks
 from scalekit.errors import ScalekitError
-from scalekit.mednext import MedNeXt
 from scalekit.metrics import case_metrics, mean_over_cases
 
 from . import _env
@@ -55,7 +55,7 @@ def evaluate_fold(
     prepared: PreparedDataset,
     plans: dict[str, Any],
     configuration: str,
-    network: MedNeXt,
+    network: torch.nn.Module,
     fold: int,
     device: torch.device,
     tolerance_mm: float = 1.0,
@@ -72,7 +72,7 @@ def evaluate_fold(
     dataset_json = prepared.load_dataset_json()
     ending = dataset_json["file_ending"]
     cases = validation_cases(prepared, fold)
-    network.deep_supervision = False
+    networks.set_deep_supervision(network, False)
     network.eval()
     image_lists = [
         [str(prepared.raw_dir / "imagesTr" / f"{case}_{channel:04d}{ending}")

@@ -24,7 +24,9 @@ import torch
 
 from scalekit._atomic import Staging, staged_dir, write_atomic
 from scalekit.errors import ScalekitError
-from scalekit.mednext import MedNeXt, MedNeXtConfig, count_parameters, load_state, recipe, upkern
+from scalekit import networks
+from scalekit.networks import NetworkConfig, count_parameters, load_state, recipe
+from scalekit.networks.mednext import MedNeXtConfig
 
 from . import _env
 from .checkpoints import read_nnunet_checkpoint, write_starting_weights
@@ -76,18 +78,29 @@ class ExportResult:
         return self.configurations[-1]
 
 
-def _configuration_name(prefix: str, arch: MedNeXtConfig) -> str:
+def _configuration_name(prefix: str, arch: NetworkConfig) -> str:
+    if not isinstance(arch, MedNeXtConfig):
+        return prefix
     enc, dec = arch.enc_kernel_size, arch.dec_kernel_size
     return f"{prefix}_k{enc}" if enc == dec else f"{prefix}_k{enc}x{dec}"
 
 
-def _starting_weights(source: Path, arch: MedNeXtConfig) -> MedNeXt:
+def _training_chain(arch: NetworkConfig, weights: Path | None) -> list[NetworkConfig]:
+    """What ``train.sh`` trains, in order: a MedNeXt with a kernel above 3 and no starting weights trains k3
+    first and grows it with UpKern; any other network is trained as it is."""
+    if (weights is None and isinstance(arch, MedNeXtConfig) and arch.enc_kernel_size == arch.dec_kernel_size
+            and arch.enc_kernel_size > 3):
+        return [arch.replace(kernel_size=3), arch]
+    return [arch]
+
+
+def _starting_weights(source: Path, arch: NetworkConfig) -> torch.nn.Module:
     """``arch`` (deep supervision on) initialised from the checkpoint ``source``, read safely; kernels that
-    differ are resampled with UpKern."""
+    differ are resampled as the kind does it (MedNeXt: UpKern)."""
     state, config, kind = load_state(source)
-    target = MedNeXt(arch.replace(deep_supervision=True))
-    report = upkern(target, state)
-    log.info("starting weights from %s (%s, k%d): %s", source, kind, config.enc_kernel_size, report.summary())
+    target = networks.build(arch.replace(deep_supervision=True))
+    report = networks.initialise(target, state)
+    log.info("starting weights from %s (%s, %s): %s", source, kind, config, report.summary())
     return target
 
 
@@ -105,7 +118,7 @@ class NnunetExport:
 
     result: ExportResult
     plans: dict[str, Any]
-    starting_weights: MedNeXt | None
+    starting_weights: torch.nn.Module | None
     dataset_json: dict[str, Any]
 
     def manifest(self) -> dict[str, Any]:
@@ -141,7 +154,7 @@ class NnunetExport:
 
 def build_nnunet_export(
     prepared: PreparedDataset,
-    arch: MedNeXtConfig,
+    arch: NetworkConfig,
     out_dir: Path,
     weights: Path | None = None,
     settings: TrainerSettings | None = None,
@@ -178,9 +191,7 @@ def build_nnunet_export(
     """
     settings = settings or TrainerSettings()
     out_dir = Path(out_dir).resolve()
-    chain = [arch]
-    if weights is None and arch.enc_kernel_size == arch.dec_kernel_size and arch.enc_kernel_size > 3:
-        chain.insert(0, arch.replace(kernel_size=3))
+    chain = _training_chain(arch, weights)
     configurations = {
         _configuration_name(name, a): mednext_configuration(prepared, a, settings, batch_size) for a in chain
     }
@@ -205,7 +216,7 @@ def build_nnunet_export(
     starting = _starting_weights(weights, arch) if weights is not None else None
     initial = out_dir / f"{names[-1]}_init.pth" if starting is not None else None
     with torch.device("meta"):
-        parameter_count = count_parameters(MedNeXt(arch.replace(deep_supervision=True)))
+        parameter_count = count_parameters(networks.build(arch.replace(deep_supervision=True)))
     trainer_dir = out_dir / TRAINER_DIR
     commands = _commands(prepared, plans_name, names, fold, out_dir, trainer_dir, initial, arch,
                          Path(results_dir) if results_dir else out_dir / "nnUNet_results")
@@ -220,7 +231,7 @@ def _describe_owner(owner: dict[str, str] | None) -> str:
     return f"stage {owner.get('stage_id')} of study {owner.get('study')}"
 
 
-def export_to_nnunet(prepared: PreparedDataset, arch: MedNeXtConfig, out_dir: Path, **options: Any) -> ExportResult:
+def export_to_nnunet(prepared: PreparedDataset, arch: NetworkConfig, out_dir: Path, **options: Any) -> ExportResult:
     """Export ``arch`` for training with nnU-Net v2 on ``prepared`` (``options`` as for
     :func:`build_nnunet_export`, which reads and checks every input first).
 
@@ -239,7 +250,7 @@ def export_to_nnunet(prepared: PreparedDataset, arch: MedNeXtConfig, out_dir: Pa
 
 def _commands(
     prepared: PreparedDataset, plans_name: str, names: list[str], fold: int | str, out_dir: Path,
-    trainer_dir: Path, initial: Path | None, arch: MedNeXtConfig, results: Path,
+    trainer_dir: Path, initial: Path | None, arch: NetworkConfig, results: Path,
 ) -> list[str]:
     q = shlex.quote
     dataset = prepared.dataset_id
@@ -252,7 +263,7 @@ def _commands(
     train = f"nnUNetv2_train {dataset} {{}} {fold} -tr {TRAINER_NAME} -p {plans_name}"
     fallback = (f"# where nnU-Net's trainer lookup fails (no working torchvision): scalekit train {dataset} {{}} "
                 f"{fold} --plans {plans_name}")
-    if len(names) == 2:
+    if len(names) == 2 and isinstance(arch, MedNeXtConfig):
         k3_final = (results / prepared.dataset_name / f"{TRAINER_NAME}__{plans_name}__{names[0]}" / f"fold_{fold}"
                     / "checkpoint_final.pth")
         init = out_dir / f"{names[1]}_init.pth"

@@ -8,14 +8,13 @@ from typing import Any
 
 import torch
 
-from scalekit.mednext import MedNeXt
 
 from . import _env
 from .networks import check_plans
 from .plans import TRAINER_NAME
 
 
-def make_predictor(network: MedNeXt, plans: dict[str, Any], configuration: str, dataset_json: dict[str, Any],
+def make_predictor(network: torch.nn.Module, plans: dict[str, Any], configuration: str, dataset_json: dict[str, Any],
                    device: torch.device, mirror: bool = False, source: str | Path = "the plans to predict with") -> Any:
     """An ``nnUNetPredictor`` for ``network`` (in eval mode, deep supervision off): sliding windows with
     half-patch steps and Gaussian weighting, mirroring test-time augmentation only if ``mirror``. No trainer is

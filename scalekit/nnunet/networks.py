@@ -20,7 +20,11 @@ from typing import Any
 
 from scalekit.errors import ScalekitError
 
-from .adapter import NETWORK_CLASS_NAME, config_from_arch_kwargs
+from torch import nn
+
+from scalekit.networks import NetworkConfig
+
+from .adapter import NETWORK_CLASS_NAME, MedNeXtNetwork, architecture_entry, config_from_arch_kwargs
 
 
 class PlansRefusedError(ScalekitError):
@@ -33,19 +37,34 @@ def _mednext_arguments(arch_kwargs: dict[str, Any]) -> None:
 
 
 @dataclass(frozen=True)
-class NetworkKind:
-    """A network nnU-Net may build from plans: its class, the ``_kw_requires_import`` arguments it may name
-    (each with the import paths allowed for it) and a check of its ``arch_kwargs`` (raises on bad ones)."""
+class PlansNetwork:
+    """A network nnU-Net may build from plans: the registered kind (:mod:`scalekit.networks`) it is, its class
+    (called with nnU-Net's constructor arguments), the plans ``architecture`` entry of a config, the
+    ``_kw_requires_import`` arguments it may name (each with the import paths allowed for it) and a check of
+    its ``arch_kwargs`` (raises on bad ones)."""
 
+    arch: str
     class_name: str
+    build: Callable[..., nn.Module]
+    entry: Callable[[Any], dict[str, Any]]
     check_arguments: Callable[[dict[str, Any]], None]
     imports: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
-KINDS: dict[str, NetworkKind] = {
-    NETWORK_CLASS_NAME: NetworkKind(NETWORK_CLASS_NAME, _mednext_arguments),
+KINDS: dict[str, PlansNetwork] = {
+    NETWORK_CLASS_NAME: PlansNetwork("mednext", NETWORK_CLASS_NAME, MedNeXtNetwork, architecture_entry,
+                                     _mednext_arguments),
 }
-"""The registered network kinds by class name (the MedNeXt of :mod:`scalekit.nnunet.adapter`)."""
+"""The networks plans may build, by class name (the MedNeXt of :mod:`scalekit.nnunet.adapter`)."""
+
+
+def plans_architecture(config: NetworkConfig) -> dict[str, Any]:
+    """The plans ``architecture`` entry that makes nnU-Net build ``config`` (channels and classes excepted:
+    nnU-Net supplies those from the dataset), by its kind."""
+    for kind in KINDS.values():
+        if kind.arch == config.arch:
+            return kind.entry(config)
+    raise ScalekitError(f"no nnU-Net adapter builds arch={config.arch!r}; it cannot be trained or exported")
 
 
 def effective_configuration(plans: Mapping[str, Any], name: str, source: str | Path) -> tuple[dict[str, Any], str]:
@@ -76,7 +95,7 @@ def effective_configuration(plans: Mapping[str, Any], name: str, source: str | P
     return merged, origin
 
 
-def check_architecture(architecture: Any, where: str) -> NetworkKind:
+def check_architecture(architecture: Any, where: str) -> PlansNetwork:
     """The registered kind that a plans ``architecture`` entry builds; :class:`PlansRefusedError` naming
     ``where`` (the file and the entry's field path) otherwise. Nothing is imported or called."""
     if not isinstance(architecture, Mapping):
@@ -110,7 +129,7 @@ def check_architecture(architecture: Any, where: str) -> NetworkKind:
     return kind
 
 
-def check_plans(plans: Mapping[str, Any], configuration: str, source: str | Path) -> NetworkKind:
+def check_plans(plans: Mapping[str, Any], configuration: str, source: str | Path) -> PlansNetwork:
     """Check the network that configuration ``configuration`` of ``plans`` (read from ``source``, a file or a
     description) makes nnU-Net build; returns its kind, or raises :class:`PlansRefusedError`."""
     merged, origin = effective_configuration(plans, configuration, source)

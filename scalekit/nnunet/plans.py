@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from scalekit.errors import ScalekitError
-from scalekit.mednext import MedNeXtConfig, recipe
+from scalekit.networks import NetworkConfig, recipe
 
-from .adapter import architecture_entry
 from .dataset import PreparedDataset
+from .networks import plans_architecture
 
 SETTINGS_KEY = "scalekit_trainer"
 """Key of the trainer settings inside a plans configuration (nnU-Net keeps unknown keys)."""
@@ -80,7 +80,7 @@ def read_json_object(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def check_architecture(prepared: PreparedDataset, arch: MedNeXtConfig) -> None:
+def check_architecture(prepared: PreparedDataset, arch: NetworkConfig) -> None:
     """Raise a ValueError if ``arch`` cannot train on ``prepared`` (channels, classes, dimension, patch)."""
     problems = []
     if arch.in_channels != prepared.num_input_channels:
@@ -98,7 +98,7 @@ def check_architecture(prepared: PreparedDataset, arch: MedNeXtConfig) -> None:
 
 
 def mednext_configuration(
-    prepared: PreparedDataset, arch: MedNeXtConfig, settings: TrainerSettings, batch_size: int | None = None
+    prepared: PreparedDataset, arch: NetworkConfig, settings: TrainerSettings, batch_size: int | None = None
 ) -> dict[str, Any]:
     """A plans configuration that inherits the preprocessed one and trains ``arch`` on scalekit's patch.
 
@@ -110,7 +110,7 @@ def mednext_configuration(
     configuration: dict[str, Any] = {
         "inherits_from": prepared.configuration,
         "patch_size": list(prepared.patch_size),
-        "architecture": architecture_entry(arch),
+        "architecture": plans_architecture(arch),
         SETTINGS_KEY: settings.to_dict(),
     }
     if batch_size is not None:

@@ -1,8 +1,8 @@
-"""Inference with a trained MedNeXt: nnU-Net v2's predictor, set up directly with the network and its weights.
+"""Inference with a trained network: nnU-Net v2's predictor, set up directly with the network and its weights.
 
 nnU-Net's ``nnUNetv2_predict`` finds the trainer by its class name, a lookup that imports modules needing
-torchvision; here the predictor gets the :class:`~scalekit.nnunet.adapter.MedNeXtNetwork` that the plans
-describe, the weights, the plans and dataset.json (:func:`~scalekit.nnunet.inference.make_predictor`, which
+torchvision; here the predictor gets the network that the plans describe (built by its registered kind,
+:mod:`scalekit.nnunet.networks`), the weights, the plans and dataset.json (:func:`~scalekit.nnunet.inference.make_predictor`, which
 the validation of a study stage uses too, so a prediction repeats that validation exactly). Two sources of a trained network:
 
 - :func:`stage_model`: a stage of a study (its ``final.pt``, the weights its validation Dice was measured with,
@@ -26,15 +26,14 @@ from typing import Any
 
 import torch
 
+from scalekit import networks
 from scalekit._atomic import staged_dir
 from scalekit.errors import ScalekitError
 from scalekit.faults import fault_point
-from scalekit.mednext import MedNeXt, load_state, read_checkpoint, recipe, state_mismatch
-from scalekit.mednext.config import NUM_LEVELS
+from scalekit.networks import load_state, read_checkpoint, recipe, state_mismatch
 from scalekit.records import read_results
 
 from . import _env
-from .adapter import MedNeXtNetwork
 from .export import MANIFEST
 from .inference import make_predictor
 from .networks import check_plans
@@ -199,23 +198,24 @@ def _network_weights(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_network(model: TrainedModel) -> MedNeXt:
-    """The MedNeXt the plans' configuration describes, with the model's weights loaded strictly, in eval mode
-    and without deep supervision."""
+def load_network(model: TrainedModel) -> torch.nn.Module:
+    """The network the plans' configuration describes (of the kind its class names), with the model's weights
+    loaded strictly, in eval mode and without deep supervision (the weights may hold the extra heads or not)."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     plans_manager = PlansManager(model.plans)
     configuration = plans_manager.get_configuration(model.configuration)
     state = _network_weights(model.weights)
-    heads = f"out_{NUM_LEVELS - 1}.conv_out.weight" in state
+    kind = check_plans(model.plans, model.configuration, model.plans_file)
     outputs = plans_manager.get_label_manager(model.dataset_json).num_segmentation_heads
-    network = MedNeXtNetwork(input_channels=model.num_input_channels, num_classes=outputs, deep_supervision=heads,
-                             **configuration.network_arch_init_kwargs)
+    network = kind.build(model.num_input_channels, outputs, True, **configuration.network_arch_init_kwargs)
+    if set(state) != set(network.state_dict()):
+        network = kind.build(model.num_input_channels, outputs, False, **configuration.network_arch_init_kwargs)
     problems = state_mismatch(network.state_dict(), state)
     if problems:
         raise ScalekitError(f"{model.weights}: these weights do not fit the network of {model.source}: {problems}")
     network.load_state_dict(state, strict=True)
-    network.deep_supervision = False
+    networks.set_deep_supervision(network, False)
     return network.eval()
 
 

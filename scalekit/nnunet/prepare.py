@@ -29,7 +29,7 @@ from typing import Any
 from scalekit._atomic import write_atomic
 from scalekit.errors import ScalekitError
 from scalekit.faults import fault_point
-from scalekit.mednext.config import DIVISOR
+from scalekit.networks.mednext import DIVISOR
 from scalekit.paths import RAW, nnunet_folder
 
 from . import _env

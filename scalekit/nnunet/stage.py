@@ -31,7 +31,8 @@ import torch
 from scalekit._atomic import write_atomic
 from scalekit.errors import ScalekitError
 from scalekit.faults import fault_point
-from scalekit.mednext import MedNeXtConfig, load_state, recipe, save_checkpoint, upkern
+from scalekit import networks
+from scalekit.networks import NetworkConfig, load_state, recipe, save_checkpoint
 
 from . import _env
 from .evaluate import evaluate_fold
@@ -75,7 +76,7 @@ class StageRequest:
 
     prepared: PreparedDataset
     fold: int
-    arch: MedNeXtConfig
+    arch: NetworkConfig
     epochs: int
     iterations_per_epoch: int
     output_dir: Path
@@ -181,6 +182,8 @@ def _prepare_output(request: StageRequest) -> bool:
     identity = request.identity()
     if request.resume and request_file.is_file():
         previous = json.loads(request_file.read_text())
+        if isinstance(previous.get("arch"), dict):  # written before configs carried their kind
+            previous["arch"] = {"arch": networks.DEFAULT_ARCH, **previous["arch"]}
         if previous != identity:
             changed = sorted(k for k in identity if previous.get(k) != identity[k])
             raise StageMismatchError(
@@ -294,9 +297,8 @@ def _initialise(trainer: Any, request: StageRequest, fold_dir: Path, continuing:
     if request.init_from is None:
         return None
     state, config, kind = load_state(request.init_from)
-    result = upkern(trainer.bare_network(), state)
-    report = {"source": str(request.init_from), "source_kind": kind,
-              "source_kernel": [config.enc_kernel_size, config.dec_kernel_size],
+    result = networks.initialise(trainer.bare_network(), state)
+    report = {"source": str(request.init_from), "source_kind": kind, "source_config": config.to_dict(),
               "summary": result.summary(), **result.to_dict()}
     report_file.write_text(json.dumps(report, indent=2) + "\n")
     log.info("UpKern from %s: %s", request.init_from, result.summary())

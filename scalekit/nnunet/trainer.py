@@ -31,11 +31,9 @@ from torch._dynamo import OptimizedModule
 
 from scalekit.errors import ScalekitError
 from scalekit.faults import injected
-from scalekit.mednext import recipe
-from scalekit.mednext.config import NUM_LEVELS
-from scalekit.mednext.model import MedNeXt
+from scalekit import networks
+from scalekit.networks import recipe
 
-from .adapter import MedNeXtNetwork
 from .checkpoints import read_nnunet_checkpoint
 from .errors import NonFiniteLossError
 from .networks import check_architecture
@@ -72,31 +70,29 @@ class ScalekitMedNeXtTrainer(nnUNetTrainer):
     @staticmethod
     def build_network_architecture(plans_manager: Any, configuration_manager: Any, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True) -> torch.nn.Module:
-        """The configuration's MedNeXt (nnU-Net calls this to build the network for training and inference),
-        refused before anything is built if the plans name another network."""
+        """The configuration's network (nnU-Net calls this to build the network for training and inference),
+        of the registered kind the plans name, refused before anything is built if they name another network."""
         architecture = configuration_manager.configuration.get("architecture")
-        check_architecture(architecture, f"plans {plans_manager.plans_name}: the configuration's architecture")
-        return MedNeXtNetwork(num_input_channels, num_output_channels, enable_deep_supervision,
-                              **architecture.get("arch_kwargs", {}))
+        kind = check_architecture(architecture, f"plans {plans_manager.plans_name}: the configuration's architecture")
+        return kind.build(num_input_channels, num_output_channels, enable_deep_supervision,
+                          **architecture.get("arch_kwargs", {}))
 
-    def bare_network(self) -> MedNeXt:
-        """The MedNeXt being trained, without its DDP and ``torch.compile`` wrappers."""
+    def bare_network(self) -> torch.nn.Module:
+        """The network being trained, without its DDP and ``torch.compile`` wrappers."""
         module = self.network.module if self.is_ddp else self.network
         if isinstance(module, OptimizedModule):
             module = module._orig_mod
-        if not isinstance(module, MedNeXt):
-            raise TypeError(f"the trainer's network is a {type(module).__name__}, not the MedNeXt it builds")
+        networks.config_of(module)
         return module
 
     def configure_optimizers(self):
-        optimizer = recipe.make_optimizer(self.network.parameters(), lr=self.initial_lr)
+        optimizer = networks.make_optimizer(networks.config_of(self.bare_network()), self.network.parameters(), lr=self.initial_lr)
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
     def _get_deep_supervision_scales(self):
         if not self.enable_deep_supervision:
             return None
-        dim = len(self.configuration_manager.patch_size)
-        return [[0.5**level] * dim for level in range(NUM_LEVELS)]
+        return [[1.0 / f for f in strides] for strides in networks.output_strides(networks.config_of(self.bare_network()))]
 
     def _build_loss(self):
         if self.label_manager.has_regions:
@@ -106,10 +102,13 @@ class ScalekitMedNeXtTrainer(nnUNetTrainer):
             {}, weight_ce=1, weight_dice=1, ignore_label=self.label_manager.ignore_label,
             dice_class=MemoryEfficientSoftDiceLoss,
         )
-        return DeepSupervisionWrapper(loss, recipe.deep_supervision_weights(NUM_LEVELS)) if self.enable_deep_supervision else loss
+        if not self.enable_deep_supervision:
+            return loss
+        outputs = len(networks.output_strides(networks.config_of(self.bare_network())))
+        return DeepSupervisionWrapper(loss, recipe.deep_supervision_weights(outputs))
 
     def set_deep_supervision_enabled(self, enabled: bool) -> None:
-        self.bare_network().deep_supervision = enabled
+        networks.set_deep_supervision(self.bare_network(), enabled)
 
     def _autocast(self):
         if self.amp_dtype is None:

@@ -1,7 +1,8 @@
-"""Parameters, FLOPs and peak GPU memory of a MedNeXt training step, measured on CUDA or predicted on CPU.
+"""Parameters, FLOPs and peak GPU memory of a network's training step, measured on CUDA or predicted on CPU.
 
 ``profile(arch, patch_size, batch_size, amp="fp16", checkpointing=None, device="auto")`` returns a
-:class:`ProfileResult`. Counting (parameters, MACs, fvcore-style and training FLOPs) runs on the ``meta``
+:class:`ProfileResult` for the config of any registered network kind (:mod:`scalekit.networks`; MedNeXt's
+figures below). Counting (parameters, MACs, fvcore-style and training FLOPs) runs on the ``meta``
 device (:mod:`.counting`). Memory is measured when a CUDA GPU is used (:mod:`.measure`) and predicted otherwise
 (:mod:`.predict`). Results are cached as JSON (:mod:`.cache`).
 

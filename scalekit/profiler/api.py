@@ -10,8 +10,8 @@ from dataclasses import replace
 import torch
 
 from scalekit.errors import ScalekitError
-from scalekit.mednext import recipe
-from scalekit.mednext.config import MedNeXtConfig
+from scalekit import networks
+from scalekit.networks import NetworkConfig, recipe
 
 from . import cache as _cache
 from .counting import count
@@ -25,7 +25,7 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 PREDICTED_DEVICE = "predicted (CUDA)"
 
 
-def normalise_patch(arch: MedNeXtConfig, patch_size: int | Sequence[int]) -> tuple[int, ...]:
+def normalise_patch(arch: NetworkConfig, patch_size: int | Sequence[int]) -> tuple[int, ...]:
     """An int becomes a cube (square in 2-D); the result is checked against the architecture."""
     if isinstance(patch_size, bool):
         raise ScalekitError(f"patch_size={patch_size!r} is not a size; give an int or {arch.dim} ints")
@@ -46,7 +46,7 @@ def _scalekit_version() -> str:
 
 
 def profile(
-    arch: MedNeXtConfig,
+    arch: NetworkConfig,
     patch_size: int | Sequence[int],
     batch_size: int,
     amp: str | None = "fp16",
@@ -70,8 +70,9 @@ def profile(
     Raises:
         ValueError: bad patch, batch, amp or device, before any work.
     """
-    if not isinstance(arch, MedNeXtConfig):
-        raise ScalekitError(f"arch must be a MedNeXtConfig, got {type(arch).__name__}")
+    if not isinstance(getattr(arch, "arch", None), str) or networks.get_kind(arch.arch).config_type is not type(arch):
+        raise ScalekitError(f"arch must be the config of a registered network kind ({', '.join(networks.kinds())}), "
+                            f"got {type(arch).__name__}")
     patch = normalise_patch(arch, patch_size)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ScalekitError(f"batch_size={batch_size!r} is not allowed; use an integer >= 1")
@@ -98,7 +99,7 @@ def profile(
     return result
 
 
-def _compute(arch: MedNeXtConfig, patch: tuple[int, ...], batch_size: int, amp: str | None,
+def _compute(arch: NetworkConfig, patch: tuple[int, ...], batch_size: int, amp: str | None,
              checkpointing: bool, measured: bool, device_name: str) -> ProfileResult:
     logger.info("profiling %s patch %s batch %d amp %s checkpointing %s on %s",
                 arch, patch, batch_size, amp, checkpointing, device_name)

@@ -1,7 +1,9 @@
-"""Parameters and FLOPs of a MedNeXt, counted on the ``meta`` device (shapes only: no memory, no arithmetic).
+"""Parameters and FLOPs of a network (any registered kind), counted on the ``meta`` device (shapes only: no
+memory, no arithmetic).
 
-Counts describe the architecture, so they are taken on the model's plain path (``fast_path = False``: the
-modules called as built, as in the reference), whatever re-formulations the fast training path uses.
+Counts describe the architecture, so they are taken on the model's plain path (:func:`scalekit.networks.plain_path`;
+MedNeXt's ``fast_path = False``: the modules called as built, as in the reference), whatever re-formulations the
+fast training path uses.
 One forward and one backward pass run on meta tensors under a :class:`TorchDispatchMode` that sees every aten
 call and its shapes. Conventions:
 
@@ -26,8 +28,8 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from scalekit.mednext.config import MedNeXtConfig
-from scalekit.mednext.model import MedNeXt
+from scalekit import networks
+from scalekit.networks import NetworkConfig
 
 aten = torch.ops.aten
 GROUPNORM_FVCORE_FLOPS_PER_ELEMENT = 5
@@ -112,17 +114,17 @@ class CostCounter(TorchDispatchMode):
         return out
 
 
-def count(arch: MedNeXtConfig, patch: tuple[int, ...], batch_size: int, checkpointing: bool) -> Counts:
+def count(arch: NetworkConfig, patch: tuple[int, ...], batch_size: int, checkpointing: bool) -> Counts:
     """Count parameters and FLOPs of a training forward+backward of ``arch`` on (batch, C_in, *patch) inputs.
 
     The forward runs in training mode with the network's deep-supervision setting; the backward starts from
     the sum of all outputs (the loss adds no convolutions). Takes well under a second.
     """
     with torch.device("meta"):
-        model = MedNeXt(arch.replace(checkpointing=checkpointing))
+        model = networks.build(arch.replace(checkpointing=checkpointing))
         x = torch.empty((batch_size, arch.in_channels, *patch))
     model.train()
-    model.fast_path = False
+    networks.plain_path(model)
     counter = CostCounter()
     with counter:
         outputs = model(x)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from scalekit.mednext.config import MedNeXtConfig
-from scalekit.mednext.model import MedNeXt
+from scalekit import networks
+from scalekit.networks import NetworkConfig
 
 from .step import autocast_context, make_batch, make_optimizer, training_step
 
@@ -36,7 +36,7 @@ def _nbytes(tensors: Sequence[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def measure_cuda(arch: MedNeXtConfig, patch: tuple[int, ...], batch_size: int, amp: str | None,
+def measure_cuda(arch: NetworkConfig, patch: tuple[int, ...], batch_size: int, amp: str | None,
                  checkpointing: bool, warmup: int = WARMUP_STEPS, steps: int = TIMED_STEPS) -> Measurement:
     """Run ``warmup`` steps (cuDNN autotuning, optimizer state), release cached blocks, reset the peak
     counters, run ``steps`` timed steps; ``max_memory_allocated``/``max_memory_reserved`` over those.
@@ -49,9 +49,9 @@ def measure_cuda(arch: MedNeXtConfig, patch: tuple[int, ...], batch_size: int, a
     torch.cuda.empty_cache()
     free, total = torch.cuda.mem_get_info()
     context = max(0, total - free - torch.cuda.memory_reserved())
-    model = MedNeXt(arch.replace(checkpointing=checkpointing)).to(device)
+    model = networks.build(arch.replace(checkpointing=checkpointing)).to(device)
     model.train()
-    optimizer = make_optimizer(model)
+    optimizer = make_optimizer(model, arch)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
     x, targets = make_batch(arch, patch, batch_size, device)
     try:

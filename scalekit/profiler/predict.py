@@ -22,8 +22,8 @@ from typing import Any
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import MemTracker
 
-from scalekit.mednext.config import MedNeXtConfig
-from scalekit.mednext.model import MedNeXt
+from scalekit import networks
+from scalekit.networks import NetworkConfig
 
 from .allocator import CachingAllocatorModel
 from .cuda_policy import cuda_autocast_policy
@@ -74,7 +74,7 @@ class MemoryEstimate:
     other_bytes: int
 
 
-def trace_step(arch: MedNeXtConfig, patch: tuple[int, ...], batch_size: int, amp: str | None,
+def trace_step(arch: NetworkConfig, patch: tuple[int, ...], batch_size: int, amp: str | None,
                checkpointing: bool, cuda_policy: bool = True) -> list[tuple[str, int, int, str]]:
     """Run one training step on fake CPU tensors (the model's default, fast path, as in training) and return
     its storage events in order.
@@ -83,9 +83,9 @@ def trace_step(arch: MedNeXtConfig, patch: tuple[int, ...], batch_size: int, amp
     """
     policy = cuda_autocast_policy() if amp is not None and cuda_policy else contextlib.nullcontext()
     with FakeTensorMode():
-        model = MedNeXt(arch.replace(checkpointing=checkpointing))
+        model = networks.build(arch.replace(checkpointing=checkpointing))
         model.train()
-        optimizer = make_optimizer(model)
+        optimizer = make_optimizer(model, arch)
         fill_optimizer_state(optimizer)
         x, targets = make_batch(arch, patch, batch_size, "cpu")
         tracker = _TracingMemTracker()
@@ -155,7 +155,7 @@ def replay_cuda(events: list[tuple[str, int, int, str]]) -> MemoryEstimate:
     )
 
 
-def predict_memory(arch: MedNeXtConfig, patch: tuple[int, ...], batch_size: int, amp: str | None,
+def predict_memory(arch: NetworkConfig, patch: tuple[int, ...], batch_size: int, amp: str | None,
                    checkpointing: bool) -> MemoryEstimate:
     """Predicted CUDA peak memory of one training step (see the module docstring for what is modelled)."""
     return replay_cuda(trace_step(arch, patch, batch_size, amp, checkpointing))

@@ -1,4 +1,5 @@
-"""The MedNeXt training step that the profiler predicts and measures (the reference recipe, mednext-v1.md §4).
+"""The training step that the profiler predicts and measures (the reference MedNeXt recipe, mednext-v1.md §4;
+the network, its outputs and its optimizer come from its kind, :mod:`scalekit.networks`).
 
 One step: ``zero_grad(set_to_none=True)``; forward under autocast with deep supervision; the deep-supervision
 loss (weights 16:8:4:2:1 normalised over the five outputs) of soft Dice + cross-entropy per output; backward of
@@ -20,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalekit.mednext import recipe
-from scalekit.mednext.config import NUM_LEVELS, MedNeXtConfig
+from scalekit import networks
+from scalekit.networks import NetworkConfig, recipe
 
 
 def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -55,24 +56,24 @@ def deep_supervision_loss(outputs: torch.Tensor | Sequence[torch.Tensor], target
     return loss
 
 
-def make_batch(arch: MedNeXtConfig, patch: tuple[int, ...], batch_size: int,
+def make_batch(arch: NetworkConfig, patch: tuple[int, ...], batch_size: int,
                device: torch.device | str) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """A random input (N, C_in, *patch) float32 and one int64 label map per network output (full, 1/2, ...)."""
     x = torch.randn((batch_size, arch.in_channels, *patch), device=device)
-    levels = range(NUM_LEVELS) if arch.deep_supervision else range(1)
     targets = [
-        torch.randint(0, arch.num_classes, (batch_size, *(s // 2**level for s in patch)), device=device)
-        for level in levels
+        torch.randint(0, arch.num_classes, (batch_size, *(s // f for s, f in zip(patch, strides))), device=device)
+        for strides in networks.output_strides(arch)
     ]
     return x, targets
 
 
-def make_optimizer(model: nn.Module) -> torch.optim.AdamW:
-    """The recipe's AdamW with ``foreach`` (what torch picks for CUDA parameters; see the module docstring)."""
-    return recipe.make_optimizer(model.parameters(), foreach=True)
+def make_optimizer(model: nn.Module, arch: NetworkConfig) -> torch.optim.Optimizer:
+    """The optimizer of ``arch``'s kind (MedNeXt: the recipe's AdamW) with ``foreach`` (what torch picks for CUDA
+    parameters; see the module docstring)."""
+    return networks.make_optimizer(arch, model.parameters(), foreach=True)
 
 
-def fill_optimizer_state(optimizer: torch.optim.AdamW) -> None:
+def fill_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
     """Create AdamW's state as after a first step, so one step shows the steady-state memory of training."""
     for group in optimizer.param_groups:
         for p in group["params"]:

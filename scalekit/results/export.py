@@ -1,4 +1,4 @@
-"""Exporting the stage a selection rule chose: a standalone MedNeXt (config and weights) or an nnU-Net v2
+"""Exporting the stage a selection rule chose: a standalone network (config and weights) or an nnU-Net v2
 training setup (plans, trainer, starting weights, ``train.sh``), written whole or not at all."""
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from scalekit.results.pareto import require_study
 from scalekit.results.selection import Selection, select_stage
 
 if TYPE_CHECKING:
-    from scalekit.mednext import MedNeXtConfig
+    from scalekit.networks import NetworkConfig
     from scalekit.nnunet.export import NnunetExport
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "mednext_config.json"
+CONFIG_FILE = "network_config.json"
 WEIGHTS_FILE = "weights.pt"
 SELECTION_FILE = "selection.json"
 TARGETS = ("config", "nnunet")
@@ -54,12 +54,12 @@ class _Export(Protocol):
 
 @dataclass(frozen=True)
 class _ConfigExport:
-    """``mednext_config.json`` (a ``MedNeXtConfig.to_dict()``) and ``weights.pt`` (the stage's checkpoint).
-
-    Rebuild with ``MedNeXt(MedNeXtConfig.from_dict(json.load(f)))`` or ``load_mednext("weights.pt")``.
+    """``network_config.json`` (the config's ``to_dict()``, with its ``arch``) and ``weights.pt`` (the stage's
+    checkpoint). Rebuild with ``networks.build(networks.config_from_dict(json.load(f)))``, or read both with
+    ``networks.load_state("weights.pt")``.
     """
 
-    config: MedNeXtConfig
+    config: NetworkConfig
     checkpoint: Path
 
     def write(self, staging: Staging) -> list[Path]:
@@ -74,13 +74,13 @@ class _ConfigExport:
 
 def _config_export(study_dir: Path, stage: StageRecord) -> _ConfigExport:
     """Check the stage's checkpoint: read safely, a scalekit one, with the architecture results.csv records."""
-    from scalekit.mednext import MedNeXtConfig, load_state
+    from scalekit.networks import config_from_dict, load_state
 
     checkpoint = _checkpoint_path(study_dir, stage)
     _, stored, kind = load_state(checkpoint)
     if kind != "scalekit":
         raise ScalekitError(f"stage {stage.stage_id}: {checkpoint} is a {kind} checkpoint, not a scalekit one")
-    if stage.config and MedNeXtConfig.from_dict(stage.config) != stored:
+    if stage.config and config_from_dict(stage.config) != stored:
         raise ScalekitError(
             f"stage {stage.stage_id}: the checkpoint {checkpoint} holds another architecture than results.csv "
             f"records ({stored.to_dict()} vs {stage.config}); the study directory is inconsistent"
@@ -99,7 +99,7 @@ def _nnunet_export(study_dir: Path, stage: StageRecord, out_dir: Path, plans_nam
     (default :func:`plans_name_of`) records the stage as its owner: another stage's file is never replaced."""
     import yaml
 
-    from scalekit.mednext import MedNeXtConfig
+    from scalekit.networks import config_from_dict
     from scalekit.nnunet import PreparedDataset
     from scalekit.nnunet.export import build_nnunet_export
 
@@ -112,9 +112,10 @@ def _nnunet_export(study_dir: Path, stage: StageRecord, out_dir: Path, plans_nam
     prepared = PreparedDataset.from_dict(json.loads(prepared_file.read_text()))
     study = yaml.safe_load(layout.study_file.read_text()) if layout.study_file.is_file() else {}
     batch_size = (study.get("dataset") or {}).get("batch_size")
+    arch = config_from_dict(stage.config)
     return build_nnunet_export(
-        prepared, MedNeXtConfig.from_dict(stage.config), out_dir, weights=_checkpoint_path(study_dir, stage),
-        name=f"mednext_{stage.family_id}", batch_size=batch_size,
+        prepared, arch, out_dir, weights=_checkpoint_path(study_dir, stage),
+        name=f"{arch.arch}_{stage.family_id}", batch_size=batch_size,
         plans_name=plans_name or plans_name_of(stage.stage_id),
         owner={"study": str(study.get("name") or study_dir.resolve().name), "stage_id": stage.stage_id},
     )
@@ -125,7 +126,7 @@ def export_stage(
 ) -> tuple[Selection, list[Path]]:
     """Select a stage of ``study_dir`` by ``rule``, export it ``to`` ``config`` or ``nnunet`` in ``out_dir``.
 
-    ``config``: ``mednext_config.json`` and ``weights.pt``. ``nnunet``: the plans (also in the study's
+    ``config``: ``network_config.json`` and ``weights.pt``. ``nnunet``: the plans (also in the study's
     preprocessed dataset, outside ``out_dir``, named ``plans_name`` or :func:`plans_name_of` the stage), the
     trainer module for ``nnUNet_extTrainer``, the starting weights, ``dataset.json``, ``nnunet_export.json``
     (what ``scalekit predict --export`` reads) and ``train.sh`` with the exact commands. Both get ``selection.json`` (the rule, the explanation and the stage's

@@ -17,16 +17,8 @@ import pandas as pd
 
 from scalekit.results.fidelity import dice_interval
 from scalekit.results.pareto import require_study
-from scalekit.records import StageRecord, read_results
+from scalekit.records import NUMERIC, SINGLE_VALUED, StageRecord, read_results
 
-SCALARS = ("stage_id", "family_id", "family_label", "kernel_size", "init", "parent_stage", "status", "reason",
-           "mean_dice", "mean_nsd", "params", "gflops_fvcore", "gflops_train", "peak_memory_bytes", "memory_method",
-           "wall_time_s", "epochs", "target_epochs", "train_tflops", "cum_epochs", "cum_iterations",
-           "cum_train_tflops", "device_hours", "node")
-"""The record fields that are one value each, in the order of the stage table."""
-NUMERIC = ("mean_dice", "mean_nsd", "params", "gflops_fvcore", "gflops_train", "peak_memory_bytes", "wall_time_s",
-           "epochs", "target_epochs", "train_tflops", "cum_epochs", "cum_iterations", "cum_train_tflops",
-           "device_hours", "kernel_size")
 
 
 def _records(study_dir: str | Path) -> list[StageRecord]:
@@ -34,21 +26,22 @@ def _records(study_dir: str | Path) -> list[StageRecord]:
 
 
 def read(study_dir: str | Path) -> pd.DataFrame:
-    """One row per stage: the record's single values, ``peak_memory_gb``, the 95% interval of the mean Dice
-    (``dice_lo``, ``dice_hi``), ``n_channels``, and one column per block count, expansion ratio and rung
+    """One row per stage: the record's single values (:data:`~scalekit.records.SINGLE_VALUED`, every measured
+    one included), ``peak_memory_gb``, the 95% interval of the mean Dice (``dice_lo``, ``dice_hi``), and one
+    column per block count, expansion ratio and rung
     (``block_counts_0`` ... ``exp_r_8``, ``dice_at_2`` ...); missing values are NaN."""
     rows = []
     for r in _records(study_dir):
         interval = dice_interval(r) or (None, None)
-        row = {name: getattr(r, name) for name in SCALARS}
-        row.update(peak_memory_gb=r.peak_memory_gb, dice_lo=interval[0], dice_hi=interval[1], n_channels=r.n_channels)
+        row = {name: getattr(r, name) for name in SINGLE_VALUED}
+        row.update(peak_memory_gb=r.peak_memory_gb, dice_lo=interval[0], dice_hi=interval[1])
         row.update({f"block_counts_{i}": v for i, v in enumerate(r.block_counts)})
         row.update({f"exp_r_{i}": v for i, v in enumerate(r.exp_r)})
         row.update({f"dice_at_{epochs}": v for epochs, v in sorted(r.dice_curve.items(), key=lambda e: int(e[0]))})
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=None if rows else list(SCALARS))
+    frame = pd.DataFrame(rows, columns=None if rows else list(SINGLE_VALUED))
     numeric = [c for c in frame.columns if c in NUMERIC or c.startswith(("dice_", "block_counts_", "exp_r_"))
-               or c in ("peak_memory_gb", "n_channels")]
+               or c == "peak_memory_gb"]
     frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
     return frame
 

@@ -19,8 +19,7 @@ from typing import Protocol
 
 from pydantic_core import PydanticCustomError
 
-from scalekit.mednext.config import per_stage
-from scalekit.mednext.presets import PRESETS
+from scalekit.networks.mednext import PRESETS, per_stage
 
 # training (the paper: 1000 epochs of 250 iterations, AdamW at 1e-3, NSD at 1 mm)
 MAX_EPOCHS = 10_000

@@ -22,9 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field
 
 from scalekit import paths
 from scalekit.errors import ScalekitError
-from scalekit.mednext import recipe
-from scalekit.mednext.config import DIVISOR
-from scalekit.mednext.presets import PRESETS
+from scalekit.networks import recipe
+from scalekit.networks.mednext import DIVISOR, PRESETS
 from scalekit.paths import NnunetRoot, study_root
 from scalekit.records import OBJECTIVES, STAGE_ID, Objective
 from scalekit.studyfile.rules import BUDGET_RULE, parse_rule

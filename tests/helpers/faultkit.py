@@ -166,7 +166,7 @@ def check_consistent(study_dir: Path, kernels: list[int], storage: str | None = 
         assert row.parent_stage == parent and row.init == ("upkern" if parent else "scratch")
         if parent:
             upkern = json.loads((study_dir / "stages" / row.stage_id / "upkern.json").read_text())
-            assert upkern["source_kernel"][0] == kernels[index - 1]
+            assert upkern["source_config"]["enc_kernel_size"] == kernels[index - 1]
     study = optuna.load_study(study_name=name, storage=storage or f"sqlite:///{study_dir / 'optuna.db'}")
     states = [t.state for t in study.trials]
     assert states == [optuna.trial.TrialState.COMPLETE], states

@@ -73,7 +73,8 @@ def test_stage_trains_scores_and_next_stage_upkerns(prepared: PreparedDataset, t
     network = load_mednext(k3.checkpoint)
     assert network.config.enc_kernel_size == 3 and network.config.deep_supervision
     k5 = train_stage(request(prepared, tmp_path / "k5", kernel=5, init_from=k3.checkpoint))
-    assert k5.upkern is not None and k5.upkern["source_kernel"] == [3, 3]
+    assert k5.upkern is not None and k5.upkern["source_config"]["arch"] == "mednext"
+    assert [k5.upkern["source_config"][f"{side}_kernel_size"] for side in ("enc", "dec")] == [3, 3]
     assert len(k5.upkern["resampled"]) > 0 and not k5.upkern["left_at_init"]
     assert load_mednext(k5.checkpoint).config.enc_kernel_size == 5
 

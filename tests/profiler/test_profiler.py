@@ -16,7 +16,7 @@ from torch.profiler import ProfilerActivity
 from torch.profiler import profile as torch_profile
 
 from scalekit.mednext import MedNeXt, preset_config
-from scalekit.mednext.recipe import deep_supervision_weights
+from scalekit.networks.recipe import deep_supervision_weights
 from scalekit.profiler import ProfileResult, profile
 from scalekit.profiler import api as profiler_api
 from scalekit.profiler.allocator import CachingAllocatorModel, round_size, segment_size
@@ -136,7 +136,7 @@ def _measured_cpu_peak(arch, patch, batch, amp, checkpointing) -> int:
     """Bytes at the peak of a real CPU step: what lives before it plus torch.profiler's allocation events."""
     torch.manual_seed(0)
     model = MedNeXt(arch.replace(checkpointing=checkpointing)).train()
-    optimizer = make_optimizer(model)
+    optimizer = make_optimizer(model, arch)
     fill_optimizer_state(optimizer)
     x, targets = make_batch(arch, patch, batch, "cpu")
     tensors = [*model.parameters(), x, *targets] + [v for s in optimizer.state.values() for v in s.values()]

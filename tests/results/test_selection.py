@@ -101,8 +101,8 @@ def test_export_config_rebuilds_the_network_and_loads_weights_strictly(study, tm
     selection, files = export_stage(study, "max-dice-under=8GB", "config", tmp_path)
     stage = selection.stage
     assert stage.stage_id == "B-k3"
-    assert sorted(p.name for p in files) == ["mednext_config.json", "selection.json", "weights.pt"]
-    config = MedNeXtConfig.from_dict(json.loads((tmp_path / "mednext_config.json").read_text()))
+    assert sorted(p.name for p in files) == ["network_config.json", "selection.json", "weights.pt"]
+    config = MedNeXtConfig.from_dict(json.loads((tmp_path / "network_config.json").read_text()))
     model = MedNeXt(config)
     assert count_parameters(model) == stage.params
     state = read_checkpoint(tmp_path / "weights.pt")["state_dict"]

@@ -165,6 +165,7 @@ def test_ctrl_c_interrupts_and_the_rerun_resumes(tmp_path: Path, shared: dict) -
     check_consistent(study_dir, [3])
 
 
+@pytest.mark.xdist_group("ray")
 def test_orphaned_stage_worker_ends_with_its_driver(tmp_path: Path, shared: dict) -> None:
     """Only the driver is killed (its terminal closed, say): the stage worker ends within seconds instead of
     training on beside a rerun (Ray would reap it much later)."""

@@ -108,12 +108,12 @@ def watch_driver(host: str, pid: int, interval_s: float = DRIVER_POLL_S) -> None
 
 def _request(spec: StageSpec) -> Any:
     from scalekit import nnunet
-    from scalekit.mednext import MedNeXtConfig
+    from scalekit.networks import config_from_dict
 
     return nnunet.StageRequest(
         prepared=nnunet.PreparedDataset.from_dict(spec.prepared),
         fold=spec.fold,
-        arch=MedNeXtConfig.from_dict(spec.arch),
+        arch=config_from_dict(spec.arch),
         epochs=spec.epochs,
         train_until=spec.train_until,
         iterations_per_epoch=spec.iterations_per_epoch,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scalekit.mednext.config import MedNeXtConfig
+from scalekit.networks.mednext import MedNeXtConfig
 from scalekit.records import ResultsTable, StageRecord, Status, make_stage_id, training_spent
 from scalekit.space import Family, SearchSpace
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from scalekit.mednext.config import MedNeXtConfig
+from scalekit.networks.mednext import MedNeXtConfig
 from scalekit.records import GIB, StageRecord, Status, make_stage_id
 from scalekit.space import Family
 
@@ -84,6 +84,7 @@ def plan_family(
             block_counts=list(family.block_counts),
             exp_r=list(family.exp_r),
             kernel_size=kernel,
+            arch=config.arch,
             parent_stage=parent,
             init="upkern" if parent else "scratch",
             params=measured.params,

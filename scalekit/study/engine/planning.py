@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 
 from scalekit.errors import ScalekitError
-from scalekit.mednext.config import MedNeXtConfig
+from scalekit.networks.mednext import MedNeXtConfig
 from scalekit.records import StageRecord, StudyDir
 from scalekit.space import Family, SearchSpace
 from scalekit.studyfile import StudyConfig

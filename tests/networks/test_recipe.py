@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scalekit.mednext import recipe
+from scalekit.mednext import MedNeXtConfig
+from scalekit.networks import recipe
 
 
 def test_trainer_and_profiler_step_share_the_recipe() -> None:
@@ -13,7 +14,7 @@ def test_trainer_and_profiler_step_share_the_recipe() -> None:
     from scalekit.profiler import step
 
     assert trainer.recipe is recipe and step.recipe is recipe
-    optimizer = step.make_optimizer(torch.nn.Linear(2, 2))
+    optimizer = step.make_optimizer(torch.nn.Linear(2, 2), MedNeXtConfig())
     assert optimizer.defaults["lr"] == recipe.INITIAL_LR
     assert optimizer.defaults["weight_decay"] == recipe.WEIGHT_DECAY and optimizer.defaults["eps"] == recipe.ADAM_EPS
 

@@ -1,10 +1,12 @@
-"""MedNeXt's training recipe (the reference nnU-Net v1 trainer; ``shared/reference/mednext-v1.md``), defined
+"""The training recipe (the reference MedNeXt nnU-Net v1 trainer; ``shared/reference/mednext-v1.md``), defined
 once: the trial trainer (:mod:`scalekit.nnunet.trainer`) trains with it and the profiler's training step
 (:mod:`scalekit.profiler.step`) measures it, so a predicted peak memory always describes what trials run.
 
 AdamW (lr 1e-3, weight decay 3e-5, eps 1e-4), gradient clipping at norm 12, Dice + cross-entropy per output
 with deep-supervision weights 1/2^i normalised (16:8:4:2:1 / 31 for MedNeXt's five outputs), autocast in
-fp16 (CUDA) or bf16. Also the one place that turns the ``device`` and ``amp`` settings into torch objects.
+fp16 (CUDA) or bf16. The optimizer is the network kind's (:attr:`scalekit.networks.NetworkKind.make_optimizer`;
+MedNeXt's is :func:`make_optimizer` here). Also the one place that turns the ``device`` and ``amp`` settings
+into torch objects.
 """
 
 from __future__ import annotations
