@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP_LEVEL = {"__init__", "__main__", "_atomic", "errors", "faults", "metrics", "paths", "records", "space"}
+TOP_LEVEL = {"__init__", "__main__", "_atomic", "errors", "faults", "metrics", "paths", "records", "space", "stored"}
 
 
 def test_scalekit_top_level_holds_only_cross_cutting_modules_and_contracts() -> None:

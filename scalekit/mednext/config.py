@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 from scalekit.errors import ScalekitError
+from scalekit.stored import config_fields
 
 NUM_STAGES = 9
 """Entries of ``exp_r`` and ``block_counts``: enc0, enc1, enc2, enc3, bottleneck, dec3, dec2, dec1, dec0."""
@@ -137,15 +138,7 @@ class MedNeXtConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> MedNeXtConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error that lists the known ones. ``arch`` may be
         absent (configs stored before it was written), else it must be ``"mednext"``."""
-        fields = dict(data)
-        arch = fields.pop("arch", cls.arch)
-        if arch != cls.arch:
-            raise ScalekitError(f"config has arch={arch!r}, not a MedNeXt ({cls.arch!r})")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(fields) - known)
-        if unknown:
-            raise ScalekitError(f"unknown MedNeXt config field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**fields)
+        return cls(**config_fields(cls, data, "MedNeXt"))
 
     def check_input_shape(self, spatial: Sequence[int]) -> None:
         """Raise a ValueError if a batch with these spatial sizes cannot pass through the network."""

@@ -1,6 +1,7 @@
 """The network registry (timm's ``create_model`` idea): the kinds of network scalekit builds, by the ``arch``
 key of every stored config, and the one dispatch for building, reading configs back, profiling, training and
-checkpoints. MedNeXt (:mod:`scalekit.networks.mednext`) is the first registered kind.
+checkpoints. MedNeXt (:mod:`scalekit.networks.mednext`) is the first registered kind, nnU-Net's residual-encoder
+U-Net (:mod:`scalekit.networks.resenc`) the second.
 
     from scalekit import networks
     config = networks.config_from_dict(stage.config)      # {"arch": "mednext", ...}
@@ -10,6 +11,7 @@ checkpoints. MedNeXt (:mod:`scalekit.networks.mednext`) is the first registered 
 from . import recipe
 from .checkpoints import load_state, read_checkpoint, save_checkpoint, state_mismatch
 from .mednext import MEDNEXT, count_parameters
+from .resenc import RESENC, ResEncConfig
 from .registry import (
     DEFAULT_ARCH,
     NetworkConfig,
@@ -21,6 +23,7 @@ from .registry import (
     initialise,
     kind_of,
     kinds,
+    loss_weights,
     make_optimizer,
     output_strides,
     plain_path,
@@ -31,6 +34,8 @@ from .registry import (
 __all__ = [
     "DEFAULT_ARCH",
     "MEDNEXT",
+    "RESENC",
+    "ResEncConfig",
     "NetworkConfig",
     "NetworkKind",
     "build",
@@ -41,6 +46,7 @@ __all__ = [
     "initialise",
     "kind_of",
     "kinds",
+    "loss_weights",
     "load_state",
     "make_optimizer",
     "output_strides",

@@ -60,9 +60,9 @@ class NetworkKind:
         label: how people name it (``"MedNeXt"``).
         config_type: its config class (``from_dict`` reads a stored config back).
         build: the network of a config (an ``nn.Module`` whose ``config`` is that config).
-        divisor: every spatial size of an input must be a multiple of it.
         output_strides: each output's downsampling per axis, full resolution first (one entry without deep
             supervision): what the targets of a training step and the deep-supervision scales follow.
+        loss_weights: the weight of each output's loss, given the number of outputs (full resolution first).
         make_optimizer: the optimizer its recipe trains with (``parameters, lr=..., foreach=...``).
         initialise: start a network from another network's weights (a parent stage, a checkpoint): equal
             tensors copied, the rest as the kind does it (MedNeXt: UpKern resamples kernels); returns a report
@@ -80,8 +80,8 @@ class NetworkKind:
     label: str
     config_type: type
     build: Callable[[Any], nn.Module]
-    divisor: int
     output_strides: Callable[[Any], list[tuple[int, ...]]]
+    loss_weights: Callable[[int], tuple[float, ...]]
     make_optimizer: Callable[..., torch.optim.Optimizer]
     initialise: Callable[[nn.Module, Mapping[str, torch.Tensor]], Any]
     set_deep_supervision: Callable[[Any, bool], None]
@@ -139,6 +139,12 @@ def build(config: NetworkConfig) -> nn.Module:
 def output_strides(config: NetworkConfig) -> list[tuple[int, ...]]:
     """Each output's downsampling per axis (full resolution first): one entry without deep supervision."""
     return kind_of(config).output_strides(config)
+
+
+def loss_weights(config: NetworkConfig) -> tuple[float, ...]:
+    """The weight of each output's loss in a training step of ``config`` (full resolution first)."""
+    kind = kind_of(config)
+    return kind.loss_weights(len(kind.output_strides(config)))
 
 
 def initialise(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Any:

@@ -22,7 +22,9 @@ from scalekit.errors import ScalekitError
 
 from torch import nn
 
-from scalekit.networks import NetworkConfig
+from scalekit.networks import NetworkConfig, ResEncConfig
+from scalekit.networks.resenc import CLASS_NAME as RESENC_CLASS_NAME
+from scalekit.networks.resenc import build_resenc
 
 from .adapter import NETWORK_CLASS_NAME, MedNeXtNetwork, architecture_entry, config_from_arch_kwargs
 
@@ -34,6 +36,29 @@ class PlansRefusedError(ScalekitError):
 def _mednext_arguments(arch_kwargs: dict[str, Any]) -> None:
     strides = arch_kwargs.get("strides")
     config_from_arch_kwargs({k: v for k, v in arch_kwargs.items() if k != "strides"}, 1, 2, strides=strides)
+
+
+def _resenc_network(input_channels: int, num_classes: int, deep_supervision: bool = False,
+                    **arch_kwargs: Any) -> nn.Module:
+    return build_resenc(ResEncConfig.from_arch_kwargs(arch_kwargs, input_channels, num_classes, deep_supervision))
+
+
+def _resenc_arguments(arch_kwargs: dict[str, Any]) -> None:
+    ResEncConfig.from_arch_kwargs(arch_kwargs, 1, 2)
+
+
+def _resenc_entry(config: ResEncConfig) -> dict[str, Any]:
+    return {"network_class_name": RESENC_CLASS_NAME, "arch_kwargs": config.arch_kwargs(),
+            "_kw_requires_import": list(_RESENC_IMPORTS)}
+
+
+_RESENC_IMPORTS = {
+    "conv_op": frozenset({"torch.nn.modules.conv.Conv2d", "torch.nn.modules.conv.Conv3d"}),
+    "norm_op": frozenset({"torch.nn.modules.instancenorm.InstanceNorm2d", "torch.nn.modules.instancenorm.InstanceNorm3d"}),
+    "dropout_op": frozenset(),
+    "nonlin": frozenset({"torch.nn.LeakyReLU"}),
+}
+"""What a ResEnc plan may name for nnU-Net to import (nnU-Net's ResEnc planners' values; no dropout)."""
 
 
 @dataclass(frozen=True)
@@ -54,8 +79,11 @@ class PlansNetwork:
 KINDS: dict[str, PlansNetwork] = {
     NETWORK_CLASS_NAME: PlansNetwork("mednext", NETWORK_CLASS_NAME, MedNeXtNetwork, architecture_entry,
                                      _mednext_arguments),
+    RESENC_CLASS_NAME: PlansNetwork("resenc", RESENC_CLASS_NAME, _resenc_network, _resenc_entry, _resenc_arguments,
+                                    _RESENC_IMPORTS),
 }
-"""The networks plans may build, by class name (the MedNeXt of :mod:`scalekit.nnunet.adapter`)."""
+"""The networks plans may build, by class name: the MedNeXt of :mod:`scalekit.nnunet.adapter`, and nnU-Net's own
+ResEnc (``dynamic_network_architectures``) with the arguments nnU-Net's ResEnc planners write."""
 
 
 def plans_architecture(config: NetworkConfig) -> dict[str, Any]:

@@ -104,8 +104,7 @@ class ScalekitMedNeXtTrainer(nnUNetTrainer):
         )
         if not self.enable_deep_supervision:
             return loss
-        outputs = len(networks.output_strides(networks.config_of(self.bare_network())))
-        return DeepSupervisionWrapper(loss, recipe.deep_supervision_weights(outputs))
+        return DeepSupervisionWrapper(loss, networks.loss_weights(networks.config_of(self.bare_network())))
 
     def set_deep_supervision_enabled(self, enabled: bool) -> None:
         networks.set_deep_supervision(self.bare_network(), enabled)

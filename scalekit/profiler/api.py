@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -36,13 +39,17 @@ def normalise_patch(arch: NetworkConfig, patch_size: int | Sequence[int]) -> tup
     return patch
 
 
-def _scalekit_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("scalekit")
-    except PackageNotFoundError:
-        return "source"
+@functools.cache
+def code_revision() -> str:
+    """A digest of the code a profile depends on (the profiler, the networks and their registry): part of every
+    cache key, so a changed profiler or model never answers with a number an older one cached."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parents[1]
+    for package in ("profiler", "networks", "mednext"):
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def profile(
@@ -88,7 +95,7 @@ def profile(
     identity = {
         "arch": arch.to_dict(), "patch": list(patch), "batch": batch_size, "amp": amp,
         "checkpointing": ckpt, "device": device_name, "torch": torch.__version__,
-        "scalekit": _scalekit_version(),
+        "code": code_revision(),
     }
     directory, key = _cache.cache_dir(cache_dir), _cache.cache_key(identity)
     if cache and (hit := _cache.load(directory, key)) is not None:

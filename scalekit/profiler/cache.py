@@ -14,7 +14,8 @@ logger = logging.getLogger(__name__)
 
 CACHE_ENV = "SCALEKIT_CACHE_DIR"
 SCHEMA = 1
-"""Bump when the profiler's method changes, so old entries stop matching."""
+"""Bump when the layout of an entry changes; the profiler's and the networks' code is in every key already
+(:func:`scalekit.profiler.api.code_revision`), so a changed method never reads an older one's entries."""
 
 
 def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:

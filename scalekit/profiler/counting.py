@@ -10,9 +10,9 @@ call and its shapes. Conventions:
 * MACs: multiply-accumulates of convolutions and transposed convolutions (biases ignored); a transposed
   convolution is counted per *input* voxel, as torch's ``FlopCounterMode`` and fvcore do. This is the reference
   MedNeXt's convention (mednext-v1.md, section 2.2).
-* ``gflops_fvcore``: MACs plus 5 per element entering a GroupNorm, which is what ``fvcore.FlopCountAnalysis``
-  reports for a MedNeXt (GELU, additions and padding are not counted by fvcore) and what the MedNeXt README
-  calls "GFlops".
+* ``gflops_fvcore``: MACs plus 5 per element entering an affine GroupNorm or InstanceNorm, which is what
+  ``fvcore.FlopCountAnalysis`` reports for a MedNeXt or a ResEnc (GELU, LeakyReLU, additions and padding are not
+  counted by fvcore) and what the MedNeXt README calls "GFlops".
 * ``gflops_forward`` = 2 x MACs; ``gflops_train`` = 2 x the MACs of every convolution run in the step: the
   forward, the recomputed forward of checkpointed blocks, and ``convolution_backward`` with the gradients it
   actually computes (input gradient: the forward's MACs; weight gradient: the forward's MACs). torch's
@@ -32,7 +32,7 @@ from scalekit import networks
 from scalekit.networks import NetworkConfig
 
 aten = torch.ops.aten
-GROUPNORM_FVCORE_FLOPS_PER_ELEMENT = 5
+NORM_FVCORE_FLOPS_PER_ELEMENT = 5
 
 
 def conv_macs(input_shape: tuple[int, ...], weight_shape: tuple[int, ...], output_shape: tuple[int, ...],
@@ -51,16 +51,16 @@ class OpCounts:
     """Running totals of one phase (forward or backward)."""
 
     conv_macs: int = 0
-    groupnorm_elements: int = 0
+    norm_elements: int = 0
 
 
 @dataclass(frozen=True)
 class Counts:
-    """Parameters and operation counts of one MedNeXt at one input size (see the module docstring)."""
+    """Parameters and operation counts of one network at one input size (see the module docstring)."""
 
     params: int
     macs_forward: int
-    groupnorm_elements: int
+    norm_elements: int
     macs_train: int
 
     @property
@@ -69,7 +69,7 @@ class Counts:
 
     @property
     def gflops_fvcore(self) -> float:
-        return (self.macs_forward + GROUPNORM_FVCORE_FLOPS_PER_ELEMENT * self.groupnorm_elements) / 1e9
+        return (self.macs_forward + NORM_FVCORE_FLOPS_PER_ELEMENT * self.norm_elements) / 1e9
 
     @property
     def gflops_forward(self) -> float:
@@ -81,7 +81,8 @@ class Counts:
 
 
 class CostCounter(TorchDispatchMode):
-    """Counts convolution MACs and GroupNorm input elements, separately for the forward and backward phase."""
+    """Counts convolution MACs and the input elements of affine normalisations (GroupNorm; InstanceNorm, which runs
+    as a batch norm), separately for the forward and backward phase."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -94,7 +95,7 @@ class CostCounter(TorchDispatchMode):
         return Counts(
             params=params,
             macs_forward=self.forward.conv_macs,
-            groupnorm_elements=self.forward.groupnorm_elements,
+            norm_elements=self.forward.norm_elements,
             macs_train=self.forward.conv_macs + self.backward.conv_macs,
         )
 
@@ -109,8 +110,8 @@ class CostCounter(TorchDispatchMode):
             transposed, mask = bool(args[7]), args[10]
             macs = conv_macs(tuple(x.shape), tuple(w.shape), tuple(grad_out.shape), transposed)
             self.phase.conv_macs += macs * (int(mask[0]) + int(mask[1]))
-        elif packet is aten.native_group_norm:
-            self.phase.groupnorm_elements += args[0].numel()
+        elif packet in (aten.native_group_norm, aten.native_batch_norm):  # InstanceNorm runs as batch norm
+            self.phase.norm_elements += args[0].numel()
         return out
 
 

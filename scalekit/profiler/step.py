@@ -46,11 +46,12 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ce + 1 - dice[:, 1:].mean()
 
 
-def deep_supervision_loss(outputs: torch.Tensor | Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Weighted sum of :func:`dice_ce_loss` over the outputs (one target per output, same resolution)."""
+def deep_supervision_loss(outputs: torch.Tensor | Sequence[torch.Tensor], targets: Sequence[torch.Tensor],
+                          weights: Sequence[float]) -> torch.Tensor:
+    """Weighted sum of :func:`dice_ce_loss` over the outputs (one target per output, same resolution); an output
+    of weight 0 is not scored, as nnU-Net's ``DeepSupervisionWrapper`` skips it."""
     outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
-    weights = recipe.deep_supervision_weights(len(outputs))
-    loss = sum(w * dice_ce_loss(o, t) for w, o, t in zip(weights, outputs, targets))
+    loss = sum(w * dice_ce_loss(o, t) for w, o, t in zip(weights, outputs, targets) if w)
     if not isinstance(loss, torch.Tensor):
         raise ValueError("deep_supervision_loss needs at least one output and one target")
     return loss
@@ -74,14 +75,22 @@ def make_optimizer(model: nn.Module, arch: NetworkConfig) -> torch.optim.Optimiz
 
 
 def fill_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
-    """Create AdamW's state as after a first step, so one step shows the steady-state memory of training."""
+    """Create the optimizer's state as after a first step (AdamW: both moments; SGD with momentum: the momentum
+    buffer), so one step shows the steady-state memory of training."""
+    names: tuple[str, ...]
+    if isinstance(optimizer, torch.optim.AdamW):
+        names = ("exp_avg", "exp_avg_sq")
+    elif isinstance(optimizer, torch.optim.SGD):
+        names = ("momentum_buffer",) if all(g["momentum"] for g in optimizer.param_groups) else ()
+    else:
+        raise TypeError(f"the profiler knows the state of AdamW and SGD, not of {type(optimizer).__name__}")
     for group in optimizer.param_groups:
         for p in group["params"]:
-            optimizer.state[p] = {
-                "step": torch.tensor(0.0),
-                "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
-            }
+            state: dict[str, torch.Tensor] = {name: torch.zeros_like(p, memory_format=torch.preserve_format)
+                                              for name in names}
+            if isinstance(optimizer, torch.optim.AdamW):
+                state["step"] = torch.tensor(0.0)
+            optimizer.state[p] = state
 
 
 class ScalerStandIn:
@@ -117,7 +126,7 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.T
     """One step of the recipe; ``autocast`` is a context manager, ``scaler`` a GradScaler or :class:`ScalerStandIn`."""
     optimizer.zero_grad(set_to_none=True)
     with autocast:
-        loss = deep_supervision_loss(model(x), targets)
+        loss = deep_supervision_loss(model(x), targets, networks.loss_weights(networks.config_of(model)))
     scaler.scale(loss).backward()
     del loss
     scaler.unscale_(optimizer)

@@ -64,7 +64,7 @@ def test_stored_configs_come_back_from_the_table_a_checkpoint_and_a_plans_entry(
 
 
 def test_an_unknown_arch_is_refused_naming_the_registered_kinds() -> None:
-    with pytest.raises(ScalekitError, match=r"arch='resunet' is not a registered network kind; known: mednext"):
+    with pytest.raises(ScalekitError, match=r"arch='resunet' is not a registered network kind; known: mednext, resenc"):
         networks.config_from_dict({"arch": "resunet", "n_channels": 4})
     with pytest.raises(ScalekitError, match="not a MedNeXt"):
         MedNeXtConfig.from_dict({"arch": "resunet"})
@@ -141,8 +141,9 @@ class ToyNet(nn.Module):
 
 
 TOY = networks.NetworkKind(
-    name="toy", label="Toy", config_type=ToyConfig, build=ToyNet, divisor=1,
-    output_strides=lambda c: [(1,) * c.dim], make_optimizer=networks.recipe.make_optimizer,
+    name="toy", label="Toy", config_type=ToyConfig, build=ToyNet,
+    output_strides=lambda c: [(1,) * c.dim], loss_weights=networks.recipe.deep_supervision_weights,
+    make_optimizer=networks.recipe.make_optimizer,
     initialise=lambda model, state: model.load_state_dict(state), set_deep_supervision=lambda model, on: None,
     plain_path=lambda model: None, load_foreign=networks.MEDNEXT.load_foreign,
 )
@@ -158,7 +159,7 @@ def test_a_second_kind_is_one_registration(toy_kind: networks.NetworkKind, tmp_p
     from scalekit.profiler import profile
 
     config = ToyConfig(width=4)
-    assert networks.kinds() == ("mednext", "toy")
+    assert networks.kinds() == ("mednext", "resenc", "toy")
     assert networks.config_from_dict(json.loads(json.dumps(config.to_dict()))) == config
     model = networks.build(config)
     assert isinstance(model, ToyNet) and networks.config_of(model) == config

@@ -69,7 +69,8 @@ def test_nnunets_own_builder_runs_what_the_tampered_plans_name(tmp_path: Path, c
 @pytest.mark.parametrize(("configurations", "message"), [
     ({"mednext_k3": {"architecture": "EVIL"}},
      r"plans.json: configurations.mednext_k3.architecture.network_class_name is 'logging.basicConfig', not a "
-     r"network scalekit builds \(scalekit.nnunet.adapter.MedNeXtNetwork\)"),
+     r"network scalekit builds \(dynamic_network_architectures.architectures.unet.ResidualEncoderUNet, "
+     r"scalekit.nnunet.adapter.MedNeXtNetwork\)"),
     ({"mednext_k3": {"inherits_from": "evil"}, "evil": {"architecture": "EVIL"}},
      r"plans.json: configurations.evil.architecture.network_class_name is 'logging.basicConfig'"),
     ({"mednext_k3": {"architecture": {**architecture_entry(preset_config("T")), "_kw_requires_import": ["n_channels"]}}},
@@ -104,7 +105,7 @@ def test_scalekit_train_refuses_tampered_plans(monkeypatch, capsys, exportable_s
                         "--preprocessed", str(tmp_path / "preprocessed"), "--results", str(tmp_path / "results"))
     assert code == 2 and not canary.exists()
     assert err == (f"error: {folder / 'evil.json'}: configurations.mednext_k3.architecture.network_class_name is "
-                   "'logging.basicConfig', not a network scalekit builds (scalekit.nnunet.adapter.MedNeXtNetwork): "
+                   "'logging.basicConfig', not a network scalekit builds (dynamic_network_architectures.architectures.unet.ResidualEncoderUNet, scalekit.nnunet.adapter.MedNeXtNetwork): "
                    "a plans file that names other code is refused; export the stage again with scalekit\n")
 
 

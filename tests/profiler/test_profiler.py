@@ -221,6 +221,10 @@ def test_profile_predicts_caches_and_keys(tmp_path: Path, monkeypatch: pytest.Mo
         profile(arch, (32, 32, 48), 2, amp="fp16", device="cpu")
     with pytest.raises(AssertionError, match="cache miss"):
         profile(arch, (32, 32, 48), 1, amp="fp16", checkpointing=True, device="cpu")
+    # another revision of the profiler or the model code never reads this one's numbers
+    monkeypatch.setattr(profiler_api, "code_revision", lambda: "another-revision")
+    with pytest.raises(AssertionError, match="cache miss"):
+        profile(arch, (32, 32, 48), 1, amp="fp16", device="cpu")
 
 
 def test_profile_two_dimensional(tmp_path: Path) -> None:

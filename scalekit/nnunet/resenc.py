@@ -1,0 +1,89 @@
+"""nnU-Net's residual-encoder presets (M, L, XL) for a prepared dataset, as nnU-Net's own planners make them.
+
+``nnUNetPlannerResEncM`` / ``L`` / ``XL`` (memory targets 8, 24 and 40 GB) run on the dataset's fingerprint and
+write their plans (``nnUNetResEncUNet{M,L,XL}Plans.json``) beside the prepared dataset's, as
+``nnUNetv2_plan_experiment -pl nnUNetPlannerResEncM`` would; the configuration's architecture becomes a
+:class:`~scalekit.networks.ResEncConfig`, with the patch and batch the planner chose and its own memory
+estimate (:meth:`ExperimentPlanner.static_estimate_VRAM_usage`: feature-map elements of one sample, which it
+compares with a reference value scaled to the memory target).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from scalekit.errors import ScalekitError
+from scalekit.networks import ResEncConfig
+from scalekit.networks.resenc import CLASS_NAME
+
+from . import _env
+from .dataset import PreparedDataset
+
+PLANNERS = {"M": "nnUNetPlannerResEncM", "L": "nnUNetPlannerResEncL", "XL": "nnUNetPlannerResEncXL"}
+MEMORY_TARGET_GB = {"M": 8, "L": 24, "XL": 40}
+"""nnU-Net's GPU memory target of each preset (the planners' defaults)."""
+
+
+@dataclass(frozen=True)
+class ResEncPreset:
+    """One preset as nnU-Net plans it for a dataset.
+
+    Attributes:
+        name: ``M``, ``L`` or ``XL``.
+        config: the network (deep supervision on, as nnU-Net trains it).
+        patch_size, batch_size: what the planner chose for the memory target.
+        plans_name: the plans identifier (``nnUNetResEncUNetMPlans`` ...).
+        plans: the whole plans file, as nnU-Net wrote it.
+        vram_estimate: the planner's estimate for its patch (feature-map elements of one sample).
+        vram_reference: what the planner lets that estimate reach at batch size 2 for the memory target.
+    """
+
+    name: str
+    config: ResEncConfig
+    patch_size: tuple[int, ...]
+    batch_size: int
+    plans_name: str
+    plans: dict[str, Any]
+    vram_estimate: int
+    vram_reference: float
+
+    @property
+    def memory_target_gb(self) -> int:
+        return MEMORY_TARGET_GB[self.name]
+
+
+def plan_resenc(prepared: PreparedDataset, name: str) -> ResEncPreset:
+    """Run nnU-Net's ResEnc planner ``name`` (``M``, ``L``, ``XL``) on ``prepared``'s fingerprint."""
+    if name not in PLANNERS:
+        raise ScalekitError(f"ResEnc preset {name!r} is unknown; use one of {', '.join(PLANNERS)}")
+    _env.configure(raw=prepared.raw_dir.parent, preprocessed=prepared.preprocessed_root)
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+    from nnunetv2.experiment_planning.experiment_planners.residual_unets import residual_encoder_unet_planners
+
+    planner = getattr(residual_encoder_unet_planners, PLANNERS[name])(prepared.dataset_name)
+    # the planner's memory estimates run with torch's threads set to nnUNet_n_proc_DA, which may be 0 here
+    with _env.temporary(nnUNet_n_proc_DA=str(max(1, _env.default_workers()))), _env.nnunet_output_to_log():
+        planner.plan_experiment()
+        plans = json.loads((prepared.preprocessed_dir / f"{planner.plans_identifier}.json").read_text())
+        configuration = plans["configurations"].get(prepared.configuration)
+        if configuration is None:
+            raise ScalekitError(f"nnU-Net's ResEnc {name} planner made no {prepared.configuration!r} configuration "
+                                f"for {prepared.dataset_name} (it made {', '.join(plans['configurations'])})")
+        architecture = configuration["architecture"]
+        if architecture["network_class_name"] != CLASS_NAME:
+            raise ScalekitError(f"nnU-Net's ResEnc {name} planner named {architecture['network_class_name']!r}, "
+                                f"not {CLASS_NAME}: another nnU-Net version?")
+        patch = tuple(int(p) for p in configuration["patch_size"])
+        estimate = ExperimentPlanner.static_estimate_VRAM_usage(
+            patch, prepared.num_input_channels, prepared.num_classes, CLASS_NAME, architecture["arch_kwargs"],
+            tuple(architecture["_kw_requires_import"]))
+    config = ResEncConfig.from_arch_kwargs(architecture["arch_kwargs"], prepared.num_input_channels,
+                                           prepared.num_classes, deep_supervision=True)
+    reference = planner.UNet_reference_val_3d if config.dim == 3 else planner.UNet_reference_val_2d
+    return ResEncPreset(
+        name=name, config=config, patch_size=patch, batch_size=int(configuration["batch_size"]),
+        plans_name=planner.plans_identifier, plans=plans, vram_estimate=int(estimate),
+        vram_reference=reference * planner.UNet_vram_target_GB / planner.UNet_reference_val_corresp_GB,
+    )
