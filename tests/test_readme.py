@@ -2,6 +2,7 @@
 
 The blocks run in order, in one namespace, in a fresh working directory, each as its own script:
 
+- the network-kinds block profiles a tiny nnU-Net ResEnc on the CPU (cached like the model block's);
 - the model block makes what it needs itself (a tiny reference-format checkpoint, saved in the snippet);
   its profile is cached in a temporary ``$SCALEKIT_CACHE_DIR``;
 - the results block reads ``runs/demo``, which this test writes with the hand-made fixture study
@@ -38,14 +39,16 @@ def test_python_blocks_are_found() -> None:
 def test_readme_python_blocks_run_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     blocks = python_blocks(README.read_text())
-    assert len(blocks) == 3, "a new README block: say in this module how it runs"
+    assert len(blocks) == 4, "a new README block: say in this module how it runs"
     records = make_study(tmp_path / "runs" / "demo")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SCALEKIT_CACHE_DIR", str(tmp_path / "cache"))
     for index, block in enumerate(blocks, start=1):
         exec(compile(block, f"README.md python block {index}", "exec"), {"__name__": f"readme_block_{index}"})
     printed = capsys.readouterr().out.splitlines()
-    assert "copied" in printed[1] and "resampled" in printed[1]  # the UpKern summary
-    assert printed[2].startswith("B-k5 0.8")  # the fixture's highest Dice (tied with G-k3, listed later)
-    assert printed[2].endswith(f"knee: {find_knee(records).stage.stage_id}")
-    assert "stage_id" in printed[3] and printed[4].split()[1] == "B-k5"  # the third block: the DataFrame's top
+    params, gflops_fvcore, gflops_train, gib = printed[0].split()  # the ResEnc's profile
+    assert int(params) > 0 and 0 < float(gflops_fvcore) < float(gflops_train) and 0 < float(gib) < 1
+    assert "copied" in printed[2] and "resampled" in printed[2]  # the UpKern summary
+    assert printed[3].startswith("B-k5 0.8")  # the fixture's highest Dice (tied with G-k3, listed later)
+    assert printed[3].endswith(f"knee: {find_knee(records).stage.stage_id}")
+    assert "stage_id" in printed[4] and printed[5].split()[1] == "B-k5"  # the results block: the DataFrame's top

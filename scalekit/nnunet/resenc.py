@@ -20,10 +20,14 @@ from scalekit.networks.resenc import CLASS_NAME
 
 from . import _env
 from .dataset import PreparedDataset
+from .networks import plans_architecture
 
 PLANNERS = {"M": "nnUNetPlannerResEncM", "L": "nnUNetPlannerResEncL", "XL": "nnUNetPlannerResEncXL"}
 MEMORY_TARGET_GB = {"M": 8, "L": 24, "XL": 40}
 """nnU-Net's GPU memory target of each preset (the planners' defaults)."""
+REFERENCE_3D = {"M": 680e6, "L": 2100e6, "XL": 3600e6}
+"""Each 3-D preset's budget for :func:`vram_estimate` at batch size 2 (the planners' ``UNet_reference_val_3d``
+at their memory target; ``tests/nnunet/test_resenc.py`` checks them against the planners)."""
 
 
 @dataclass(frozen=True)
@@ -87,3 +91,36 @@ def plan_resenc(prepared: PreparedDataset, name: str) -> ResEncPreset:
         plans_name=planner.plans_identifier, plans=plans, vram_estimate=int(estimate),
         vram_reference=reference * planner.UNet_vram_target_GB / planner.UNet_reference_val_corresp_GB,
     )
+
+
+def resenc_for_patch(patch_size: tuple[int, ...], spacing: tuple[float, ...], in_channels: int, num_classes: int,
+                     deep_supervision: bool = True) -> ResEncConfig:
+    """The ResEnc that nnU-Net's ResEnc planners build for ``patch_size`` at ``spacing`` (their topology:
+    stages down to a 4-voxel feature map, per-axis strides and kernels from ``get_pool_and_conv_props``, features
+    32 * 2**s capped, blocks 1, 3, 4, 6, 6, ...); ``patch_size`` must already be one the topology divides."""
+    from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
+
+    from scalekit.networks.resenc import ENCODER_BLOCKS, nnunet_features
+
+    _, strides, kernels, padded, _ = get_pool_and_conv_props(list(spacing), list(patch_size), 4, 999999)
+    if tuple(padded) != tuple(patch_size):
+        raise ScalekitError(f"patch {list(patch_size)} is not one nnU-Net's topology divides at spacing "
+                            f"{list(spacing)}; nnU-Net would use {list(padded)}")
+    stages = len(strides)
+    return ResEncConfig(in_channels=in_channels, num_classes=num_classes,
+                        features_per_stage=nnunet_features(stages, len(patch_size)), kernel_sizes=kernels,
+                        strides=strides, n_blocks_per_stage=ENCODER_BLOCKS[:stages],
+                        n_conv_per_stage_decoder=(1,) * (stages - 1), deep_supervision=deep_supervision)
+
+
+def vram_estimate(config: ResEncConfig, patch_size: tuple[int, ...]) -> int:
+    """nnU-Net's planner estimate for ``config`` at ``patch_size`` (feature-map elements of one sample, the
+    quantity its ``UNet_reference_val`` budgets are in)."""
+    _env.configure()
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+
+    arch = plans_architecture(config)
+    with _env.temporary(nnUNet_n_proc_DA=str(max(1, _env.default_workers()))):
+        return int(ExperimentPlanner.static_estimate_VRAM_usage(
+            tuple(patch_size), config.in_channels, config.num_classes, arch["network_class_name"],
+            arch["arch_kwargs"], tuple(arch["_kw_requires_import"])))

@@ -96,6 +96,13 @@ def kill_at(path: Path, point: str, study_dir: Path, timeout_s: float = 600,
     wait_for_no_processes(study_dir)
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT back to its default in the child, so its Python raises KeyboardInterrupt on it as in a terminal: a
+    process started in the background of a non-interactive shell (a CI job, ``cmd &``), or by pytest-xdist,
+    inherits SIGINT ignored, and a Python started with it ignored never installs its handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_until(args: list[str], point: str, folder: Path, timeout_s: float = 600,
                 while_waiting: Callable[[], None] = lambda: None, stdout: int = subprocess.DEVNULL) -> subprocess.Popen:
     """Start ``args`` (any scalekit command) in a process group of its own and return once it blocks at fault
@@ -103,7 +110,8 @@ def start_until(args: list[str], point: str, folder: Path, timeout_s: float = 60
     marker = folder / f"fault-{point.replace(':', '-')}"
     marker.unlink(missing_ok=True)
     env = {**ENV, "SCALEKIT_FAULT": point, "SCALEKIT_FAULT_MARKER": str(marker)}
-    proc = subprocess.Popen(args, stdout=stdout, stderr=subprocess.PIPE, env=env, start_new_session=True, text=True)
+    proc = subprocess.Popen(args, stdout=stdout, stderr=subprocess.PIPE, env=env, start_new_session=True, text=True,
+                            preexec_fn=_ctrl_c_as_in_a_terminal)
     deadline = time.monotonic() + timeout_s
     while not marker.exists():
         if proc.poll() is not None:

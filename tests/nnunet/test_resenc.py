@@ -39,7 +39,7 @@ def test_a_planned_preset_builds_the_network_nnunet_builds(prepared: PreparedDat
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
     from scalekit.nnunet.networks import check_plans
-    from scalekit.nnunet.resenc import plan_resenc
+    from scalekit.nnunet.resenc import REFERENCE_3D, plan_resenc, resenc_for_patch, vram_estimate
 
     planned = plan_resenc(prepared, preset)
     plans_file = prepared.preprocessed_dir / f"{planned.plans_name}.json"
@@ -59,8 +59,10 @@ def test_a_planned_preset_builds_the_network_nnunet_builds(prepared: PreparedDat
     assert planned.plans == json.loads(plans_file.read_text())
     assert planned.config.arch_kwargs() == architecture["arch_kwargs"]
     assert check_plans(planned.plans, "3d_fullres", plans_file).arch == "resenc"  # nnU-Net's own plans pass
-    assert planned.vram_reference == pytest.approx(
-        {"M": 680e6, "L": 2100e6}[preset] * planned.memory_target_gb / {"M": 8, "L": 24}[preset])
+    assert planned.vram_reference == pytest.approx(REFERENCE_3D[preset])
+    at_patch = resenc_for_patch(planned.patch_size, prepared.spacing, prepared.num_input_channels,
+                                prepared.num_classes)
+    assert at_patch == planned.config and vram_estimate(at_patch, planned.patch_size) == planned.vram_estimate
 
 
 def test_profiler_flops_of_a_resenc_equal_fvcore() -> None:

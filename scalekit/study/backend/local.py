@@ -6,7 +6,8 @@ fresh (spawned) Python process with the study's environment, running the same wo
 trial; a fractional request shares every GPU). Nothing listens on any port: the workers report to the driver
 through a pipe-backed queue. A worker whose process dies is reported as such (``error``), like a Ray trial whose
 process died; a driver killed or interrupted ends its workers, and a rerun resumes every stage from its last
-checkpoint.
+checkpoint. A Ctrl-C is taken between two reports, never in the middle of recording one (the results table, the
+Optuna storage): the driver notes it and stops at the next poll.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import logging
 import multiprocessing
 import os
 import queue
+import signal
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,7 +37,9 @@ NODE = "local"
 
 
 def _work(spec: dict[str, Any], key: str, reports: Any, env: dict[str, str], devices: str | None) -> None:
-    """A worker process: the study's environment, its GPUs, then the stage; every report goes to the driver."""
+    """A worker process: the study's environment, its GPUs, then the stage; every report goes to the driver. A
+    Ctrl-C is the driver's to take (it ends the workers at its next poll), not the worker's."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(env)
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = devices
@@ -48,6 +53,23 @@ def _gpu_count() -> int:
     import torch
 
     return torch.cuda.device_count()
+
+
+@contextmanager
+def _interrupt_at_polls() -> Iterator[threading.Event]:
+    """SIGINT sets the event instead of raising wherever the driver is; the previous handler is back afterwards.
+    Where Python's own handler is not the one in place (SIGINT ignored, as in a background job, or a handler of
+    the caller's), and outside the main thread (where signals cannot be caught), nothing changes."""
+    interrupted = threading.Event()
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield interrupted
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass
@@ -76,6 +98,11 @@ class LocalBackend:
         """One machine: it sees its own folders."""
 
     def run(self, source: StageSource, launch: StageLauncher, resources: TrialResources) -> None:
+        with _interrupt_at_polls() as interrupted:
+            self._run(source, launch, resources, interrupted)
+
+    def _run(self, source: StageSource, launch: StageLauncher, resources: TrialResources,
+             interrupted: threading.Event) -> None:
         context = multiprocessing.get_context("spawn")
         reports = context.Queue()
         running: dict[str, _Running] = {}
@@ -84,6 +111,8 @@ class LocalBackend:
         finished = False
         try:
             while not finished or running:
+                if interrupted.is_set():
+                    raise KeyboardInterrupt
                 while not finished and len(running) < resources.max_concurrent and len(free) >= whole:
                     key = source.next_stage()
                     if key is None:
@@ -103,6 +132,8 @@ class LocalBackend:
                 for key, worker in list(running.items()):
                     if worker.process.is_alive():
                         continue
+                    if interrupted.is_set():  # a worker that the Ctrl-C ended is interrupted, not failed
+                        raise KeyboardInterrupt
                     worker.process.join()
                     self._collect(source, reports, running, wait=False)
                     del running[key]
