@@ -16,6 +16,8 @@ from torch.profiler import ProfilerActivity
 from torch.profiler import profile as torch_profile
 
 from scalekit.mednext import MedNeXt, preset_config
+from scalekit import networks
+from scalekit.networks import ResEncConfig
 from scalekit.networks.recipe import deep_supervision_weights
 from scalekit.profiler import ProfileResult, profile
 from scalekit.profiler import api as profiler_api
@@ -135,7 +137,7 @@ def _peak_from_profiler(prof) -> int:
 def _measured_cpu_peak(arch, patch, batch, amp, checkpointing) -> int:
     """Bytes at the peak of a real CPU step: what lives before it plus torch.profiler's allocation events."""
     torch.manual_seed(0)
-    model = MedNeXt(arch.replace(checkpointing=checkpointing)).train()
+    model = networks.build(arch.replace(checkpointing=checkpointing)).train()
     optimizer = make_optimizer(model, arch)
     fill_optimizer_state(optimizer)
     x, targets = make_batch(arch, patch, batch, "cpu")
@@ -147,9 +149,17 @@ def _measured_cpu_peak(arch, patch, batch, amp, checkpointing) -> int:
     return baseline + _peak_from_profiler(prof)
 
 
-@pytest.mark.parametrize(("amp", "checkpointing"), [(None, False), (None, True), ("bf16", False), ("bf16", True)])
-def test_predicted_peak_equals_real_cpu_step(amp, checkpointing) -> None:
-    arch = preset_config("T", 1, 3, 3, deep_supervision=True)
+TINY_RESENC = ResEncConfig(num_classes=3, features_per_stage=(4, 8, 16, 32), kernel_sizes=((3, 3, 3),) * 4,
+                           strides=((1, 1, 1),) + ((2, 2, 2),) * 3, n_blocks_per_stage=(1, 3, 4, 6),
+                           n_conv_per_stage_decoder=(1, 1, 1), deep_supervision=True)
+
+
+@pytest.mark.parametrize(("kind", "amp", "checkpointing"), [
+    ("mednext", None, False), ("mednext", None, True), ("mednext", "bf16", False), ("mednext", "bf16", True),
+    ("resenc", None, False), ("resenc", "bf16", False),  # SGD with momentum, InstanceNorm, a zero-weight output
+])
+def test_predicted_peak_equals_real_cpu_step(kind, amp, checkpointing) -> None:
+    arch = preset_config("T", 1, 3, 3, deep_supervision=True) if kind == "mednext" else TINY_RESENC
     events = trace_step(arch, (32, 32, 32), 2, amp, checkpointing)
     predicted = replay_exact(events).peak_bytes
     measured = _measured_cpu_peak(arch, (32, 32, 32), 2, amp, checkpointing)
