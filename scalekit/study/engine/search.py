@@ -76,18 +76,13 @@ class SearchSettings:
     study_name: str
 
 
-def _constraints(trial: optuna.trial.FrozenTrial) -> tuple[float]:
-    return (trial.user_attrs.get(CONSTRAINT_ATTR, -1.0),)
-
-
 def _nsga2(settings: SearchSettings) -> optuna.samplers.BaseSampler:
     population = min(50, max(2, settings.families))
-    return optuna.samplers.NSGAIISampler(population_size=population, seed=settings.seed, constraints_func=_constraints)
+    return optuna.samplers.NSGAIISampler(population_size=population, seed=settings.seed)
 
 
 def _tpe(settings: SearchSettings) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.TPESampler(seed=settings.seed, constraints_func=_constraints,
-                                      n_startup_trials=min(10, settings.families))
+    return optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=min(10, settings.families))
 
 
 def _random(settings: SearchSettings) -> optuna.samplers.BaseSampler:
@@ -382,7 +377,10 @@ class ChainSearch:
         self._family_trial[family_id] = trial.number
         stages = self.planner.open_family(family)
         # The family trains only if its first stage is feasible, so that stage's excess is the family's.
-        trial.set_user_attr(CONSTRAINT_ATTR, self.planner.constraints.excess(stages[0]))
+        excess = self.planner.constraints.excess(stages[0])
+        trial.set_user_attr(CONSTRAINT_ATTR, excess)
+        if CONSTRAINT_ATTR not in trial.constraints:  # a resumed run adopts the trial again
+            trial.set_constraint(CONSTRAINT_ATTR, excess)  # what the constrained samplers (TPE, NSGA-II) read
         if self.planner.family_done(family_id):  # infeasible from its first stage: never trains
             self._tell(family_id)
         return True

@@ -13,6 +13,7 @@ import pytest
 from scalekit.study import read_results
 from scalekit.study.engine.optuna_params import suggest_family
 from scalekit.study.engine.search import (
+    CONSTRAINT_ATTR,
     FAMILY_ATTR,
     FINISHED,
     ChainSearch,
@@ -49,6 +50,8 @@ def test_every_sampler_runs_the_chains_to_the_end(tmp_path: Path, sampler: str) 
     trials = s.study.trials
     assert sorted(t.user_attrs[FAMILY_ATTR] for t in trials if t.state.is_finished()) == sorted(SPACE.ids())
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    # each trial carries its constraint excess where Optuna's constrained samplers read it (Trial.set_constraint)
+    assert all(t.constraints == {CONSTRAINT_ATTR: t.user_attrs[CONSTRAINT_ATTR]} for t in trials)
 
 
 def test_relative_checkpoints_and_upkern_source(tmp_path: Path) -> None:
