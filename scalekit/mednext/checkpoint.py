@@ -177,7 +177,11 @@ def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], MedNeXtConfig
     Accepts a scalekit checkpoint, a reference nnU-Net v1 ``*.model`` file (a dict with ``state_dict``,
     keys possibly prefixed ``module.``) or a bare reference state dict.
     """
-    data = read_checkpoint(path)
+    return state_of(read_checkpoint(path), path)
+
+
+def state_of(data: Any, path: str | Path) -> tuple[dict[str, torch.Tensor], MedNeXtConfig, str]:
+    """:func:`load_state` of what :func:`read_checkpoint` read from ``path`` (named in errors)."""
     if not isinstance(data, Mapping):
         raise CheckpointError(f"{path} holds a {type(data).__name__}, not a checkpoint dict")
     if data.get("format") == FORMAT:

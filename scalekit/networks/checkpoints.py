@@ -21,7 +21,7 @@ def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], Any, str]:
     data = read_checkpoint(path)
     if isinstance(data, Mapping) and data.get("format") == FORMAT and isinstance(data.get("config"), Mapping):
         return dict(data["state_dict"]), config_from_dict(data["config"]), "scalekit"
-    return get_kind(DEFAULT_ARCH).load_foreign(path)
+    return get_kind(DEFAULT_ARCH).load_foreign(data, path)
 
 
 __all__ = ["load_state", "read_checkpoint", "save_checkpoint", "state_mismatch"]

@@ -16,11 +16,11 @@ from scalekit.mednext import (
     UpKernReport,
     count_parameters,
     infer_config,
-    load_state,
     parameters_by_module,
     preset_config,
     upkern,
 )
+from scalekit.mednext.checkpoint import state_of
 from scalekit.mednext.config import DIVISOR, NUM_LEVELS, per_stage
 
 from . import recipe
@@ -52,7 +52,7 @@ MEDNEXT = register(NetworkKind(
     initialise=upkern,
     set_deep_supervision=_set_deep_supervision,
     plain_path=_plain_path,
-    load_foreign=load_state,
+    load_foreign=state_of,
 ))
 
 __all__ = [

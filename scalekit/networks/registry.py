@@ -71,8 +71,8 @@ class NetworkKind:
             validate and predict; the heads stay).
         plain_path: put a built network on its plain path (no fast path with another memory layout), so the
             profiler's counts describe the architecture.
-        load_foreign: weights, config and source (the format's name) of a checkpoint file in a format other
-            than scalekit's (MedNeXt: the reference implementation's files); scalekit's own format holds the
+        load_foreign: weights, config and source (the format's name) of what a checkpoint file in a format
+            other than scalekit's holds (given what was read and the path, for messages) (MedNeXt: the reference implementation's files); scalekit's own format holds the
             config with its ``arch`` and needs no kind to read (:func:`scalekit.networks.load_state`).
     """
 
@@ -86,7 +86,7 @@ class NetworkKind:
     initialise: Callable[[nn.Module, Mapping[str, torch.Tensor]], Any]
     set_deep_supervision: Callable[[Any, bool], None]
     plain_path: Callable[[Any], None]
-    load_foreign: Callable[[Any], tuple[dict[str, torch.Tensor], Any, str]]
+    load_foreign: Callable[[Any, Any], tuple[dict[str, torch.Tensor], Any, str]]
 
     def from_dict(self, data: Mapping[str, Any]) -> Any:
         from_dict: Callable[[Mapping[str, Any]], Any] = getattr(self.config_type, "from_dict")
@@ -119,9 +119,15 @@ def get_kind(name: str) -> NetworkKind:
     return kind
 
 
-def kind_of(config: NetworkConfig) -> NetworkKind:
-    """The kind a config belongs to (by its ``arch``)."""
-    return get_kind(config.arch)
+def kind_of(config: object) -> NetworkKind:
+    """The kind a config belongs to (by its ``arch``); an error for anything that is not a registered kind's
+    config."""
+    arch = getattr(config, "arch", None)
+    kind = _KINDS.get(arch) if isinstance(arch, str) else None
+    if kind is None or not isinstance(config, kind.config_type):
+        raise ScalekitError(f"a {type(config).__name__} is not the config of a registered network kind "
+                            f"({', '.join(kinds())})")
+    return kind
 
 
 def config_from_dict(data: Mapping[str, Any]) -> Any:
@@ -172,7 +178,9 @@ def make_optimizer(config: NetworkConfig, parameters: Iterable[nn.Parameter], **
 def config_of(model: nn.Module) -> Any:
     """The config of a network that a registered kind built; an error for any other module."""
     config = getattr(model, "config", None)
-    arch = getattr(config, "arch", None)
-    if not isinstance(arch, str) or arch not in _KINDS or not isinstance(config, _KINDS[arch].config_type):
-        raise ScalekitError(f"a {type(model).__name__} is not a network of a registered kind ({', '.join(kinds())})")
+    try:
+        kind_of(config)
+    except ScalekitError:
+        raise ScalekitError(f"a {type(model).__name__} is not a network of a registered kind "
+                            f"({', '.join(kinds())})") from None
     return config

@@ -49,6 +49,16 @@ def _ops(dim: int) -> dict[str, str]:
             "nonlin": "torch.nn.LeakyReLU"}
 
 
+PLANS_IMPORTS: dict[str, frozenset[str]] = {
+    "conv_op": frozenset(_ops(d)["conv_op"] for d in (2, 3)),
+    "norm_op": frozenset(_ops(d)["norm_op"] for d in (2, 3)),
+    "dropout_op": frozenset(),
+    "nonlin": frozenset(_ops(d)["nonlin"] for d in (2, 3)),
+}
+"""The ``_kw_requires_import`` arguments of nnU-Net's ResEnc plans (in the planners' order) and the names each
+may hold: nnU-Net imports these, so a plans file may name nothing else (no dropout)."""
+
+
 def _ints(name: str, value: Any) -> tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise ScalekitError(f"{name} must be a list of integers >= 1, got {value!r}")
@@ -172,20 +182,21 @@ class ResEncConfig:
     def arch_kwargs(self) -> dict[str, Any]:
         """The ``arch_kwargs`` of an nnU-Net plans ``architecture`` entry for this network (channels, classes
         and deep supervision excepted: nnU-Net passes those)."""
+        ops = _ops(self.dim)
         return {
             "n_stages": self.n_stages,
             "features_per_stage": list(self.features_per_stage),
-            "conv_op": _ops(self.dim)["conv_op"],
+            "conv_op": ops["conv_op"],
             "kernel_sizes": [list(k) for k in self.kernel_sizes],
             "strides": [list(s) for s in self.strides],
             "n_blocks_per_stage": list(self.n_blocks_per_stage),
             "n_conv_per_stage_decoder": list(self.n_conv_per_stage_decoder),
             "conv_bias": True,
-            "norm_op": _ops(self.dim)["norm_op"],
+            "norm_op": ops["norm_op"],
             "norm_op_kwargs": dict(NORM_KWARGS),
             "dropout_op": None,
             "dropout_op_kwargs": None,
-            "nonlin": _ops(self.dim)["nonlin"],
+            "nonlin": ops["nonlin"],
             "nonlin_kwargs": dict(NONLIN_KWARGS),
         }
 
@@ -258,7 +269,7 @@ def _set_deep_supervision(model: Any, enabled: bool) -> None:
     model.decoder.deep_supervision = enabled
 
 
-def _no_foreign_format(path: Any) -> Any:
+def _no_foreign_format(data: Any, path: Any) -> Any:
     raise CheckpointError(f"{path} is not a scalekit checkpoint; a ResEnc is read from scalekit's own files")
 
 

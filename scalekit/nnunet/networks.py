@@ -24,6 +24,7 @@ from torch import nn
 
 from scalekit.networks import NetworkConfig, ResEncConfig
 from scalekit.networks.resenc import CLASS_NAME as RESENC_CLASS_NAME
+from scalekit.networks.resenc import PLANS_IMPORTS as RESENC_IMPORTS
 from scalekit.networks.resenc import build_resenc
 
 from .adapter import NETWORK_CLASS_NAME, MedNeXtNetwork, architecture_entry, config_from_arch_kwargs
@@ -49,16 +50,7 @@ def _resenc_arguments(arch_kwargs: dict[str, Any]) -> None:
 
 def _resenc_entry(config: ResEncConfig) -> dict[str, Any]:
     return {"network_class_name": RESENC_CLASS_NAME, "arch_kwargs": config.arch_kwargs(),
-            "_kw_requires_import": list(_RESENC_IMPORTS)}
-
-
-_RESENC_IMPORTS = {
-    "conv_op": frozenset({"torch.nn.modules.conv.Conv2d", "torch.nn.modules.conv.Conv3d"}),
-    "norm_op": frozenset({"torch.nn.modules.instancenorm.InstanceNorm2d", "torch.nn.modules.instancenorm.InstanceNorm3d"}),
-    "dropout_op": frozenset(),
-    "nonlin": frozenset({"torch.nn.LeakyReLU"}),
-}
-"""What a ResEnc plan may name for nnU-Net to import (nnU-Net's ResEnc planners' values; no dropout)."""
+            "_kw_requires_import": list(RESENC_IMPORTS)}
 
 
 @dataclass(frozen=True)
@@ -80,7 +72,7 @@ KINDS: dict[str, PlansNetwork] = {
     NETWORK_CLASS_NAME: PlansNetwork("mednext", NETWORK_CLASS_NAME, MedNeXtNetwork, architecture_entry,
                                      _mednext_arguments),
     RESENC_CLASS_NAME: PlansNetwork("resenc", RESENC_CLASS_NAME, _resenc_network, _resenc_entry, _resenc_arguments,
-                                    _RESENC_IMPORTS),
+                                    RESENC_IMPORTS),
 }
 """The networks plans may build, by class name: the MedNeXt of :mod:`scalekit.nnunet.adapter`, and nnU-Net's own
 ResEnc (``dynamic_network_architectures``) with the arguments nnU-Net's ResEnc planners write."""

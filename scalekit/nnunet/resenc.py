@@ -40,7 +40,7 @@ class ResEncPreset:
         patch_size, batch_size: what the planner chose for the memory target.
         plans_name: the plans identifier (``nnUNetResEncUNetMPlans`` ...).
         plans: the whole plans file, as nnU-Net wrote it.
-        vram_estimate: the planner's estimate for its patch (feature-map elements of one sample).
+        vram_estimate: the planner's estimate for its patch (:func:`vram_estimate`).
         vram_reference: what the planner lets that estimate reach at batch size 2 for the memory target.
     """
 
@@ -58,37 +58,39 @@ class ResEncPreset:
         return MEMORY_TARGET_GB[self.name]
 
 
+def _estimating_threads() -> Any:
+    """nnU-Net's planner sets torch's threads to ``nnUNet_n_proc_DA`` while it estimates memory; that may be 0
+    here (augmentation in-process), which torch refuses."""
+    return _env.temporary(nnUNet_n_proc_DA=str(_env.default_workers()))
+
+
 def plan_resenc(prepared: PreparedDataset, name: str) -> ResEncPreset:
     """Run nnU-Net's ResEnc planner ``name`` (``M``, ``L``, ``XL``) on ``prepared``'s fingerprint."""
     if name not in PLANNERS:
         raise ScalekitError(f"ResEnc preset {name!r} is unknown; use one of {', '.join(PLANNERS)}")
     _env.configure(raw=prepared.raw_dir.parent, preprocessed=prepared.preprocessed_root)
-    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
     from nnunetv2.experiment_planning.experiment_planners.residual_unets import residual_encoder_unet_planners
 
     planner = getattr(residual_encoder_unet_planners, PLANNERS[name])(prepared.dataset_name)
-    # the planner's memory estimates run with torch's threads set to nnUNet_n_proc_DA, which may be 0 here
-    with _env.temporary(nnUNet_n_proc_DA=str(max(1, _env.default_workers()))), _env.nnunet_output_to_log():
+    with _estimating_threads(), _env.nnunet_output_to_log():
         planner.plan_experiment()
-        plans = json.loads((prepared.preprocessed_dir / f"{planner.plans_identifier}.json").read_text())
-        configuration = plans["configurations"].get(prepared.configuration)
-        if configuration is None:
-            raise ScalekitError(f"nnU-Net's ResEnc {name} planner made no {prepared.configuration!r} configuration "
-                                f"for {prepared.dataset_name} (it made {', '.join(plans['configurations'])})")
-        architecture = configuration["architecture"]
-        if architecture["network_class_name"] != CLASS_NAME:
-            raise ScalekitError(f"nnU-Net's ResEnc {name} planner named {architecture['network_class_name']!r}, "
-                                f"not {CLASS_NAME}: another nnU-Net version?")
-        patch = tuple(int(p) for p in configuration["patch_size"])
-        estimate = ExperimentPlanner.static_estimate_VRAM_usage(
-            patch, prepared.num_input_channels, prepared.num_classes, CLASS_NAME, architecture["arch_kwargs"],
-            tuple(architecture["_kw_requires_import"]))
+    plans = json.loads((prepared.preprocessed_dir / f"{planner.plans_identifier}.json").read_text())
+    configuration = plans["configurations"].get(prepared.configuration)
+    if configuration is None:
+        raise ScalekitError(f"nnU-Net's ResEnc {name} planner made no {prepared.configuration!r} configuration "
+                            f"for {prepared.dataset_name} (it made {', '.join(plans['configurations'])})")
+    architecture = configuration["architecture"]
+    if architecture["network_class_name"] != CLASS_NAME:
+        raise ScalekitError(f"nnU-Net's ResEnc {name} planner named {architecture['network_class_name']!r}, "
+                            f"not {CLASS_NAME}: another nnU-Net version?")
+    patch = tuple(int(p) for p in configuration["patch_size"])
     config = ResEncConfig.from_arch_kwargs(architecture["arch_kwargs"], prepared.num_input_channels,
                                            prepared.num_classes, deep_supervision=True)
+    estimate = vram_estimate(config, patch)
     reference = planner.UNet_reference_val_3d if config.dim == 3 else planner.UNet_reference_val_2d
     return ResEncPreset(
         name=name, config=config, patch_size=patch, batch_size=int(configuration["batch_size"]),
-        plans_name=planner.plans_identifier, plans=plans, vram_estimate=int(estimate),
+        plans_name=planner.plans_identifier, plans=plans, vram_estimate=estimate,
         vram_reference=reference * planner.UNet_vram_target_GB / planner.UNet_reference_val_corresp_GB,
     )
 
@@ -120,7 +122,7 @@ def vram_estimate(config: ResEncConfig, patch_size: tuple[int, ...]) -> int:
     from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 
     arch = plans_architecture(config)
-    with _env.temporary(nnUNet_n_proc_DA=str(max(1, _env.default_workers()))):
+    with _estimating_threads():
         return int(ExperimentPlanner.static_estimate_VRAM_usage(
             tuple(patch_size), config.in_channels, config.num_classes, arch["network_class_name"],
             arch["arch_kwargs"], tuple(arch["_kw_requires_import"])))

@@ -77,9 +77,7 @@ def profile(
     Raises:
         ValueError: bad patch, batch, amp or device, before any work.
     """
-    if not isinstance(getattr(arch, "arch", None), str) or networks.get_kind(arch.arch).config_type is not type(arch):
-        raise ScalekitError(f"arch must be the config of a registered network kind ({', '.join(networks.kinds())}), "
-                            f"got {type(arch).__name__}")
+    networks.kind_of(arch)
     patch = normalise_patch(arch, patch_size)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ScalekitError(f"batch_size={batch_size!r} is not allowed; use an integer >= 1")

@@ -70,6 +70,10 @@ def test_an_unknown_arch_is_refused_naming_the_registered_kinds() -> None:
         MedNeXtConfig.from_dict({"arch": "resunet"})
     with pytest.raises(ScalekitError, match="not a network of a registered kind"):
         networks.config_of(nn.Linear(2, 2))
+    from scalekit.profiler import profile
+
+    with pytest.raises(ScalekitError, match="a dict is not the config of a registered network kind"):
+        profile(preset_config("T").to_dict(), 32, 1, device="cpu", cache=False)
 
 
 def _imported_modules(path: Path) -> set[str]:
