@@ -83,7 +83,7 @@ class Recording:
     def memory(self, family_id: str, kernel: int) -> float:
         return float(self.stage(family_id, kernel, "scratch")["peak_memory_gb"])
 
-    def profile(self, config: MedNeXtConfig) -> SimpleNamespace:
+    def profile(self, config: MedNeXtConfig, batch_size: int | None = None) -> SimpleNamespace:
         family = Family(config.n_channels, config.block_counts, config.exp_r)
         s = self.stage(family.family_id, config.enc_kernel_size, "scratch")
         return SimpleNamespace(params=s["params"], gflops_fvcore=0.0, gflops_train=s["gflops_train"],

@@ -98,7 +98,7 @@ def record(space: Space, out_root: Path) -> None:
     families = []
     for family in search_space.families:
         k = list(search_space.kernels)
-        configs = {kernel: family.config(kernel, planning.template) for kernel in k}
+        configs = {kernel: family.config(kernel, planning.templates[MedNeXtConfig.arch]) for kernel in k}
         name = family.family_id
         for kernel in k:
             train(f"{name}-k{kernel}-scratch", configs[kernel], None)

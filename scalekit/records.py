@@ -98,6 +98,10 @@ def measured(default: Any = None, factory: Callable[[], Any] | None = None) -> A
     return field(default=default, metadata={MEASURED_KEY: True})
 
 
+DEFAULT_ARCH = "mednext"
+"""The network kind of a stage whose row names none (tables written before kinds)."""
+
+
 @dataclass
 class StageRecord:
     """One chain stage of one family: its architecture, how it started, how it ended and what it measured.
@@ -112,8 +116,10 @@ class StageRecord:
     block_counts: list[int]
     exp_r: list[int]
     kernel_size: int
-    arch: str = "mednext"
+    arch: str = DEFAULT_ARCH
     """The network kind (``config["arch"]``); tables written before it was a column are MedNeXt's."""
+    batch_size: int | None = None
+    """The batch it trains with when it is not the study's (a ResEnc baseline at its planner's batch)."""
     parent_stage: str = ""
     init: Init = "scratch"
     status: Status = "pending"
@@ -179,9 +185,12 @@ class StageRecord:
 
     @property
     def name(self) -> str:
-        """How messages name the stage: its family's label (else id) and kernel, ``c`` for a control
-        (``wide k3``, ``wide k3c``)."""
-        return f"{self.family_label or self.family_id} k{self.kernel_size}{CONTROL_SUFFIX if self.is_control else ''}"
+        """How messages name the stage: its family's label (else id) and, in a MedNeXt's UpKern chain, its
+        kernel, ``c`` for a control (``wide k3``, ``wide k3c``; a one-stage baseline: ``ResEnc L``)."""
+        label = self.family_label or self.family_id
+        if self.arch != DEFAULT_ARCH:
+            return label
+        return f"{label} k{self.kernel_size}{CONTROL_SUFFIX if self.is_control else ''}"
 
     @property
     def is_valid(self) -> bool:

@@ -40,7 +40,7 @@ def predict_command(
     mirror: Annotated[bool, typer.Option(help="Mirroring test-time augmentation (stages are validated without).")]
     = False,
 ) -> None:
-    """Segment every case of --input with a trained MedNeXt, as nnUNetv2_predict would (no trainer lookup)."""
+    """Segment every case of --input with a trained stage or export (MedNeXt or ResEnc), as nnUNetv2_predict would (no trainer lookup)."""
     source = _source(study_dir, stage, export)
     from scalekit.nnunet.predict import export_model, predict, stage_model
 

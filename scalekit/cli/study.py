@@ -97,14 +97,17 @@ def profile(
     records = profile_study(config, channels, classes)
     budget = config.constraints.max_memory_gb
     table = Table(title=f"{config.name}: {len(records)} stages at patch {list(config.dataset.patch_size)}, "
-                  f"batch {config.dataset.batch_size}" + (f", budget {budget:g} GB" if budget else ""))
-    for column in ("family", "k", "ckpt", "params (M)", "GFLOPs train", "peak GB", "fits"):
+                  f"batch {config.dataset.batch_size}"
+                  + (" (ResEnc baselines: nnU-Net's planner's)" if any(r.batch_size for r in records) else "")
+                  + (f", budget {budget:g} GB" if budget else ""))
+    for column in ("family", "k", "batch", "ckpt", "params (M)", "GFLOPs train", "peak GB", "fits"):
         table.add_column(column, justify="left" if column in ("family", "fits") else "right")
     for r in records:
         if r.params is None or r.gflops_train is None or r.peak_memory_gb is None:
             raise ValueError(f"stage {r.stage_id} was planned without its profile")
         fits = "yes" if r.status == "pending" else f"no: {r.reason}"
-        table.add_row(r.family_label, str(r.kernel_size), "on" if r.config["checkpointing"] else "off",
+        batch = str(r.batch_size or config.dataset.batch_size) + ("" if r.batch_size is None else " (planner)")
+        table.add_row(r.family_label, str(r.kernel_size), batch, "on" if r.config["checkpointing"] else "off",
                       f"{r.params / 1e6:.2f}", f"{r.gflops_train:.1f}", f"{r.peak_memory_gb:.2f}", fits)
     Console(width=max(Console().width, 120)).print(table)
     feasible = sum(r.status == "pending" for r in records)

@@ -53,6 +53,7 @@ MEDNEXT = register(NetworkKind(
     set_deep_supervision=_set_deep_supervision,
     plain_path=_plain_path,
     load_foreign=state_of,
+    columns=lambda config: (config.n_channels, list(config.block_counts), list(config.exp_r)),
 ))
 
 __all__ = [

@@ -18,9 +18,7 @@ import torch
 from torch import nn
 
 from scalekit.errors import ScalekitError
-
-DEFAULT_ARCH = "mednext"
-"""The kind of a stored config without an ``arch`` key (every config written before the registry)."""
+from scalekit.records import DEFAULT_ARCH
 
 
 class NetworkConfig(Protocol):
@@ -74,6 +72,8 @@ class NetworkKind:
         load_foreign: weights, config and source (the format's name) of what a checkpoint file in a format
             other than scalekit's holds (given what was read and the path, for messages) (MedNeXt: the reference implementation's files); scalekit's own format holds the
             config with its ``arch`` and needs no kind to read (:func:`scalekit.networks.load_state`).
+        columns: the readable columns of a config in a results table: its width (channels of the first
+            stage), blocks per stage and expansion ratio per stage (empty for a kind without one).
     """
 
     name: str
@@ -87,6 +87,7 @@ class NetworkKind:
     set_deep_supervision: Callable[[Any, bool], None]
     plain_path: Callable[[Any], None]
     load_foreign: Callable[[Any, Any], tuple[dict[str, torch.Tensor], Any, str]]
+    columns: Callable[[Any], tuple[int, list[int], list[int]]]
 
     def from_dict(self, data: Mapping[str, Any]) -> Any:
         from_dict: Callable[[Mapping[str, Any]], Any] = getattr(self.config_type, "from_dict")
@@ -135,6 +136,12 @@ def config_from_dict(data: Mapping[str, Any]) -> Any:
     if not isinstance(data, Mapping):
         raise ScalekitError(f"a stored network config must be a mapping, got {type(data).__name__}")
     return get_kind(data.get("arch", DEFAULT_ARCH)).from_dict(data)
+
+
+def columns(config: NetworkConfig) -> dict[str, Any]:
+    """``n_channels``, ``block_counts`` and ``exp_r`` of ``config``: the results table's readable columns."""
+    width, blocks, ratios = kind_of(config).columns(config)
+    return {"n_channels": width, "block_counts": blocks, "exp_r": ratios}
 
 
 def build(config: NetworkConfig) -> nn.Module:

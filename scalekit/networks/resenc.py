@@ -37,6 +37,8 @@ MAX_FEATURES = {2: 512, 3: 320}
 """Features of stage s: ``min(MAX_FEATURES[dim], BASE_FEATURES * 2**s)``, as nnU-Net's planners set them."""
 NORM_KWARGS = {"eps": 1e-05, "affine": True}
 NONLIN_KWARGS = {"inplace": True}
+PRESETS = ("M", "L", "XL")
+"""nnU-Net's residual-encoder presets, named by its planners' memory targets (8, 24 and 40 GB)."""
 INITIAL_LR = 1e-2
 WEIGHT_DECAY = 3e-5
 MOMENTUM = 0.99
@@ -285,4 +287,5 @@ RESENC = register(NetworkKind(
     set_deep_supervision=_set_deep_supervision,
     plain_path=lambda model: None,
     load_foreign=_no_foreign_format,
+    columns=lambda config: (config.features_per_stage[0], list(config.n_blocks_per_stage), []),
 ))

@@ -5,9 +5,11 @@
 - :func:`make_demo_dataset`: a synthetic multi-organ dataset in nnU-Net raw format.
 - :func:`prepare_dataset`: validate a raw dataset (every bad case in one error), then nnU-Net's fingerprint,
   planning and preprocessing; idempotent.
-- :func:`train_stage`: one study stage (MedNeXt in nnU-Net's training loop, UpKern start, per-epoch
-  checkpoints and callbacks, Dice and surface Dice on the fold's validation cases).
-- :func:`export_to_nnunet`: plans, trainer and starting weights for stock ``nnUNetv2_train``.
+- :func:`train_stage`: one study stage (a MedNeXt or a ResEnc in nnU-Net's training loop, UpKern start,
+  per-epoch checkpoints and callbacks, Dice and surface Dice on the fold's validation cases).
+- :func:`export_to_nnunet`: plans, trainer and starting weights for stock ``nnUNetv2_train`` (a ResEnc: nnU-Net's
+  own plans and ``nnUNetTrainer``, and a trained-model folder nnU-Net's predictor loads).
+- :func:`~scalekit.nnunet.resenc.plan_resenc`: nnU-Net's ResEnc presets for a prepared dataset.
 - :func:`predict` with :func:`stage_model` or :func:`export_model`: segment images with a trained stage or an
   export, through nnU-Net's predictor set up directly (no trainer lookup by name).
 

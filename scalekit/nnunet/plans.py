@@ -1,16 +1,19 @@
-"""nnU-Net plans entries for scalekit: the trainer's settings and a MedNeXt configuration inheriting the
-preprocessed one. Plain data; nothing here imports nnunetv2."""
+"""nnU-Net plans entries for scalekit: the trainer's settings and the configurations an export or a stage adds,
+inheriting the preprocessed one (for scalekit's trainer, or for nnU-Net's stock one). Plain data; nothing here
+imports nnunetv2."""
 
 from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from scalekit.errors import ScalekitError
 from scalekit.networks import NetworkConfig, recipe
+from scalekit.networks.mednext import MedNeXtConfig
 
 from .dataset import PreparedDataset
 from .networks import plans_architecture
@@ -18,6 +21,8 @@ from .networks import plans_architecture
 SETTINGS_KEY = "scalekit_trainer"
 """Key of the trainer settings inside a plans configuration (nnU-Net keeps unknown keys)."""
 TRAINER_NAME = "ScalekitMedNeXtTrainer"
+STOCK_TRAINER = "nnUNetTrainer"
+"""nnU-Net's own trainer, which trains networks of nnU-Net's own kinds (ResEnc) with its recipe and schedule."""
 
 
 @dataclass(frozen=True)
@@ -100,10 +105,24 @@ def check_architecture(prepared: PreparedDataset, arch: NetworkConfig) -> None:
 def mednext_configuration(
     prepared: PreparedDataset, arch: NetworkConfig, settings: TrainerSettings, batch_size: int | None = None
 ) -> dict[str, Any]:
-    """A plans configuration that inherits the preprocessed one and trains ``arch`` on scalekit's patch.
+    """A plans configuration that inherits the preprocessed one and trains ``arch`` on scalekit's patch with
+    scalekit's trainer (``settings`` under :data:`SETTINGS_KEY`).
 
     ``batch_size`` overrides nnU-Net's planned batch size (the paper keeps nnU-Net's, normally 2).
     """
+    return _configuration(prepared, arch, batch_size, {SETTINGS_KEY: settings.to_dict()})
+
+
+def native_configuration(prepared: PreparedDataset, arch: NetworkConfig,
+                         batch_size: int | None = None) -> dict[str, Any]:
+    """A plans configuration that inherits the preprocessed one and makes nnU-Net's stock trainer train ``arch``
+    on scalekit's patch, as nnU-Net's planners write one: the patch, the batch size (``None``: the planned one)
+    and the network's ``architecture``, no scalekit settings (the stock trainer trains its own schedule)."""
+    return _configuration(prepared, arch, batch_size, {})
+
+
+def _configuration(prepared: PreparedDataset, arch: NetworkConfig, batch_size: int | None,
+                   extra: dict[str, Any]) -> dict[str, Any]:
     check_architecture(prepared, arch)
     if batch_size is not None and batch_size < 1:
         raise ScalekitError(f"batch_size must be >= 1, got {batch_size}")
@@ -111,7 +130,7 @@ def mednext_configuration(
         "inherits_from": prepared.configuration,
         "patch_size": list(prepared.patch_size),
         "architecture": plans_architecture(arch),
-        SETTINGS_KEY: settings.to_dict(),
+        **extra,
     }
     if batch_size is not None:
         configuration["batch_size"] = batch_size
@@ -131,3 +150,62 @@ def plans_with(
     if plans_name is not None:
         plans["plans_name"] = plans_name
     return plans
+
+
+def _mednext_name(prefix: str, arch: NetworkConfig) -> str:
+    if not isinstance(arch, MedNeXtConfig):
+        return prefix
+    enc, dec = arch.enc_kernel_size, arch.dec_kernel_size
+    return f"{prefix}_k{enc}" if enc == dec else f"{prefix}_k{enc}x{dec}"
+
+
+def _mednext_chain(arch: NetworkConfig, from_weights: bool) -> list[NetworkConfig]:
+    """A MedNeXt with a kernel above 3 and no starting weights trains k3 first and grows it with UpKern."""
+    if (not from_weights and isinstance(arch, MedNeXtConfig) and arch.enc_kernel_size == arch.dec_kernel_size
+            and arch.enc_kernel_size > 3):
+        return [arch.replace(kernel_size=3), arch]
+    return [arch]
+
+
+@dataclass(frozen=True)
+class KindExport:
+    """How nnU-Net trains an exported network of one kind.
+
+    Attributes:
+        trainer_name: scalekit's trainer (found through ``nnUNet_extTrainer``; its settings in the plans) or
+            nnU-Net's stock ``nnUNetTrainer`` (its own recipe and schedule; no scalekit code at all).
+        chain: what ``train.sh`` trains, in order (the target last), given the target and whether it starts
+            from weights.
+        configuration_name: a configuration's name, from the prefix and its network.
+    """
+
+    trainer_name: str
+    chain: Callable[[NetworkConfig, bool], list[NetworkConfig]] = lambda arch, from_weights: [arch]
+    configuration_name: Callable[[str, NetworkConfig], str] = lambda prefix, arch: prefix
+
+    @property
+    def native(self) -> bool:
+        """nnU-Net's own trainer: nnU-Net's plans entry, no trainer module, and a trained-model folder."""
+        return self.trainer_name == STOCK_TRAINER
+
+    def configuration(self, prepared: PreparedDataset, arch: NetworkConfig, settings: TrainerSettings,
+                      batch_size: int | None) -> dict[str, Any]:
+        if self.native:
+            return native_configuration(prepared, arch, batch_size)
+        return mednext_configuration(prepared, arch, settings, batch_size)
+
+
+KIND_EXPORTS: dict[str, KindExport] = {
+    "mednext": KindExport(TRAINER_NAME, _mednext_chain, _mednext_name),
+    "resenc": KindExport(STOCK_TRAINER),
+}
+"""The kinds an export trains with nnU-Net, by registry name (:mod:`scalekit.networks`)."""
+
+
+def kind_export(arch: str) -> KindExport:
+    """How nnU-Net trains networks of the kind ``arch``; a one-line error for a kind it cannot train."""
+    export = KIND_EXPORTS.get(arch)
+    if export is None:
+        raise ScalekitError(f"arch={arch!r} cannot be exported to nnU-Net; exportable kinds: "
+                            f"{', '.join(sorted(KIND_EXPORTS))}")
+    return export

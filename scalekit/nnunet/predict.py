@@ -8,7 +8,8 @@ the validation of a study stage uses too, so a prediction repeats that validatio
 - :func:`stage_model`: a stage of a study (its ``final.pt``, the weights its validation Dice was measured with,
   and the plans and dataset.json nnU-Net saved in the stage's model folder);
 - :func:`export_model`: an nnU-Net export (``scalekit study export --to nnunet`` or ``scalekit nnunet export``),
-  with the starting weights it carries or any trained checkpoint of it (``checkpoint_final.pth``).
+  with the weights it carries (a MedNeXt's starting weights; a ResEnc's ``checkpoint_final.pth`` in nnU-Net's
+  trained-model folder, :mod:`~scalekit.nnunet.native`) or any trained checkpoint of it.
 
 :func:`predict` writes nnU-Net's output layout: one segmentation per case, named like the case and in the
 dataset's file ending, beside ``plans.json``, ``dataset.json`` and ``predict_from_raw_data_args.json``.
@@ -21,7 +22,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
@@ -108,19 +109,23 @@ def stage_model(study_dir: str | Path, stage_id: str, weights: str | Path | None
 
 
 def _member(export_dir: Path, manifest: dict[str, Any], key: str) -> Path:
-    """The file that field ``key`` of an export's manifest names: a plain file name inside the export folder."""
+    """The file that field ``key`` of an export's manifest names: a relative path inside the export folder (no
+    ``..``, not absolute, not leading out of the folder through a link)."""
     name = manifest.get(key)
-    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+    parts = PurePosixPath(name).parts if isinstance(name, str) and "\\" not in name else ()
+    path = export_dir.joinpath(*parts)
+    if (not parts or parts[0] == "/" or ".." in parts
+            or not path.resolve().is_relative_to(export_dir.resolve())):
         raise ScalekitError(f"{export_dir / MANIFEST}: field {key!r} is {name!r}, not the name of a file in the "
                             "export folder; export the stage again with `scalekit study export --to nnunet`")
-    return export_dir / name
+    return path
 
 
 def export_model(export_dir: str | Path, weights: str | Path | None = None) -> TrainedModel:
     """The network of an nnU-Net export folder: its plans copy, configuration and dataset.json, with the
-    starting weights it carries (a study export: the stage's trained weights) or ``weights`` (for example the
-    ``checkpoint_final.pth`` of training it with its ``train.sh``). Every file the manifest names must lie in
-    the export folder."""
+    weights it carries (a study export: the stage's trained weights; a ResEnc's lie in nnU-Net's trained-model
+    folder inside the export) or ``weights`` (for example the ``checkpoint_final.pth`` of training it with its
+    ``train.sh``). Every file the manifest names must lie in the export folder."""
     export_dir = Path(export_dir)
     manifest = read_json_object(export_dir / MANIFEST, "not an nnU-Net export of this scalekit version; export it "
                                 "again with `scalekit study export --to nnunet`")

@@ -11,6 +11,7 @@ compares with a reference value scaled to the memory target).
 from __future__ import annotations
 
 import json
+from math import prod
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,7 +108,7 @@ def resenc_for_patch(patch_size: tuple[int, ...], spacing: tuple[float, ...], in
     _, strides, kernels, padded, _ = get_pool_and_conv_props(list(spacing), list(patch_size), 4, 999999)
     if tuple(padded) != tuple(patch_size):
         raise ScalekitError(f"patch {list(patch_size)} is not one nnU-Net's topology divides at spacing "
-                            f"{list(spacing)}; nnU-Net would use {list(padded)}")
+                            f"{list(spacing)}; nnU-Net would use {[int(p) for p in padded]}")
     stages = len(strides)
     return ResEncConfig(in_channels=in_channels, num_classes=num_classes,
                         features_per_stage=nnunet_features(stages, len(patch_size)), kernel_sizes=kernels,
@@ -126,3 +127,34 @@ def vram_estimate(config: ResEncConfig, patch_size: tuple[int, ...]) -> int:
         return int(ExperimentPlanner.static_estimate_VRAM_usage(
             tuple(patch_size), config.in_channels, config.num_classes, arch["network_class_name"],
             arch["arch_kwargs"], tuple(arch["_kw_requires_import"])))
+
+
+REFERENCE_BATCH_3D = 2
+"""The batch size the planners' 3-D reference values are for (``UNet_reference_val_corresp_bs_3d``)."""
+MIN_BATCH = 2
+MAX_DATASET_COVERED = 1.0
+"""The ResEnc planners' caps: at least 2 samples per batch, at most the dataset's voxels in one batch (their
+``max_dataset_covered`` is 1; nnU-Net's default planner's is 5%)."""
+
+
+def planner_batch(preset: str, config: ResEncConfig, patch_size: tuple[int, ...],
+                  dataset_voxels: float | None = None) -> int:
+    """The batch nnU-Net's ResEnc planner ``preset`` gives ``config`` at ``patch_size``, as its planner computes
+    it: ``round(reference / estimate * 2)`` for the preset's memory target, at most the dataset's voxels
+    (``dataset_voxels``: median image size times training cases; no cap when None), at least 2."""
+    if preset not in REFERENCE_3D or config.dim != 3:
+        raise ScalekitError(f"a 3-D ResEnc preset (one of {', '.join(REFERENCE_3D)}) is needed, got {preset!r} "
+                            f"for a {config.dim}-D network")
+    batch = round(REFERENCE_3D[preset] / vram_estimate(config, patch_size) * REFERENCE_BATCH_3D)
+    if dataset_voxels is not None:
+        batch = min(batch, round(dataset_voxels * MAX_DATASET_COVERED / prod(patch_size)))
+    return max(batch, MIN_BATCH)
+
+
+def dataset_voxels(prepared: PreparedDataset) -> float:
+    """What the planners' cap counts: the preprocessed configuration's median image size in voxels times
+    the training cases (from the prepared plans and dataset.json)."""
+    configuration = prepared.load_plans()["configurations"][prepared.configuration]
+    cases = int(prepared.load_dataset_json()["numTraining"])
+    return float(prod(int(v) for v in configuration["median_image_size_in_voxels"])) * cases
+

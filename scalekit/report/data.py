@@ -10,13 +10,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scalekit.results.answer import study_answer
+from scalekit.results.answer import kind_label, study_answer
 from scalekit.report.key import LABELS, family_colours
 from scalekit.report.layout import LinkSpec, PanelLayout, PointSpec, panel_layout, zoom_layout
 from scalekit.results.pareto import StudyGoals, pareto_front, study_front
 from scalekit.report.perclass import ClassScores, class_scores
 from scalekit.report.geometry import Style
-from scalekit.records import Objective, StageRecord, StudyDir
+from scalekit.records import DEFAULT_ARCH, Objective, StageRecord, StudyDir
 from scalekit.results.scaling import ScalingView, scaling_view
 from scalekit.results.selection import rule_choices
 from scalekit.studyfile import read_saved_study
@@ -164,6 +164,11 @@ def build_report_data(study_dir: str | Path) -> ReportData:
     )
 
 
+def kind_shown(record: StageRecord) -> str:
+    """The kind a figure marks a stage with: its label for a network that is not a MedNeXt, else nothing."""
+    return "" if record.arch == DEFAULT_ARCH else kind_label(record)
+
+
 def panel_layouts(data: ReportData, style: Style, legend: bool = True) -> dict[str, PanelLayout]:
     """The layout of every panel (fitted axes, placed labels, legend: see :func:`scalekit.report.layout.panel_layout`)
     keyed by panel name, each followed by its zoom panel (``<name>_zoom``) where it has one."""
@@ -173,7 +178,8 @@ def panel_layouts(data: ReportData, style: Style, legend: bool = True) -> dict[s
     for panel in data.panels:
         points = [
             PointSpec(sid, x, y, by_id[sid].family_id, by_id[sid].family_label or by_id[sid].family_id,
-                      by_id[sid].kernel_size, by_id[sid].memory_method, hollow, by_id[sid].epochs if hollow else None)
+                      by_id[sid].kernel_size, by_id[sid].memory_method, hollow, by_id[sid].epochs if hollow else None,
+                      kind_shown(by_id[sid]))
             for hollow, group in ((False, panel.points), (True, panel.partial)) for sid, x, y in group
         ]
         y_of = {p.stage_id: (p.y, p.hollow) for p in points}

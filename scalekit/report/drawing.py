@@ -72,7 +72,7 @@ def _draw_labels(fig: go.Figure, labels: list[DrawnLabel], font_px: float) -> No
 
 def panel_figure(layout: PanelLayout, hover: dict[str, str], legend: bool = True) -> go.Figure:
     """One scatter figure drawn from its layout: the front beneath everything, a trace per family (colour;
-    the marker is the kernel), the answer's ring, chain links, the budget, the zoom box and the labels."""
+    the marker is the kernel, or the kind), the answer's ring, chain links, the budget, the zoom box and the labels."""
     style = layout.style
     xy = {p.stage_id: (p.x, p.y) for p in layout.points}
     front = LINE_STYLES["front"]
@@ -88,7 +88,7 @@ def panel_figure(layout: PanelLayout, hover: dict[str, str], legend: bool = True
             x=[p.x for p in pts], y=[p.y for p in pts], mode="markers", name=pts[0].family,
             showlegend=f"family:{fid}" in named, cliponaxis=False,  # a Dice of 0 shows its whole marker
             marker=dict(size=style.marker_px, color=layout.colours[fid], line=dict(width=1.5),
-                        symbol=[layout.symbols[p.kernel] + ("-open" if p.hollow else "") for p in pts],
+                        symbol=[layout.symbols[p.shape] + ("-open" if p.hollow else "") for p in pts],
                         opacity=[0.55 if p.hollow else 1.0 for p in pts]),
             hovertext=[hover[p.stage_id] for p in pts], hovertemplate="%{hovertext}<extra></extra>",
         ))
@@ -97,9 +97,9 @@ def panel_figure(layout: PanelLayout, hover: dict[str, str], legend: bool = True
         fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name="answer", showlegend=False, cliponaxis=False,
                                  hoverinfo="skip", marker=dict(size=2 * style.marker_px, symbol="circle-open",
                                                                color=ANSWER_COLOUR, line=dict(width=3))))
-    for kernel, symbol in layout.symbols.items():
-        if f"kernel:{kernel}" in named:
-            fig.add_trace(_key_trace(f"k{kernel}", mode="markers",
+    for shape, symbol in layout.symbols.items():
+        if f"shape:{shape}" in named:
+            fig.add_trace(_key_trace(shape, mode="markers",
                                      marker=dict(size=style.marker_px, color=KEY_COLOUR, symbol=symbol)))
     _draw_links(fig, layout, xy, named)
     if "halted" in named:

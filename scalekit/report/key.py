@@ -1,7 +1,8 @@
 """What the colours, markers, lines and units of the report's figures mean, shared by every figure and by
 the page's key, and the room a legend takes. Plain values; no plotting library.
 
-One meaning per visual channel: colour is the family, the marker shape is the kernel size, a thick
+One meaning per visual channel: colour is the family, the marker shape is the kernel size (a hexagram: a
+network of another kind, a ResEnc baseline), a thick
 translucent black step line beneath everything is the Pareto front, coloured arrows are UpKern steps and grey
 dotted lines continuation controls (:data:`LINE_STYLES`).
 """
@@ -50,6 +51,16 @@ LINE_STYLES = {
     "continue": LineStyle(KEY_COLOUR, 1.5, "dot"),
 }
 """The Pareto front, UpKern arrows and continuation controls: no two alike in colour, width and dash."""
+
+
+KIND_SYMBOL = "hexagram"
+"""The marker of a network kind other than MedNeXt (a ResEnc baseline), in every figure."""
+
+
+def shape_symbol(shape: str) -> str:
+    """The marker of a shape: a MedNeXt kernel's (``k5``), else :data:`KIND_SYMBOL` (a kind, ``ResEnc``)."""
+    kernel = shape[1:]
+    return kernel_symbol(int(kernel)) if shape.startswith("k") and kernel.isdigit() else KIND_SYMBOL
 
 
 def kernel_symbol(kernel: int) -> str:

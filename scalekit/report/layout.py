@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from scalekit.report.key import (
-    ANSWER_COLOUR, BOUNDED, BUDGET_COLOUR, KEY_COLOUR, LABELS, SHORT, UNITS, kernel_symbol, legend_margins, memory_title,
+    ANSWER_COLOUR, BOUNDED, BUDGET_COLOUR, KEY_COLOUR, LABELS, SHORT, UNITS, legend_margins, shape_symbol, memory_title,
     memory_unit,
 )
 from scalekit.report.geometry import (
@@ -44,6 +44,13 @@ class PointSpec:
     memory_method: str = ""
     hollow: bool = False
     rung: int | None = None
+    kind: str = ""
+    """The label of its network kind where it is not a MedNeXt (``ResEnc``): its marker shape says so."""
+
+    @property
+    def shape(self) -> str:
+        """What its marker shape stands for: the kernel (``k3``) of a MedNeXt, else its kind (``ResEnc``)."""
+        return self.kind or f"k{self.kernel}"
 
 
 @dataclass(frozen=True)
@@ -91,14 +98,14 @@ class PanelLayout:
     points: list[PointSpec]
     colours: dict[str, str]
     """Family id -> colour."""
-    symbols: dict[int, str]
-    """Kernel size -> marker symbol."""
+    symbols: dict[str, str]
+    """Marker shape (a kernel ``k3``, or a kind ``ResEnc``) -> marker symbol."""
     links: list[LinkSpec]
     front: list[str]
     """Stage ids of the front, ordered by x: the step line is drawn through them."""
     labels: list[DrawnLabel]
     legend: list[tuple[str, str]]
-    """(kind, text) of each legend entry: ``kernel:<k>``, ``front``, ``upkern``, ``continue``, ``halted``,
+    """(kind, text) of each legend entry: ``shape:<k3 or kind>``, ``front``, ``upkern``, ``continue``, ``halted``,
     ``family:<id>`` (a family whose name found no place on the plot). Empty for a figure without a legend."""
     left_off: list[str]
     """Keys of the labels that found no free place (their information stays in the hover)."""
@@ -121,9 +128,15 @@ class PanelLayout:
         return self.area.y
 
 
+def shapes(points: Sequence[PointSpec]) -> list[str]:
+    """The marker shapes of ``points``: kernels in ascending order, then network kinds by name."""
+    return sorted({p.shape for p in points}, key=lambda shape: (bool(next(
+        (p.kind for p in points if p.shape == shape), "")), next(p.kernel for p in points if p.shape == shape), shape))
+
+
 def legend_entries(points: Sequence[PointSpec], links: Sequence[LinkSpec], y_metric: str) -> list[tuple[str, str]]:
     """The key's entries (before family names that find no place on the plot): kernels, front, arrows."""
-    entries = [(f"kernel:{k}", f"k{k}") for k in sorted({p.kernel for p in points})] + [("front", "front")]
+    entries = [(f"shape:{shape}", shape) for shape in shapes(points)] + [("front", "front")]
     if any(link.kind == "upkern" for link in links):
         entries.append(("upkern", f"UpKern ({SHORT.get(y_metric, 'Δ')})"))
     if any(link.kind == "continue" for link in links):
@@ -290,7 +303,7 @@ def panel_layout(name: str, title: str, x_metric: str, y_metric: str, points: Se
         if not legend or set(missing) <= set(in_legend):
             break
         in_legend = sorted(set(in_legend) | set(missing))
-    symbols = {k: kernel_symbol(k) for k in sorted({p.kernel for p in points})}
+    symbols = {shape: shape_symbol(shape) for shape in shapes(points)}
     key = entries + [(f"family:{fid}", names[fid]) for fid in missing] if legend else []
     box: tuple[float, float, float, float] | None = None
     zoom: tuple[str, ...] = ()

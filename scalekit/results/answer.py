@@ -1,5 +1,6 @@
 """The answer of a study in a few lines, before the evidence: the stage to train for the study's memory budget and
-for common GPU sizes, the knee, what UpKern bought, and what not to trust yet.
+for common GPU sizes, the knee, what UpKern bought, how the best of each other network kind compares (a study
+with ResEnc baselines: is a MedNeXt worth it?), and what not to trust yet.
 
 Every stage it names is chosen by the selection rules (:mod:`scalekit.results.selection`), so ``scalekit study export
 --select max-dice-under=24GB`` (or ``knee``) exports the stage the answer names. Plain data and text, shared by
@@ -13,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scalekit.networks import get_kind
 from scalekit.results.fidelity import (
-    UpkernStep, dice_interval, noise, paired_interval, signal_warnings, upkern_steps, with_interval,
+    UpkernStep, dice_interval, holds_zero, noise, paired_interval, signal_warnings, upkern_steps, with_interval,
 )
 from scalekit.results.pareto import StudyGoals, study_front
 from scalekit.records import GIB, StageRecord
@@ -74,6 +76,9 @@ class StudyAnswer:
     runner_up: StageRecord | None = None
     """The best other completed stage within the budget: how far the answer's stage leads, and whether by more
     than the noise."""
+    rivals: list[StageRecord] = field(default_factory=list)
+    """For each network kind other than the answer's that the study trained: its best completed stage within the
+    budget, else its stage that got furthest (a baseline halted at a rung), by kind name."""
 
     def _gib(self, value: float) -> str:
         return f"{value:.{self.memory_decimals}f} GiB"
@@ -84,8 +89,13 @@ class StudyAnswer:
         memory = ("memory unknown" if stage.peak_memory_gb is None else
                   " ".join(filter(None, (self._gib(stage.peak_memory_gb), stage.memory_method))))
         how = f" trained on from {stage.parent_stage}" if stage.init == "continue" else ""  # a control won
-        return (f"{stage.stage_id} ({stage.family_label or stage.family_id} k{stage.kernel_size}{how}, "
+        return (f"{stage.stage_id} ({self._named(stage)}{how}, "
                 f"Dice {with_interval(stage.mean_dice, dice_interval(stage))}, {memory})")
+
+    def _named(self, stage: StageRecord) -> str:
+        """The stage's name, led by its kind's (``MedNeXt wide k5``) in a study of several kinds."""
+        label = kind_label(stage)
+        return f"{label} {stage.name}" if self.rivals and not stage.name.startswith(label) else stage.name
 
     def _fit(self, fit: Fit) -> str:
         if fit.stage is not None:
@@ -117,12 +127,35 @@ class StudyAnswer:
             against = "" if best.stage_id == knee.stage.stage_id else \
                 f" ({gap(knee.stage, best)} against the best, {best.stage_id})"
             lines.append(f"knee: {self._stage(knee.stage)}, where more memory stops buying much Dice{against}")
+        lines += [self._rival(rival) for rival in self.rivals if self.budget.stage is not None]
         lines.append(self._upkern())
         if self.duel is not None:
             lines.append(self._duel(self.duel))
         if self.confirmation is not None:
             lines += self.confirmation.lines()
         return lines + [f"warning: {w}" for w in self.warnings]
+
+    def _rival(self, rival: StageRecord) -> str:
+        """The answer's stage against the best of another kind: who leads, by how much, and whether by more
+        than the noise (paired over the validation cases); a rival that never completed says where it stopped."""
+        chosen = self.budget.stage if self.budget is not None else None
+        if chosen is None:
+            raise ValueError("a rival is compared with the answer's stage")
+        ours, theirs = kind_label(chosen), kind_label(rival)
+        where = f"for the {self.budget_gb:g} GiB budget" if self.budget_gb is not None else "for the best Dice"
+        if not rival.is_valid:
+            at = f"{rival.epochs} epochs, Dice {rival.mean_dice:.4f}" if rival.mean_dice is not None else "no score"
+            return (f"{ours} or {theirs} {where}: {ours}; the best {theirs}, {self._named(rival)}, never completed "
+                    f"({rival.status} at {at}: {rival.reason or 'no reason recorded'})")
+        gain = (chosen.mean_dice or 0.0) - (rival.mean_dice or 0.0)
+        interval = paired_interval(chosen.case_dice, rival.case_dice)
+        if interval is None:
+            verdict = f"{ours} leads by {gain:+.4f} Dice (the noise is unknown: no paired validation cases)"
+        elif holds_zero(interval):
+            verdict = f"within noise ({gain:+.4f} Dice{noise(interval)})"
+        else:
+            verdict = f"{ours} wins by {gain:+.4f} Dice{noise(interval)}"
+        return (f"{ours} or {theirs} {where}: {self._stage(chosen)} or {self._stage(rival)}: {verdict}")
 
     @staticmethod
     def _duel(step: UpkernStep) -> str:
@@ -145,6 +178,30 @@ class StudyAnswer:
             return text + "; no continuation control to tell it from training longer"
         return text + (f", {gain.median_over_control:+.4f} over continuing the parent as long "
                        f"(median of {gain.controls} controls)")
+
+
+def kind_label(stage: StageRecord) -> str:
+    """How people name a stage's network kind (``MedNeXt``, ``ResEnc``)."""
+    return get_kind(stage.arch).label
+
+
+def _rivals(records: list[StageRecord], chosen: StageRecord | None, budget_gb: float | None) -> list[StageRecord]:
+    """The best stage of each kind other than ``chosen``'s: completed within the budget (the highest Dice), else
+    the one that got furthest (most epochs, then Dice); kinds in name order."""
+    if chosen is None:
+        return []
+    rivals = []
+    for arch in sorted({r.arch for r in records} - {chosen.arch}):
+        mine = [r for r in records if r.arch == arch]
+        completed = [r for r in mine if r.is_valid]
+        best = max_dice_under(completed, budget_gb * GIB if budget_gb is not None else float("inf")) \
+            if completed else None
+        scored = [r for r in mine if r.mean_dice is not None and r.status not in ("failed", "infeasible")]
+        if best is None and scored:
+            best = min(scored, key=lambda r: (-(r.epochs or 0), -(r.mean_dice or 0.0), r.stage_id))
+        if best is not None:
+            rivals.append(best)
+    return rivals
 
 
 def gap(a: StageRecord, b: StageRecord) -> str:
@@ -217,4 +274,5 @@ def study_answer(records: list[StageRecord], goals: StudyGoals,
     runner_up = None if not rivals else (max_dice_under(rivals, budget_gb * GIB) if budget_gb is not None
                                           else min(rivals, key=lambda r: (-(r.mean_dice or 0.0), r.stage_id)))
     return StudyAnswer(budget_gb, budget, gpus, beyond, choices, _upkern_gain(steps), smallest, warnings, digits,
-                       duel, confirmation, runner_up if budget.stage is not None else None)
+                       duel, confirmation, runner_up if budget.stage is not None else None,
+                       _rivals(records, budget.stage, budget_gb))

@@ -1,5 +1,6 @@
 """Exporting the stage a selection rule chose: a standalone network (config and weights) or an nnU-Net v2
-training setup (plans, trainer, starting weights, ``train.sh``), written whole or not at all."""
+training setup (plans, trainer, starting weights, ``train.sh``; a ResEnc's for nnU-Net's stock trainer, with
+nnU-Net's trained-model folder of the stage), written whole or not at all."""
 
 from __future__ import annotations
 
@@ -95,8 +96,9 @@ def plans_name_of(stage_id: str) -> str:
 
 def _nnunet_export(study_dir: Path, stage: StageRecord, out_dir: Path, plans_name: str | None) -> NnunetExport:
     """Check the study's prepared dataset, the stage's architecture and its checkpoint (read safely) for an
-    nnU-Net v2 export starting from the trained weights; the batch size is the study's. The plans file
-    (default :func:`plans_name_of`) records the stage as its owner: another stage's file is never replaced."""
+    nnU-Net v2 export starting from the trained weights; the batch size is the one the stage trained with (its
+    own where results.csv records one, else the study's). The plans file (default :func:`plans_name_of`)
+    records the stage as its owner: another stage's file is never replaced."""
     import yaml
 
     from scalekit.networks import config_from_dict
@@ -111,7 +113,7 @@ def _nnunet_export(study_dir: Path, stage: StageRecord, out_dir: Path, plans_nam
         raise ScalekitError(f"stage {stage.stage_id}: results.csv records no architecture; it cannot be exported")
     prepared = PreparedDataset.from_dict(json.loads(prepared_file.read_text()))
     study = yaml.safe_load(layout.study_file.read_text()) if layout.study_file.is_file() else {}
-    batch_size = (study.get("dataset") or {}).get("batch_size")
+    batch_size = stage.batch_size if stage.batch_size is not None else (study.get("dataset") or {}).get("batch_size")
     arch = config_from_dict(stage.config)
     return build_nnunet_export(
         prepared, arch, out_dir, weights=_checkpoint_path(study_dir, stage),
@@ -121,6 +123,13 @@ def _nnunet_export(study_dir: Path, stage: StageRecord, out_dir: Path, plans_nam
     )
 
 
+def _listed(path: Path, out_dir: Path) -> str:
+    """How selection.json lists a written file: its path inside the export folder, or its name (the shared plans
+    file outside it)."""
+    inside = path.resolve().is_relative_to(out_dir.resolve())
+    return path.resolve().relative_to(out_dir.resolve()).as_posix() if inside else path.name
+
+
 def export_stage(
     study_dir: str | Path, rule: str, to: str, out_dir: str | Path, force: bool = False, plans_name: str | None = None
 ) -> tuple[Selection, list[Path]]:
@@ -128,9 +137,11 @@ def export_stage(
 
     ``config``: ``network_config.json`` and ``weights.pt``. ``nnunet``: the plans (also in the study's
     preprocessed dataset, outside ``out_dir``, named ``plans_name`` or :func:`plans_name_of` the stage), the
-    trainer module for ``nnUNet_extTrainer``, the starting weights, ``dataset.json``, ``nnunet_export.json``
-    (what ``scalekit predict --export`` reads) and ``train.sh`` with the exact commands. Both get ``selection.json`` (the rule, the explanation and the stage's
-    measurements). Returns the selection and every file written.
+    starting weights, ``dataset.json``, ``nnunet_export.json`` (what ``scalekit predict --export`` reads) and
+    ``train.sh`` with the exact commands; a MedNeXt's also the trainer module for ``nnUNet_extTrainer``, while a
+    ResEnc trains with nnU-Net's stock ``nnUNetTrainer`` and its weights are nnU-Net's trained-model folder
+    (``nnUNet_trained_model/...``, which nnU-Net's predictor loads as it is). Both get ``selection.json`` (the
+    rule, the explanation and the stage's measurements). Returns the selection and every file written.
 
     Every input is read and checked before anything is written. The export is written into a hidden sibling
     folder that takes ``out_dir``'s place (replacing an earlier export there, or an empty folder) only when
@@ -147,7 +158,7 @@ def export_stage(
         files = export.write(staging)
         fault_point("export", selection.stage.stage_id)
         record = {**selection.to_dict(), "study_dir": str(study_dir.resolve()), "to": to,
-                  "files": [p.name for p in files]}
+                  "files": [_listed(p, out_dir) for p in files]}
         files.append(staging.write(SELECTION_FILE, json.dumps(record, indent=2) + "\n"))
     export.finish()
     log.info("exported %s (%s) to %s", selection.stage.stage_id, rule, out_dir)

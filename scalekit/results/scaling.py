@@ -8,7 +8,9 @@ C, the same kernel and initialisation; a kernel move stays within one family (C,
 step (or two) of an UpKern chain. A *compound move* changes several axes, all upwards. Every move is oriented
 from the smaller to the larger network. Costs: peak memory (GiB) and training compute since scratch (TFLOP,
 ``cum_train_tflops``: a kernel move pays for the chain's earlier stages too). Continuation controls are left
-out (they change training, not the network).
+out (they change training, not the network). Moves stay within one network kind: a ResEnc baseline's width C
+(its first stage's features) and blocks B move against another ResEnc at the same batch, never against a
+MedNeXt.
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ from dataclasses import dataclass
 from itertools import combinations
 
 from scalekit.results.fidelity import bootstrap_interval, holds_zero, noise
-from scalekit.records import StageRecord
+from scalekit.records import DEFAULT_ARCH, StageRecord
 from scalekit.space import Family
 from scalekit.results.tables import Table
 
 AXES = {"B": "depth (block counts B)", "R": "expansion ratio R", "C": "width (channels C)", "k": "kernel size k"}
 EQUAL_COST = 0.25
 """A single-axis move is of equal cost to a compound move when its ΔGiB is within this fraction of the other's."""
-NOT_NETWORK = {"n_channels", "block_counts", "exp_r", "enc_kernel_size", "dec_kernel_size", "checkpointing"}
+NOT_NETWORK = {"n_channels", "block_counts", "exp_r", "enc_kernel_size", "dec_kernel_size", "checkpointing",
+               "features_per_stage", "n_blocks_per_stage"}
 """Config fields that are either an axis or do not change the network's function."""
 TINY = 1e-9
 MIN_GIB = 0.01
@@ -144,6 +147,9 @@ def _rest(record: StageRecord) -> dict:
 
 
 def _same_network_otherwise(a: StageRecord, b: StageRecord) -> bool:
+    """Whether two stages are one kind of network, trained at one batch, alike but for the scaling axes."""
+    if a.arch != b.arch or a.batch_size != b.batch_size:
+        return False
     return not a.config or not b.config or _rest(a) == _rest(b)
 
 
@@ -206,7 +212,8 @@ def scaling_view(records: Sequence[StageRecord]) -> ScalingView:
     single = [m for m in moves if not m.compound]
     compound = [CompoundComparison(m, _equal_cost(m, single)) for m in moves if m.compound]
     axes_seen = {m.axes[0] for m in single}
-    return ScalingView(single, compound, {a: _suggestion(a, valid) for a in AXES if a not in axes_seen})
+    mednext = [r for r in valid if r.arch == DEFAULT_ARCH]  # the suggestions name MedNeXt families
+    return ScalingView(single, compound, {a: _suggestion(a, mednext) for a in AXES if a not in axes_seen})
 
 
 def _median(values: Sequence[float | None]) -> float | None:

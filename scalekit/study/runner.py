@@ -242,9 +242,10 @@ def _train_chains(
         gpus, device, amp = resolve_hardware(config, list(nodes.values()))
         resources = TrialResources(config.resources.cpus_per_trial, gpus, config.resources.max_concurrent)
         backend.check_nodes(nodes, resources, list(config.nnunet_roots()), events.data_step)
-        planning = stage_planning(config, prepared.num_input_channels, prepared.num_classes, amp)
+        planning = stage_planning(config, prepared.num_input_channels, prepared.num_classes, amp, prepared)
         planner = ChainPlanner(
-            space, table, planning.template, planning.profile, planning.constraints, StudyDir(study_dir).stages,
+            planning.resolve(space), table, planning.templates, planning.profile, planning.constraints,
+            StudyDir(study_dir).stages,
             chain_rules(config, gpus if gpus > 0 else 1.0), planning.checkpointing,
         )
         for kind, stage_ids in planner.recover().items():

@@ -24,6 +24,9 @@ from scalekit import paths
 from scalekit.errors import ScalekitError
 from scalekit.networks import recipe
 from scalekit.networks.mednext import DIVISOR, PRESETS
+from scalekit.networks.resenc import INITIAL_LR as RESENC_LR
+from scalekit.networks.resenc import PRESETS as RESENC_PRESETS
+from scalekit.networks.resenc import ResEncConfig
 from scalekit.paths import NnunetRoot, study_root
 from scalekit.records import OBJECTIVES, STAGE_ID, Objective
 from scalekit.studyfile.rules import BUDGET_RULE, parse_rule
@@ -35,6 +38,9 @@ Int = Annotated[int, Strict()]
 Float = Annotated[float, Strict()]
 """A number (whole numbers too): not a boolean, not a string; finite by the models' configuration."""
 Bool = Annotated[bool, Strict()]
+
+
+RESENC_ARCH = ResEncConfig.arch
 
 
 class StudyConfigError(ScalekitError):
@@ -189,6 +195,63 @@ class ScalingSpec(_Model):
         return value
 
 
+class ResEncScalingSpec(_Model):
+    """Compound scaling of a ResEnc preset: its features and its encoder's residual blocks per stage, each times
+    a multiplier (every combination is a baseline)."""
+
+    base: str = "M"
+    features: tuple[Annotated[Float, Field(gt=0, le=lim.MAX_MULTIPLIER)], ...] = (1.0,)
+    blocks: tuple[Annotated[Float, Field(gt=0, le=lim.MAX_MULTIPLIER)], ...] = (1.0,)
+
+    @field_validator("base")
+    @classmethod
+    def _base(cls, value: str) -> str:
+        if value.upper() not in RESENC_PRESETS:
+            raise ScalekitError(f"unknown ResEnc preset {value!r}; choose one of {', '.join(RESENC_PRESETS)}")
+        return value.upper()
+
+    @field_validator("features", "blocks")
+    @classmethod
+    def _given(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value:
+            raise ScalekitError("give at least one multiplier, e.g. [0.5, 1.0]")
+        return value
+
+
+class ResEncSpec(_Model):
+    """nnU-Net's residual-encoder U-Net as baselines beside the MedNeXt search: every preset and every point of
+    the scaling range trains (no sampler draws them) at the study's patch, as a one-stage chain through the same
+    rungs, with nnU-Net's recipe (SGD, poly lr from ``initial_lr``)."""
+
+    presets: tuple[str, ...] = ("M",)
+    scaling: ResEncScalingSpec | None = None
+    batch: Literal["planner", "study"] = Field(
+        "planner", description="planner: the batch nnU-Net's planner gives each preset at the study's patch "
+                               "(its memory target: M 8, L 24, XL 40 GB); study: dataset.batch_size")
+    initial_lr: Float = Field(RESENC_LR, gt=0, le=lim.MAX_LR, description="nnU-Net's default: 1e-2")
+
+    @field_validator("presets")
+    @classmethod
+    def _presets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        presets = tuple(p.upper() for p in value)
+        unknown = [p for p in value if p.upper() not in RESENC_PRESETS]
+        if unknown:
+            raise ScalekitError(f"unknown ResEnc preset(s) {unknown}; choose from {', '.join(RESENC_PRESETS)}")
+        if len(set(presets)) != len(presets):
+            raise ScalekitError(f"{list(value)}: a preset is listed twice")
+        return presets
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ResEncSpec:
+        if not (self.presets or self.scaling):
+            raise ScalekitError("give presets or a scaling range, e.g. presets: [M, L]")
+        if self.batch == "study" and len(self.presets) > 1:
+            raise ScalekitError(
+                f"presets {list(self.presets)} with batch: study are one network at one batch (at a given patch "
+                "nnU-Net's presets differ only in the batch their planners choose): list one, or use batch: planner")
+        return self
+
+
 class SpaceSection(_Model):
     """Families to search over (the union of presets, explicit families and a scaling range) and the chain."""
 
@@ -198,6 +261,7 @@ class SpaceSection(_Model):
     families: tuple[FamilySpec, ...] = ()
     scaling: ScalingSpec | None = None
     kernels: tuple[Annotated[Int, Field(le=lim.MAX_KERNEL)], ...] = (3, 5, 7)
+    resenc: ResEncSpec | None = Field(None, description="nnU-Net ResEnc baselines trained beside the search")
 
     @field_validator("presets")
     @classmethod
@@ -432,9 +496,23 @@ class StudyConfig(_Model):
             )
         return self
 
+    @model_validator(mode="after")
+    def _baselines_in_3d(self) -> StudyConfig:
+        if self.space.resenc is not None and len(self.dataset.patch_size) != 3:
+            raise ScalekitError("space.resenc: ResEnc baselines follow nnU-Net's 3-D planners; this study's patch "
+                                f"{list(self.dataset.patch_size)} is not 3-D")
+        return self
+
     @property
     def dim(self) -> int:
         return len(self.dataset.patch_size)
+
+    def initial_lr(self, arch: str) -> float:
+        """The learning rate a stage of network kind ``arch`` starts from: ``space.resenc.initial_lr`` for a
+        ResEnc baseline, ``training.initial_lr`` for a MedNeXt."""
+        if arch == RESENC_ARCH and self.space.resenc is not None:
+            return self.space.resenc.initial_lr
+        return self.training.initial_lr
 
     def data_roots(self) -> tuple[NnunetRoot, NnunetRoot]:
         """nnU-Net raw and preprocessed roots and where each came from, by the precedence of every command:

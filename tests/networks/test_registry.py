@@ -150,6 +150,7 @@ TOY = networks.NetworkKind(
     make_optimizer=networks.recipe.make_optimizer,
     initialise=lambda model, state: model.load_state_dict(state), set_deep_supervision=lambda model, on: None,
     plain_path=lambda model: None, load_foreign=networks.MEDNEXT.load_foreign,
+    columns=lambda c: (c.width, [1], []),
 )
 
 

@@ -202,6 +202,7 @@ def test_study_new_validates_as_written_and_keeps_files(monkeypatch, capsys, tmp
     assert data["dataset"]["name"] == raw.name and data["dataset"]["id"] == 321
     assert data["dataset"]["patch_size"] == [128, 128, 128] and data["constraints"]["max_memory_gb"] == 24
     assert data["space"]["presets"] == ["S", "B", "M", "L"] and data["search"]["scheduler"] == "halving"
+    assert data["space"]["resenc"] == {"presets": ["M", "L"]}  # nnU-Net's presets a 24 GiB GPU holds
     assert data["finish"]["export"]["select"] == "knee"
     assert "1 channel(s), 5 classes with the background, 4 training cases" in out.read_text()
     code, lines, err = cli(monkeypatch, capsys, "study", "validate", str(out))
@@ -223,6 +224,7 @@ def test_study_new_validates_as_written_and_keeps_files(monkeypatch, capsys, tmp
     data = yaml.safe_load(out.read_text())
     assert data["dataset"]["patch_size"] == [48, 112, 96] and data["constraints"]["max_memory_gb"] == 80
     assert data["training"]["nsd_tolerance_mm"] == 2.9 and "raw_dir" not in data["dataset"]
+    assert data["space"]["resenc"] == {"presets": ["M", "L", "XL"]}
     code, lines, err = cli(monkeypatch, capsys, "study", "validate", str(out))
     assert code == 0 and not any("nsd_tolerance" in line for line in lines), lines + [err]
 

@@ -126,3 +126,27 @@ def test_resenc_configs_round_trip_and_bad_ones_are_refused(tmp_path: Path) -> N
         config.check_input_shape((32, 32, 20))
     with pytest.raises(ScalekitError, match="no gradient checkpointing"):
         small(checkpointing=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["M", "L", "XL"])
+def test_the_baseline_batch_is_the_one_nnunets_planner_computes(prepared: PreparedDataset, preset: str) -> None:
+    """nnU-Net's planner for a preset, given a large median image (so its patch grows to the memory target and
+    its cap does not bind), picks the batch that ``planner_batch`` computes for its network at its patch; on
+    the small generated dataset the cap (the whole dataset per batch) binds, as the planner's own plans show."""
+    from nnunetv2.experiment_planning.experiment_planners.residual_unets import residual_encoder_unet_planners
+
+    from scalekit.nnunet import _env
+    from scalekit.nnunet.resenc import PLANNERS, _estimating_threads, dataset_voxels, plan_resenc, planner_batch
+
+    _env.configure(raw=prepared.raw_dir.parent, preprocessed=prepared.preprocessed_root)
+    planner = getattr(residual_encoder_unet_planners, PLANNERS[preset])(prepared.dataset_name)
+    with _estimating_threads():
+        plan = planner.get_plans_for_configuration((1.0, 1.0, 1.0), (320, 320, 320), "big", 1e15, {})
+    architecture = plan["architecture"]
+    config = ResEncConfig.from_arch_kwargs(architecture["arch_kwargs"], prepared.num_input_channels,
+                                           prepared.num_classes, deep_supervision=True)
+    patch = tuple(int(p) for p in plan["patch_size"])
+    assert planner_batch(preset, config, patch) == plan["batch_size"] >= 2
+    planned = plan_resenc(prepared, preset)
+    assert planner_batch(preset, planned.config, planned.patch_size, dataset_voxels(prepared)) == planned.batch_size

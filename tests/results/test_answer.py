@@ -102,7 +102,7 @@ def test_knee_fallback_upkern_controls_and_warnings() -> None:
     assert answer.warnings == [PREDICTED_ONLY] and answer.lines()[-1] == f"warning: {PREDICTED_ONLY}"
     # A continuation control that wins is named as one: the parent's kernel trained on.
     small = study_answer(records, StudyGoals(max_memory_gb=1.5)).lines()[0]
-    assert small.startswith("train for the study's 1.5 GiB budget: a-k3c (") and "k3 trained on from a-k3," in small
+    assert small.startswith("train for the study's 1.5 GiB budget: a-k3c (") and "a k3c trained on from a-k3," in small
     # One measured stage is enough to drop the warning; Dice all near zero adds the no-signal warning.
     measured = [dataclasses.replace(records[0], memory_method="measured"), *records[1:]]
     assert PREDICTED_ONLY not in study_answer(measured, StudyGoals()).warnings

@@ -102,3 +102,23 @@ def test_moves_say_within_noise_when_their_paired_interval_holds_zero_and_tiny_c
     (both,) = view.compound
     assert both.best_single is not None and both.verdict().startswith("within noise (")
     assert "(2 of 2 within noise)" in scaling_summary(noisy)[0]
+
+
+def test_moves_stay_within_a_network_kind_and_batch() -> None:
+    """A ResEnc baseline scales against another ResEnc at its batch (features: C; blocks: B), never against a
+    MedNeXt of the same readable columns."""
+    from scalekit.networks import ResEncConfig
+
+    def resenc(sid: str, features: int, dice: float, batch: int | None = 2) -> StageRecord:
+        config = ResEncConfig(features_per_stage=(features, 2 * features), kernel_sizes=((3, 3, 3),) * 2,
+                              strides=((1, 1, 1), (2, 2, 2)), n_blocks_per_stage=(1, 1), n_conv_per_stage_decoder=(1,))
+        return StageRecord(stage_id=sid, family_id=sid, n_channels=features, block_counts=[1] * 9, exp_r=[2] * 9,
+                           kernel_size=3, arch="resenc", batch_size=batch, status="completed", mean_dice=dice,
+                           peak_memory_bytes=features * 2**30, cum_train_tflops=1.0, memory_method="measured",
+                           config=config.to_dict())
+
+    records = [*RECORDS, resenc("r4", 4, 0.60), resenc("r8", 8, 0.66), resenc("r8-b7", 8, 0.67, batch=7)]
+    moves = {(m.from_id, m.to_id): m for m in scaling_view(records).single}
+    assert moves[("r4", "r8")].axes == ("C",) and moves[("r4", "r8")].d_dice == pytest.approx(0.06)
+    assert not [pair for pair in moves if ("r4" in pair or "r8" in pair) and not set(pair) <= {"r4", "r8"}]
+    assert not [pair for pair in moves if "r8-b7" in pair], "another batch is another training, not a move"

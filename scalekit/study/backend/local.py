@@ -122,8 +122,10 @@ class LocalBackend:
                         break
                     devices, free = free[:whole], free[whole:]
                     spec = launch(*source.locate(key)).to_dict()
+                    # Not daemonic: nnU-Net's data augmentation starts processes of its own, which a daemonic
+                    # process may not; _stop ends every worker the driver leaves.
                     process = context.Process(
-                        target=_work, name=f"scalekit-{key}", daemon=True,
+                        target=_work, name=f"scalekit-{key}", daemon=False,
                         args=(spec, key, reports, self.settings.env_vars,
                               ",".join(map(str, devices)) if whole else None))
                     process.start()

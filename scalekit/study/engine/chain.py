@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scalekit.networks.mednext import MedNeXtConfig
+from scalekit.networks import NetworkConfig
 from scalekit.records import ResultsTable, StageRecord, Status, make_stage_id, training_spent
-from scalekit.space import Family, SearchSpace
+from scalekit.space import ChainFamily, SearchSpace
 
-from .families import Constraints, ProfileFn, plan_family, position
+from .families import Constraints, ProfileFn, Templates, plan_family, position, templates_of
 from scalekit.results.fidelity import beats, bootstrap_interval, contender_at, difference
 
 from .promotion import budgets
@@ -61,7 +61,7 @@ class ChainPlanner:
         self,
         space: SearchSpace,
         table: ResultsTable,
-        template: MedNeXtConfig,
+        templates: NetworkConfig | Templates,
         profile: ProfileFn,
         constraints: Constraints,
         stages_dir: Path,
@@ -70,7 +70,7 @@ class ChainPlanner:
     ) -> None:
         self.space = space
         self.table = table
-        self.template = template
+        self.templates = templates_of(templates)
         self.profile = profile
         self.constraints = constraints
         self.stages_dir = stages_dir
@@ -102,11 +102,12 @@ class ChainPlanner:
     def stage_of(family_id: str, kernel: int) -> str:
         return make_stage_id(family_id, kernel)
 
-    def open_family(self, family: Family) -> list[StageRecord]:
+    def open_family(self, family: ChainFamily) -> list[StageRecord]:
         """Profile every stage of a new family and write its rows (pending, or infeasible with the reason)."""
-        if self.stage_of(family.family_id, self.space.kernels[0]) in self.table:
+        kernels = self.space.chain(family.family_id)
+        if self.stage_of(family.family_id, kernels[0]) in self.table:
             return self.stages(family.family_id)
-        records = plan_family(family, self.space.kernels, self.template, self.profile, self.constraints,
+        records = plan_family(family, kernels, self.templates, self.profile, self.constraints,
                               self.checkpointing, self.rules.controls)
         for record in records:
             self.table.upsert(record)
@@ -226,7 +227,7 @@ class ChainPlanner:
 
     def _step_of(self, control: StageRecord) -> str:
         """The UpKern step a control stands beside: the stage after its parent in the chain."""
-        kernels = list(self.space.kernels)
+        kernels = list(self.space.chain(control.family_id))
         return self.stage_of(control.family_id, kernels[kernels.index(control.kernel_size) + 1])
 
     def lanes(self) -> dict[int, list[Lane]]:
@@ -234,7 +235,7 @@ class ChainPlanner:
         stages: dict[tuple[int, str], dict[str, StageRecord]] = defaultdict(dict)
         for record in self.table.records():
             role = "control" if record.is_control else "step"
-            stages[position(record, self.space.kernels), record.family_id][role] = record
+            stages[position(record, self.space.chain(record.family_id)), record.family_id][role] = record
         lanes: dict[int, list[Lane]] = defaultdict(list)
         for (here, _), roles in sorted(stages.items()):
             lanes[here].append(Lane(**roles))
@@ -382,9 +383,10 @@ class ChainPlanner:
                      control.kernel_size, step.kernel_size)
 
     def _end_chain(self, record: StageRecord, reason: str) -> None:
-        here = position(record, self.space.kernels)
+        kernels = self.space.chain(record.family_id)
+        here = position(record, kernels)
         for later in self.stages(record.family_id):
-            if position(later, self.space.kernels) > here and later.status in ("pending", "paused"):
+            if position(later, kernels) > here and later.status in ("pending", "paused"):
                 self.table.update(later.stage_id, status="stopped", reason=reason)
 
     def halt(self, reason: str) -> list[str]:

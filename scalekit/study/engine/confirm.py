@@ -61,7 +61,7 @@ class SeedRuns:
         self.finished = False
         rules = dataclasses.replace(search.rules, min_improvement=None)
         self.planners = {
-            seed: ChainPlanner(search.space, ResultsTable(seed_dir(search.study_dir, seed)), search.template,
+            seed: ChainPlanner(search.space, ResultsTable(seed_dir(search.study_dir, seed)), search.templates,
                                search.profile, search.constraints, seed_dir(search.study_dir, seed) / "stages",
                                rules, search.checkpointing)
             for seed in plan.seeds

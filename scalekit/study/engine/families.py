@@ -1,17 +1,20 @@
 """A family's profiled stages: the constraints a stage must respect, and the rows a newly opened family writes
 (each kernel of its chain, and the continuation controls beside its UpKern steps when the study asks for them).
+Families of every kind (:class:`~scalekit.space.ChainFamily`) are planned alike: the kind's template gives
+channels, classes and the rest, and a family may train at its own batch size.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from scalekit.networks.mednext import MedNeXtConfig
+from scalekit import networks
+from scalekit.networks import NetworkConfig
 from scalekit.records import GIB, StageRecord, Status, make_stage_id
-from scalekit.space import Family
+from scalekit.space import ChainFamily
 
 
 @dataclass(frozen=True)
@@ -45,22 +48,35 @@ class Constraints:
         return max(values)
 
 
-ProfileFn = Callable[[MedNeXtConfig], Any]
-"""Returns an object with ``params``, ``gflops_fvcore``, ``gflops_train``, ``peak_memory_bytes``, ``memory_method``."""
+ProfileFn = Callable[[NetworkConfig, "int | None"], Any]
+"""Profiles a stage's network at a batch size (None: the study's); returns an object with ``params``,
+``gflops_fvcore``, ``gflops_train``, ``peak_memory_bytes``, ``memory_method``."""
+Templates = Mapping[str, NetworkConfig]
+"""The study's template of each network kind (by ``arch``): what its families' stages share."""
+
+
+def templates_of(templates: NetworkConfig | Templates) -> dict[str, NetworkConfig]:
+    """A mapping of templates by kind, from one template or a mapping of them."""
+    if isinstance(templates, Mapping):
+        return dict(templates)
+    return {templates.arch: templates}
 
 
 def stage_config(
-    family: Family, kernel: int, template: MedNeXtConfig, checkpointing: bool | None = None
-) -> MedNeXtConfig:
-    """The architecture of one stage; checkpointing as the family says unless ``checkpointing`` overrides."""
-    enabled = family.checkpointing if checkpointing is None else checkpointing
-    return family.config(kernel, template).replace(checkpointing=enabled)
+    family: ChainFamily, kernel: int, template: NetworkConfig, checkpointing: bool | None = None
+) -> NetworkConfig:
+    """The architecture of one stage; checkpointing as the family says unless ``checkpointing`` overrides (a
+    kind that cannot checkpoint never does)."""
+    config = family.config(kernel, template)
+    if not family.can_checkpoint:
+        return config
+    return config.replace(checkpointing=family.checkpointing if checkpointing is None else checkpointing)
 
 
 def plan_family(
-    family: Family,
+    family: ChainFamily,
     kernels: Sequence[int],
-    template: MedNeXtConfig,
+    templates: Templates,
     profile: ProfileFn,
     constraints: Constraints,
     checkpointing: bool | None = None,
@@ -73,18 +89,17 @@ def plan_family(
     records: list[StageRecord] = []
     blocked = ""
     for index, kernel in enumerate(kernels):
-        config = stage_config(family, kernel, template, checkpointing)
-        measured = profile(config)
+        config = stage_config(family, kernel, templates[family.arch], checkpointing)
+        measured = profile(config, family.batch_size)
         parent = make_stage_id(family.family_id, kernels[index - 1]) if index else ""
         record = StageRecord(
             stage_id=make_stage_id(family.family_id, kernel),
             family_id=family.family_id,
             family_label=family.name,
-            n_channels=family.n_channels,
-            block_counts=list(family.block_counts),
-            exp_r=list(family.exp_r),
+            **networks.columns(config),
             kernel_size=kernel,
             arch=config.arch,
+            batch_size=family.batch_size,
             parent_stage=parent,
             init="upkern" if parent else "scratch",
             params=measured.params,

@@ -7,28 +7,46 @@ Shared by the study run (every stage is profiled before it is scheduled) and ``s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from scalekit.errors import ScalekitError
+from scalekit.networks import NetworkConfig, ResEncConfig
 from scalekit.networks.mednext import MedNeXtConfig
 from scalekit.records import StageRecord, StudyDir
-from scalekit.space import Family, SearchSpace
+from scalekit.space import Family, ResEncFamily, SearchSpace
 from scalekit.studyfile import StudyConfig
 
 from .chain import ChainRules
 from .families import Constraints, ProfileFn, plan_family
 from .schedule import Schedule, synchronous_for
 
+if TYPE_CHECKING:
+    from scalekit.nnunet import PreparedDataset
+
+
+def resenc_baselines(config: StudyConfig) -> list[ResEncFamily]:
+    """The study's ResEnc baselines: each preset, then each point of the scaling range (one that repeats a
+    preset is that preset)."""
+    spec = config.space.resenc
+    if spec is None:
+        return []
+    baselines = [ResEncFamily(preset) for preset in spec.presets]
+    if spec.scaling is not None:
+        baselines += [ResEncFamily(spec.scaling.base, f, b) for f in spec.scaling.features for b in spec.scaling.blocks]
+    return baselines
+
 
 def build_space(config: StudyConfig) -> SearchSpace:
-    """The study's search space (presets, explicit families, compound-scaling range)."""
+    """The study's search space (presets, explicit families, compound-scaling range) and its baselines."""
     s = config.space
     families = [Family.of(f.n_channels, f.block_counts, f.exp_r, f.label) for f in s.families]
     scaling = None
     if s.scaling is not None:
         scaling = (s.scaling.base, s.scaling.depth, s.scaling.expansion, s.scaling.n_channels)
-    return SearchSpace.build(s.presets, families, scaling, s.kernels, s.preset_channels)
+    return SearchSpace.build(s.presets, families, scaling, s.kernels, s.preset_channels, resenc_baselines(config))
 
 
 class HardwareError(ScalekitError):
@@ -93,35 +111,87 @@ def fits_trial(node: dict[str, float], cpus: float, gpus: float) -> bool:
 
 @dataclass(frozen=True)
 class StagePlanning:
-    """How a study turns a family and a kernel into a profiled, constraint-checked stage."""
+    """How a study turns a family and a kernel into a profiled, constraint-checked stage: each kind's template,
+    the profiler, the constraints, the checkpointing override and the batch of each baseline."""
 
-    template: MedNeXtConfig
+    templates: dict[str, NetworkConfig]
     profile: ProfileFn
     constraints: Constraints
     checkpointing: bool | None
+    baseline_batches: dict[str, int] = dataclasses.field(default_factory=dict)
+    """The batch each baseline trains with, by family id, where it is not the study's."""
+
+    def resolve(self, space: SearchSpace) -> SearchSpace:
+        """``space`` with each baseline's batch size set."""
+        baselines = tuple(dataclasses.replace(b, batch_size=self.baseline_batches.get(b.family_id))
+                          for b in space.baselines)
+        return dataclasses.replace(space, baselines=baselines)
 
 
-def stage_planning(config: StudyConfig, in_channels: int, num_classes: int, amp: str | None) -> StagePlanning:
-    """The study's stage template (channels, classes, deep supervision, dim), profiler and constraints.
+class BaselineError(ScalekitError):
+    """The study's ResEnc baselines cannot be planned (no spacing, a patch nnU-Net's topology does not divide)."""
 
-    Stages are profiled at the study's patch and batch size, with the AMP mode its trials train with (``amp``); the
-    memory is predicted (``device="cpu"``) so the driver needs no GPU and never competes with the trials.
+
+def resenc_template(config: StudyConfig, in_channels: int, num_classes: int,
+                     prepared: PreparedDataset | None) -> ResEncConfig:
+    """nnU-Net's ResEnc topology for the study's patch at the dataset's spacing (the prepared one, else
+    ``dataset.spacing``)."""
+    from scalekit.nnunet.resenc import resenc_for_patch
+
+    spacing = prepared.spacing if prepared is not None else config.dataset.spacing
+    if spacing is None:
+        raise BaselineError("space.resenc: nnU-Net's ResEnc topology follows the dataset's spacing, which is not "
+                            "known yet: prepare the dataset (`scalekit data prepare`) or set dataset.spacing")
+    try:
+        return resenc_for_patch(tuple(config.dataset.patch_size), tuple(spacing), in_channels, num_classes)
+    except ScalekitError as err:
+        raise BaselineError(f"space.resenc: {err}; set dataset.patch_size to it") from None
+
+
+def _baseline_batches(config: StudyConfig, template: ResEncConfig, prepared: PreparedDataset | None) -> dict[str, int]:
+    """The batch of each baseline with ``space.resenc.batch: planner``: what nnU-Net's planner for its preset
+    gives its network at the study's patch (capped at the dataset's voxels once it is prepared)."""
+    from scalekit.nnunet.resenc import dataset_voxels, planner_batch
+
+    spec = config.space.resenc
+    if spec is None or spec.batch != "planner":
+        return {}
+    voxels = dataset_voxels(prepared) if prepared is not None else None
+    patch = tuple(config.dataset.patch_size)
+    return {family.family_id: planner_batch(family.preset, family.config(3, template), patch, voxels)
+            for family in resenc_baselines(config)}
+
+
+def stage_planning(config: StudyConfig, in_channels: int, num_classes: int, amp: str | None,
+                   prepared: PreparedDataset | None = None) -> StagePlanning:
+    """The study's stage templates (channels, classes, deep supervision, dim; for ResEnc baselines nnU-Net's
+    topology at the study's patch and the prepared dataset's spacing), profiler and constraints.
+
+    Stages are profiled at the study's patch and at their batch size (the study's, or a baseline's own), with
+    the AMP mode its trials train with (``amp``); the memory is predicted (``device="cpu"``) so the driver needs
+    no GPU and never competes with the trials.
     """
     from scalekit.profiler import profile
 
-    patch, batch = config.dataset.patch_size, config.dataset.batch_size
-    template = MedNeXtConfig(
-        in_channels=in_channels, num_classes=num_classes, deep_supervision=True, dim=len(patch)
-    )
+    patch = config.dataset.patch_size
+    templates: dict[str, NetworkConfig] = {MedNeXtConfig.arch: MedNeXtConfig(
+        in_channels=in_channels, num_classes=num_classes, deep_supervision=True, dim=len(patch))}
+    batches: dict[str, int] = {}
+    if config.space.resenc is not None:
+        resenc = resenc_template(config, in_channels, num_classes, prepared)
+        templates[resenc.arch] = resenc
+        batches = _baseline_batches(config, resenc, prepared)
 
-    def profile_stage(arch: MedNeXtConfig):
-        return profile(arch, patch, batch, amp=amp, checkpointing=arch.checkpointing, device="cpu")
+    def profile_stage(arch: NetworkConfig, batch_size: int | None = None):
+        return profile(arch, patch, batch_size or config.dataset.batch_size, amp=amp,
+                       checkpointing=arch.checkpointing, device="cpu")
 
     return StagePlanning(
-        template=template,
+        templates=templates,
         profile=profile_stage,
         constraints=Constraints(config.constraints.max_memory_gb, config.constraints.max_gflops),
         checkpointing={"auto": None, "on": True, "off": False}[config.training.checkpointing],
+        baseline_batches=batches,
     )
 
 
@@ -146,25 +216,31 @@ def chain_rules(config: StudyConfig, devices_per_trial: float) -> ChainRules:
 
 def profile_study(config: StudyConfig, in_channels: int, num_classes: int) -> list[StageRecord]:
     """Every stage of every family in the study's space, profiled and checked against its constraints."""
-    planning = stage_planning(config, in_channels, num_classes, resolve_hardware(config)[2])
-    space = build_space(config)
+    planning = stage_planning(config, in_channels, num_classes, resolve_hardware(config)[2], prepared_of(config))
+    space = planning.resolve(build_space(config))
     records: list[StageRecord] = []
-    for family in space.families:
+    for family in space.trained:
         records += plan_family(
-            family, space.kernels, planning.template, planning.profile, planning.constraints,
+            family, space.chain(family.family_id), planning.templates, planning.profile, planning.constraints,
             planning.checkpointing, "continue" in config.chain.controls,
         )
     return records
 
 
-def dataset_channels(config: StudyConfig) -> tuple[int, int] | None:
-    """(input channels, classes) of the study's dataset, from its preparation or its raw dataset.json."""
+def prepared_of(config: StudyConfig) -> PreparedDataset | None:
+    """The study's prepared dataset, once its run prepared it."""
     from scalekit.nnunet import PreparedDataset
-    from scalekit.nnunet.prepare import resolve_raw_dataset
 
     prepared = StudyDir(config.output_dir).prepared
-    if prepared.is_file():
-        record = PreparedDataset.from_dict(json.loads(prepared.read_text()))
+    return PreparedDataset.from_dict(json.loads(prepared.read_text())) if prepared.is_file() else None
+
+
+def dataset_channels(config: StudyConfig) -> tuple[int, int] | None:
+    """(input channels, classes) of the study's dataset, from its preparation or its raw dataset.json."""
+    from scalekit.nnunet.prepare import resolve_raw_dataset
+
+    record = prepared_of(config)
+    if record is not None:
         return record.num_input_channels, record.num_classes
     try:
         folder = resolve_raw_dataset(config.dataset.reference, config.nnunet_roots()[0])

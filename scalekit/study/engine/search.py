@@ -4,7 +4,9 @@
 so a test drives it with an in-memory study and no Ray; :mod:`scalekit.study.backend.raytune` forwards Ray
 Tune's searcher calls to it. With :mod:`scalekit.study.engine.optuna_params`, the only modules that import Optuna.
 
-Each family is one Optuna trial (its parameters: :mod:`scalekit.study.engine.optuna_params`). A sampler draws the
+The space's baselines (nnU-Net ResEnc families) are opened before any family is asked and train through the
+same rungs; no Optuna trial stands for them and they do not count against ``search.families``. Each searched
+family is one Optuna trial (its parameters: :mod:`scalekit.study.engine.optuna_params`). A sampler draws the
 family's point: ``source`` (``listed`` or ``scaling``) where a space has both, ``label`` of a listed family (a
 preset or an explicit family), or ``depth``, ``expansion`` and ``n_channels`` of a compound-scaling point, so
 that it can learn which direction pays. The family's descriptors follow, which no sampler draws: ``n_channels``
@@ -200,6 +202,7 @@ class ChainSearch:
         """Start the next stage and return its id: a promotion due at a rung, a stage whose parent completed,
         else the first stage of a newly asked family; ``None`` while the rest waits on running stages, and
         :data:`FINISHED` when the family budget (or the compute budget) is spent and every chain has ended."""
+        self._open_baselines()
         while True:
             families_left = self._opened() < min(self.settings.families, len(self.planner.space)) \
                 and not self._exhausted and self.planner.budget_left()
@@ -286,7 +289,17 @@ class ChainSearch:
         return {"results": str(self.planner.table.path), "optuna_storage": self.settings.storage}
 
     def _opened(self) -> int:
-        return len(self.planner.family_ids())
+        """The searched families opened so far (baselines are not counted against ``search.families``)."""
+        baselines = {b.family_id for b in self.planner.space.baselines}
+        return len([f for f in self.planner.family_ids() if f not in baselines])
+
+    def _open_baselines(self) -> None:
+        """Open every baseline not opened yet (idempotent): they train whatever the sampler draws, through the
+        same rungs, and no Optuna trial stands for them."""
+        for baseline in self.planner.space.baselines:
+            if not self.planner.stages(baseline.family_id):
+                self.planner.open_family(baseline)
+                self.on_change()
 
     def _running_trial(self, family_id: str) -> optuna.trial.Trial | None:
         number = self._family_trial.get(family_id)

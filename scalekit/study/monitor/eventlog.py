@@ -54,7 +54,7 @@ def stage_origin(record: StageRecord, epochs_before: int = 0) -> str:
 
 
 def stage_started(record: StageRecord, epochs_before: int = 0) -> StageStarted:
-    return StageStarted(record.stage_id, record.family_label, record.kernel_size, record.target_epochs,
+    return StageStarted(record.stage_id, record.name, record.target_epochs,
                         stage_origin(record, epochs_before))
 
 

@@ -54,8 +54,8 @@ class StageStarted:
     """A stage was handed to a worker, to train to ``target_epochs`` (a rung, or the full budget)."""
 
     stage_id: str
-    family: str
-    kernel: int
+    name: str
+    """The stage's name (``a k5``, ``ResEnc M``: :attr:`~scalekit.records.StageRecord.name`)."""
     target_epochs: int | None
     origin: str
     """``from scratch``, ``upkern from <parent>`` / ``continue from <parent>``, or ``resumed from its rung-N
@@ -63,7 +63,7 @@ class StageStarted:
 
     def describe(self) -> str:
         target = f", to {self.target_epochs} epochs" if self.target_epochs else ""
-        return f"stage {self.stage_id} started: {self.family} k{self.kernel} {self.origin}{target}"
+        return f"stage {self.stage_id} started: {self.name} {self.origin}{target}"
 
 
 @dataclass(frozen=True)

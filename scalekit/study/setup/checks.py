@@ -17,7 +17,7 @@ from scalekit.nnunet.splits import SPLITS_FILE, SplitsError, read_splits
 from scalekit.records import STAGE_ID
 from scalekit.studyfile import StudyConfig
 
-from ..engine.planning import build_space
+from ..engine.planning import BaselineError, build_space, prepared_of, resenc_template
 
 SIMPLEITK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".bmp", ".tif", ".tiff")
 """Image formats whose header SimpleITK reads without the pixels; other formats skip the dimension check."""
@@ -301,11 +301,27 @@ def _selection_problems(config: StudyConfig) -> list[str]:
     if not STAGE_ID.fullmatch(rule):
         return []
     space = build_space(config)
-    stages = [family.stage_id(kernel) for family in space.families for kernel in space.kernels]
+    stages = [family.stage_id(kernel) for family in space.trained
+              for kernel in space.chain(family.family_id)]
     if rule in stages:
         return []
     return [f"finish.export.select: {rule} is not a stage of this study's space (its {len(stages)} stages are "
             f"e.g. {', '.join(stages[:3])}); use best, knee, a memory budget or one of its stage ids"]
+
+
+def _baseline_problems(config: StudyConfig) -> list[str]:
+    """ResEnc baselines need a patch that nnU-Net's topology divides at the dataset's spacing: checked where the
+    spacing is known before any work (``dataset.spacing``, or an earlier preparation), else once prepared."""
+    if config.space.resenc is None:
+        return []
+    prepared = prepared_of(config)
+    if prepared is None and config.dataset.spacing is None:
+        return []
+    try:
+        resenc_template(config, 1, 2, prepared)
+    except BaselineError as err:
+        return [str(err)]
+    return []
 
 
 def preflight(config: StudyConfig) -> list[str]:
@@ -314,9 +330,10 @@ def preflight(config: StudyConfig) -> list[str]:
     Checked: the dataset is found (or is demo data to generate) and its dataset.json has channels and labels;
     the patch's dimensions fit the images; ``dataset.fold`` exists in the splits (``splits_final.json``, or the
     min(5, cases) folds nnU-Net will make); the output folders can be written; the storage URL parses and
-    connects; a stage id given as the export rule is in the space.
+    connects; a stage id given as the export rule is in the space; ResEnc baselines fit the patch.
     """
     facts, problems = inspect_dataset(config)
     if facts is not None:
         problems += _fold_problems(config, facts) + _dim_problems(config, facts)
-    return problems + _folder_problems(config, facts) + _storage_problems(config) + _selection_problems(config)
+    return (problems + _folder_problems(config, facts) + _storage_problems(config) + _selection_problems(config)
+            + _baseline_problems(config))

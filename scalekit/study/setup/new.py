@@ -2,8 +2,10 @@
 
 The file names the dataset (found by the same precedence as every command: the given path, ``--raw-root`` or
 ``$nnUNet_raw``), trains at nnU-Net's planned patch when the dataset is already preprocessed (else the
-paper's 128^3), searches the paper's presets S, B, M and L along k3 -> k5 -> k7 with successive halving, keeps
-every stage within the GPU budget and exports the knee. It passes ``scalekit study validate`` as written.
+paper's 128^3), searches the paper's presets S, B, M and L along k3 -> k5 -> k7 with successive halving, trains
+nnU-Net's ResEnc presets whose memory target the GPU holds (M 8, L 24, XL 40 GB; M at least) beside them as
+baselines (3-D datasets), keeps every stage within the GPU budget and exports the knee. It passes ``scalekit
+study validate`` as written.
 """
 
 from __future__ import annotations
@@ -59,6 +61,13 @@ def _dataset_section(folder: Path, given_raw: paths.NnunetRoot | None,
     return section
 
 
+def resenc_presets(gpu_memory_gb: float) -> list[str]:
+    """nnU-Net's ResEnc presets whose memory target a GPU of ``gpu_memory_gb`` holds (M at least)."""
+    from scalekit.nnunet.resenc import MEMORY_TARGET_GB
+
+    return [name for name, target in MEMORY_TARGET_GB.items() if target <= gpu_memory_gb] or ["M"]
+
+
 def _sections(dataset: dict[str, Any], gpu_memory_gb: float, output_dir: Path) -> dict[str, dict[str, Any] | Any]:
     return {
         "name": dataset["name"],
@@ -82,7 +91,9 @@ _COMMENTS = {
     "dataset": "patch_size: nnU-Net's planned patch rounded to multiples of 16 when preprocessed before, else "
                "the paper's; add splits: FILE for a split of your own (grouped by subject)",
     "training": "per stage; nsd_tolerance_mm: the surface-Dice tolerance, at least the largest voxel spacing",
-    "space": f"the MedNeXt paper's presets {', '.join(PAPER_PRESETS)}, each along its UpKern chain k3 -> k5 -> k7",
+    "space": f"the MedNeXt paper's presets {', '.join(PAPER_PRESETS)}, each along its UpKern chain k3 -> k5 -> k7; "
+             "resenc: nnU-Net's ResEnc presets as baselines, at the batch nnU-Net's planner gives each at this patch "
+             "(remove the entry for MedNeXt alone)",
     "constraints": "peak training memory per stage (GiB), predicted: scalekit study profile FILE shows which fit",
     "search": f"successive halving: rungs {MIN_EPOCHS}, {MIN_EPOCHS * ETA}, {EPOCHS} epochs; the top 1/{ETA} go on",
     "backend": "ray: Ray Tune here (address null) or on a cluster ('auto'); local: worker processes here, no Ray",
@@ -139,6 +150,8 @@ def new_study(
         raise ScalekitError(f"{folder}: " + "; ".join(problems or ["not a readable nnU-Net raw dataset"]))
     if facts.dim == 2:
         section["configuration"] = "2d"
+    else:
+        sections["space"]["resenc"] = {"presets": resenc_presets(gpu_memory_gb)}
     config = _config(sections, Path.cwd())
     plans = planned(config, facts)
     if plans is not None:
@@ -148,6 +161,8 @@ def new_study(
         section["patch_size"] = [PAPER_PATCH * (2 if facts.dim == 2 else 1)] * (facts.dim or 3)
         spacing = list(facts.spacing or ())
     section["batch_size"] = 2
+    if "resenc" in sections["space"] and spacing and not _resenc_divides(section["patch_size"], spacing):
+        del sections["space"]["resenc"]  # nnU-Net's topology would pad this patch: MedNeXt alone
     if spacing and max(spacing) > 1.0:
         sections["training"]["nsd_tolerance_mm"] = round(max(spacing), 3)
     config = _config(sections, Path.cwd())
@@ -160,6 +175,17 @@ def new_study(
         "Next: scalekit study validate FILE; scalekit study profile FILE; scalekit study run FILE",
     ]
     return NewStudy(_render(sections, header), facts, plans is not None)
+
+
+def _resenc_divides(patch: list[int], spacing: list[float]) -> bool:
+    """Whether nnU-Net's ResEnc topology at ``spacing`` takes ``patch`` as it is."""
+    from scalekit.nnunet.resenc import resenc_for_patch
+
+    try:
+        resenc_for_patch(tuple(patch), tuple(spacing), 1, 2)
+    except ScalekitError:
+        return False
+    return True
 
 
 def _config(sections: dict[str, Any], base: Path) -> StudyConfig:

@@ -59,7 +59,7 @@ class Profile:
 def planner(folder: Path, budget: dict[str, float] | None = None) -> ChainPlanner:
     space = SearchSpace((Family(4, 1, 2, "small"), Family(8, 1, 2, "wide")), kernels=(3, 5))
     return ChainPlanner(space, ResultsTable(folder), MedNeXtConfig(num_classes=3, deep_supervision=True),
-                        lambda c: Profile(1000 * c.n_channels, 1.0, 3.0, c.n_channels // 4 * GIB),
+                        lambda c, batch=None: Profile(1000 * c.n_channels, 1.0, 3.0, c.n_channels // 4 * GIB),
                         Constraints(max_memory_gb=24.0), folder / "stages",
                         ChainRules(min_improvement=0.0, budget=budget or {}))
 

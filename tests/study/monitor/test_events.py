@@ -37,7 +37,7 @@ def test_event_lines() -> None:
     assert format_line(epoch, when) == expected
     assert "val pseudo-Dice 0.420" in EpochDone("s", 1, 4, 1.0, 0.42, 10.0, 300.0).describe()
     assert EpochDone("s", 1, 4, 1.0, None, 10.0, 300.0).describe().endswith("ETA 5 min")
-    started = StageStarted("f1-k5", "a", 5, 2, "upkern from f1-k3").describe()
+    started = StageStarted("f1-k5", "a k5", 2, "upkern from f1-k3").describe()
     assert started == "stage f1-k5 started: a k5 upkern from f1-k3, to 2 epochs"
     done = StageFinished("f1-k5", "completed", 0.41234, 7500.0, 4).describe()
     assert done == "stage f1-k5 completed: Dice 0.4123 after 4 epochs in 2.1 h"

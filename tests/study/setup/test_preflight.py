@@ -279,3 +279,29 @@ def test_study_run_checks_before_writing(monkeypatch, capsys, tmp_path: Path, ch
     assert info.value.code == 2 and "Traceback" not in err
     assert err.startswith("error: ") and next(iter(changes)).split(".")[-1] in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("resenc", "expected"), [
+    ({"presets": ["M", "Q"]}, "space.resenc.presets: unknown ResEnc preset(s) ['Q']; choose from M, L, XL"),
+    ({"presets": ["M", "L"], "batch": "study"}, "space.resenc: presets ['M', 'L'] with batch: study are one network "
+                                               "at one batch"),
+    ({"presets": [], "scaling": {"base": "M", "features": []}}, "space.resenc.scaling.features: give at least one"),
+    ({"initial_lr": 0}, "space.resenc.initial_lr: Input should be greater than 0"),
+    ({"batch": "largest"}, "space.resenc.batch: Input should be 'planner' or 'study'"),
+])
+def test_resenc_baselines_are_checked(monkeypatch, capsys, tmp_path, resenc, expected) -> None:
+    problems = refused(monkeypatch, capsys, write(tmp_path, demo_study(tmp_path, **{"space.resenc": resenc})))
+    assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+def test_resenc_baselines_need_a_patch_nnunets_topology_divides(monkeypatch, capsys, tmp_path) -> None:
+    """With the spacing known before any work, a patch MedNeXt takes (multiples of 16) but nnU-Net's ResEnc
+    topology pads is refused, with the patch nnU-Net would use."""
+    study = demo_study(tmp_path, **{"space.resenc": {"presets": ["M"]}, "dataset.spacing": [1.0, 1.0, 1.0],
+                                    "dataset.patch_size": [144, 144, 144]})
+    problems = refused(monkeypatch, capsys, write(tmp_path, study))
+    assert problems == ["space.resenc: patch [144, 144, 144] is not one nnU-Net's topology divides at spacing "
+                        "[1.0, 1.0, 1.0]; nnU-Net would use [160, 160, 160]; set dataset.patch_size to it"]
+    fine = demo_study(tmp_path, **{"space.resenc": {"presets": ["M", "L"]}, "dataset.spacing": [1.0, 1.0, 1.0]})
+    code, _, err = validate(monkeypatch, capsys, write(tmp_path, fine))
+    assert code == 0, err
