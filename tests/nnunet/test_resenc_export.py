@@ -223,8 +223,13 @@ def test_a_resenc_stage_export_predicts_in_nnunet_with_the_stock_trainer_at_its_
                     for d in ("scalekit", "nnunet"))
     assert np.array_equal(ours, theirs) and len(np.unique(ours)) > 1
 
-    # and nnU-Net's own command, in a process of its own given nothing but the folder (as train.sh says)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")} | {"nnUNet_def_n_proc": "1"}
+    # and nnU-Net's own command, in a process of its own given nothing but the folder (as train.sh says), with
+    # the threads the prediction here had (nnU-Net's predictor uses min(nnUNet_def_n_proc, threads)): a sum split
+    # over other threads may round a voxel near a tie the other way
+    from nnunetv2.configuration import default_num_processes
+
+    threads = str(min(default_num_processes, torch.get_num_threads()))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")} | {"nnUNet_def_n_proc": threads}
     command = [str(Path(sys.executable).parent / "nnUNetv2_predict_from_modelfolder"), "-m", str(model), "-f", "0",
                "-i", str(images), "-o", str(tmp_path / "command"), "-device", "cpu", "--disable_tta", "-npp", "1",
                "-nps", "1"]

@@ -29,6 +29,8 @@ def test_demo_and_amos_study_files_are_valid() -> None:
     assert amos.constraints.max_memory_gb == 24 and amos.space.presets == ("S", "B", "M", "L")
     assert (amos.search.scheduler, amos.search.eta, amos.search.min_epochs) == ("halving", 3, 11)
     assert amos.search.budget_gpu_hours == 200 and amos.chain.controls == ("continue",)
+    assert amos.space.resenc is not None and amos.space.resenc.presets == ("M", "L")  # the ResEnc baselines
+    assert amos.space.resenc.batch == "planner" and amos.initial_lr("resenc") == 0.01
     assert demo.search.scheduler == "halving" and demo.chain.controls == ("continue",)
 
 
@@ -80,7 +82,8 @@ def test_shrunk_demo_runs_reports_and_exports(tmp_path: Path) -> None:
     assert "\nanswer:\n  train for the study's 0.25 GiB budget: " in result.stdout  # the answer closes the run
     plans = next((tmp_path / "preprocessed").glob(f"*/scalekitPlans_{selection['stage_id']}.json"))
     assert f"note: the export wrote {plans} outside {out / 'export'}" in result.stderr
-    _predictions_repeat_the_validation(tmp_path, out, selection["stage_id"], env)
+    _predictions_repeat_the_validation(tmp_path, out, selection["stage_id"],
+                                       {**env, "OMP_NUM_THREADS": str(data["resources"]["cpus_per_trial"])})
 
 
 def _case_dice(prediction: Path, label: Path) -> float:
@@ -99,7 +102,10 @@ def _case_dice(prediction: Path, label: Path) -> float:
 def _predictions_repeat_the_validation(tmp_path: Path, out: Path, stage_id: str, env: dict[str, str]) -> None:
     """`scalekit predict` with the export (CLI) and with the study stage (library) segments validation cases
     of the fold to the Dice the stage's validation recorded: the same weights (final.pt, which the export
-    carries) and the same sliding-window settings (no mirroring)."""
+    carries), the same sliding-window settings (no mirroring) and the trial's threads (``env``), since a sum split
+    over other threads may round a voxel near a tie the other way."""
+    import torch
+
     from scalekit.nnunet.predict import predict, stage_model
 
     outcome = json.loads((out / "stages" / stage_id / "outcome.json").read_text())
@@ -118,7 +124,12 @@ def _predictions_repeat_the_validation(tmp_path: Path, out: Path, stage_id: str,
     assert sorted(p.name for p in (tmp_path / "pred_export").iterdir()) == [
         "dataset.json", f"{first}.nii.gz", "plans.json", "predict_from_raw_data_args.json"]
     predicted[first] = _case_dice(tmp_path / "pred_export" / f"{first}.nii.gz", raw / "labelsTr" / f"{first}.nii.gz")
-    files = predict(stage_model(out, stage_id), tmp_path / f"in_{second}", tmp_path / "pred_stage", device="cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+    try:
+        files = predict(stage_model(out, stage_id), tmp_path / f"in_{second}", tmp_path / "pred_stage", device="cpu")
+    finally:
+        torch.set_num_threads(threads)
     assert files == [tmp_path / "pred_stage" / f"{second}.nii.gz"]
     predicted[second] = _case_dice(files[0], raw / "labelsTr" / f"{second}.nii.gz")
     for case, dice in predicted.items():
