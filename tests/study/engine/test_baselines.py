@@ -163,3 +163,30 @@ def test_a_study_stopped_midway_resumes_its_baselines_to_the_same_outcome(tmp_pa
     drive(resumed)
     assert [r.stage_id for r in resumed.planner.table.records()] == [r.stage_id for r in before]
     assert outcome(resumed) == outcome(whole)
+
+
+def test_a_baseline_that_leads_is_confirmed_over_seeds_as_a_one_stage_chain(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from scalekit.results.seeds import seed_dir
+    from scalekit.study.engine.confirm import SeedRuns, plan_confirmation
+    from scalekit.study.engine.confirm import FINISHED as DONE
+
+    monkeypatch.setitem(QUALITY, "ResEnc M", 0.70)  # ResEnc M leads every stage: the answer
+    search = search_over(tmp_path, MEDNEXT, BASELINES)
+    drive(search)
+    lead = next(r for r in search.planner.table.records() if r.name == "ResEnc M")
+    plan = plan_confirmation(search.planner, None, seeds=1, max_finalists=1, base_seed=0)
+    assert plan.finalists == (lead.stage_id,)
+    runs = SeedRuns(search.planner, plan)
+    handed = []
+    while (key := runs.next_stage()) != DONE:
+        assert key is not None
+        planner, stage_id, seed = runs.locate(key)
+        (planner.stage_dir(stage_id)).mkdir(parents=True, exist_ok=True)
+        (planner.stage_dir(stage_id) / "final.pt").write_bytes(b"weights")
+        handed.append(stage_id)
+        runs.stage_ended(key, {"stage_status": "completed", "mean_dice": 0.71, "case_dice": [0.70, 0.71, 0.72],
+                               "epochs": 2, "checkpoint": "final.pt", "wall_time_s": 1.0})
+    assert handed == [lead.stage_id]  # one stage: no parent to retrain first
+    again = ResultsTable(seed_dir(tmp_path, 1))[lead.stage_id]
+    assert again.status == "completed" and again.batch_size == 5 and again.arch == "resenc"
