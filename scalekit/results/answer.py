@@ -89,6 +89,8 @@ class StudyAnswer:
         memory = ("memory unknown" if stage.peak_memory_gb is None else
                   " ".join(filter(None, (self._gib(stage.peak_memory_gb), stage.memory_method))))
         how = f" trained on from {stage.parent_stage}" if stage.init == "continue" else ""  # a control won
+        if stage.batch_size is not None:  # a baseline at its planner's batch, not the study's
+            how += f", batch {stage.batch_size}"
         return (f"{stage.stage_id} ({self._named(stage)}{how}, "
                 f"Dice {with_interval(stage.mean_dice, dice_interval(stage))}, {memory})")
 

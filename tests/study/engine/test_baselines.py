@@ -106,7 +106,7 @@ def test_baselines_train_beside_the_search_through_the_same_rungs(tmp_path: Path
     assert answer.budget is not None and answer.budget.stage is not None
     assert answer.budget.stage.name == "wide k5" and [r.name for r in answer.rivals] == ["ResEnc M"]
     line = next(line for line in answer.lines() if line.startswith("MedNeXt or ResEnc for the best Dice: "))
-    assert "(MedNeXt wide k5, Dice" in line and "(ResEnc M, Dice" in line
+    assert "(MedNeXt wide k5, Dice" in line and "(ResEnc M, batch 5, Dice" in line  # its own batch, said
     assert line.endswith("MedNeXt wins by +0.0300 Dice [+0.0300, +0.0300]")
 
 
