@@ -57,12 +57,6 @@ KIND_SYMBOL = "hexagram"
 """The marker of a network kind other than MedNeXt (a ResEnc baseline), in every figure."""
 
 
-def shape_symbol(shape: str) -> str:
-    """The marker of a shape: a MedNeXt kernel's (``k5``), else :data:`KIND_SYMBOL` (a kind, ``ResEnc``)."""
-    kernel = shape[1:]
-    return kernel_symbol(int(kernel)) if shape.startswith("k") and kernel.isdigit() else KIND_SYMBOL
-
-
 def kernel_symbol(kernel: int) -> str:
     """The marker of a kernel size, the same in every figure: k3 circle, k5 diamond, k7 square, then on."""
     return KERNEL_SYMBOLS[max(kernel - 3, 0) // 2 % len(KERNEL_SYMBOLS)]

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from scalekit.report.key import (
-    ANSWER_COLOUR, BOUNDED, BUDGET_COLOUR, KEY_COLOUR, LABELS, SHORT, UNITS, legend_margins, shape_symbol, memory_title,
+    ANSWER_COLOUR, BOUNDED, BUDGET_COLOUR, KEY_COLOUR, KIND_SYMBOL, LABELS, SHORT, UNITS, kernel_symbol, legend_margins, memory_title,
     memory_unit,
 )
 from scalekit.report.geometry import (
@@ -128,15 +128,17 @@ class PanelLayout:
         return self.area.y
 
 
-def shapes(points: Sequence[PointSpec]) -> list[str]:
-    """The marker shapes of ``points``: kernels in ascending order, then network kinds by name."""
-    return sorted({p.shape for p in points}, key=lambda shape: (bool(next(
-        (p.kind for p in points if p.shape == shape), "")), next(p.kernel for p in points if p.shape == shape), shape))
+def shape_symbols(points: Sequence[PointSpec]) -> dict[str, str]:
+    """The marker shapes of ``points`` with their symbols: kernels in ascending order, then network kinds by
+    name."""
+    first = {p.shape: p for p in reversed(points)}
+    order = sorted(first, key=lambda shape: (1, 0, shape) if first[shape].kind else (0, first[shape].kernel, shape))
+    return {shape: KIND_SYMBOL if first[shape].kind else kernel_symbol(first[shape].kernel) for shape in order}
 
 
 def legend_entries(points: Sequence[PointSpec], links: Sequence[LinkSpec], y_metric: str) -> list[tuple[str, str]]:
     """The key's entries (before family names that find no place on the plot): kernels, front, arrows."""
-    entries = [(f"shape:{shape}", shape) for shape in shapes(points)] + [("front", "front")]
+    entries = [(f"shape:{shape}", shape) for shape in shape_symbols(points)] + [("front", "front")]
     if any(link.kind == "upkern" for link in links):
         entries.append(("upkern", f"UpKern ({SHORT.get(y_metric, 'Δ')})"))
     if any(link.kind == "continue" for link in links):
@@ -303,7 +305,7 @@ def panel_layout(name: str, title: str, x_metric: str, y_metric: str, points: Se
         if not legend or set(missing) <= set(in_legend):
             break
         in_legend = sorted(set(in_legend) | set(missing))
-    symbols = {shape: shape_symbol(shape) for shape in shapes(points)}
+    symbols = shape_symbols(points)
     key = entries + [(f"family:{fid}", names[fid]) for fid in missing] if legend else []
     box: tuple[float, float, float, float] | None = None
     zoom: tuple[str, ...] = ()

@@ -215,3 +215,13 @@ def test_compound_scaling_points_are_labelled_in_mib_when_the_moves_are_small(st
     assert sorted(label.text for label in small.labels) == ["k 3→5", "k 3→5"] and small.legend == ["k (kernel)"]
     fig = build_figures(build_report_data(study), legend=False)["compound_scaling"]
     assert fig.layout.showlegend is False and fig.layout.xaxis.title.text.endswith("(GiB)")
+
+
+def test_a_network_of_another_kind_is_marked_by_its_kind_after_the_kernels() -> None:
+    from scalekit.report.layout import shape_symbols
+
+    points = [PointSpec("r", 0.1, 0.5, "R", "ResEnc M", 3, kind="ResEnc"), PointSpec("a5", 0.2, 0.6, "A", "a", 5),
+              PointSpec("a3", 0.1, 0.4, "A", "a", 3)]
+    symbols = shape_symbols(points)
+    assert list(symbols.items()) == [("k3", "circle"), ("k5", "diamond"), ("ResEnc", "hexagram")]
+    assert shape_symbols(points[::-1]) == symbols

@@ -158,7 +158,7 @@ def _baseline_batches(config: StudyConfig, template: ResEncConfig, prepared: Pre
         return {}
     voxels = dataset_voxels(prepared) if prepared is not None else None
     patch = tuple(config.dataset.patch_size)
-    return {family.family_id: planner_batch(family.preset, family.config(3, template), patch, voxels)
+    return {family.family_id: planner_batch(family.preset, family.config(family.kernels[0], template), patch, voxels)
             for family in resenc_baselines(config)}
 
 

@@ -192,6 +192,7 @@ class ChainSearch:
             t.user_attrs[FAMILY_ATTR]: t.number for t in study.trials if FAMILY_ATTR in t.user_attrs
         }
         self._exhausted = False
+        self._baselines_open = False
         self.finished = False
         self.ended_by = ""
         """Why the search ended: ``budget`` (the compute budget was spent) or ``chains`` (every chain ended)."""
@@ -294,12 +295,14 @@ class ChainSearch:
         return len([f for f in self.planner.family_ids() if f not in baselines])
 
     def _open_baselines(self) -> None:
-        """Open every baseline not opened yet (idempotent): they train whatever the sampler draws, through the
-        same rungs, and no Optuna trial stands for them."""
+        """Open every baseline, once per search (a baseline whose rows a run before wrote keeps them): they
+        train whatever the sampler draws, through the same rungs, and no Optuna trial stands for them."""
+        if self._baselines_open:
+            return
         for baseline in self.planner.space.baselines:
-            if not self.planner.stages(baseline.family_id):
-                self.planner.open_family(baseline)
-                self.on_change()
+            self.planner.open_family(baseline)
+        self._baselines_open = True
+        self.on_change()
 
     def _running_trial(self, family_id: str) -> optuna.trial.Trial | None:
         number = self._family_trial.get(family_id)
